@@ -1,0 +1,119 @@
+# Roost — build, test, run. See README.md.
+#
+#   make              build every binary into build/bin
+#   make test         unit tests + end-to-end tests (-Werror), summary line at the end
+#   make test SANITIZE=1   the same under ASan+UBSan (separate build dir build/san)
+#   make run          the whole stack as local processes (the supervisor)
+#   make deps         install the Debian packages the build and tests need
+#   make bench        benchmarks (not tests); results in bench/RESULTS.md
+
+VERSION := 0.1.0
+SANITIZE ?= 0
+WERROR ?= 0
+
+ifeq ($(SANITIZE),1)
+BUILD := build/san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT := -O1
+else
+BUILD := build
+SANFLAGS :=
+OPT := -O2
+endif
+
+CC ?= cc
+PYTHON := /usr/bin/python3
+PKG_LIBS := libzmq jansson
+CPPFLAGS := -D_GNU_SOURCE -DROOST_VERSION=\"$(VERSION)\" -Iproto -I$(BUILD)/gen
+CFLAGS := -std=c11 $(OPT) -g -Wall -Wextra $(if $(filter 1,$(WERROR)),-Werror) $(SANFLAGS) \
+	$(shell pkg-config --cflags $(PKG_LIBS) 2>/dev/null)
+LDFLAGS := $(SANFLAGS)
+LDLIBS := $(shell pkg-config --libs $(PKG_LIBS) 2>/dev/null || echo -lzmq -ljansson)
+
+# Debian packages for building and testing (make deps).
+DEB_PKGS := gcc make pkg-config libzmq3-dev libjansson-dev libsqlite3-dev libssl-dev \
+	libcmocka-dev python3 python3-pytest python3-zmq python3-jsonschema
+
+PROTO_SRC := $(wildcard proto/*.c)
+PROTO_OBJ := $(PROTO_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/msgtypes.o
+LIBROOST := $(BUILD)/lib/libroost.a
+GEN_H := $(BUILD)/gen/msgtypes.h
+SCHEMAS := $(wildcard proto/schemas/*.json)
+
+BUSD_SRC := $(wildcard services/busd/*.c)
+ROOSTCTL_SRC := $(wildcard tools/roostctl/*.c)
+RUN_SRC := $(wildcard tools/roost-run/*.c)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+
+BINS := $(BUILD)/bin/busd $(BUILD)/bin/roostctl $(BUILD)/bin/roost-run \
+	$(BUILD)/bin/echo-worker $(BUILD)/bin/busbench
+UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all test unit e2e run deps check-deps clean bench
+all: $(BINS)
+
+# ---- generated message-type table (proto/schemas is the source of truth) ----
+$(GEN_H) $(BUILD)/gen/msgtypes.c: $(SCHEMAS) proto/gen_msgtypes.py
+	@mkdir -p $(BUILD)/gen
+	$(PYTHON) proto/gen_msgtypes.py proto/schemas $(GEN_H) $(BUILD)/gen/msgtypes.c
+	@touch $(GEN_H) $(BUILD)/gen/msgtypes.c
+
+$(BUILD)/obj/%.o: %.c $(GEN_H) $(wildcard proto/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/gen/msgtypes.o: $(BUILD)/gen/msgtypes.c $(GEN_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(LIBROOST): $(PROTO_OBJ)
+	@mkdir -p $(dir $@)
+	$(AR) rcs $@ $^
+
+$(BUILD)/bin/busd: $(BUSD_SRC:%.c=$(BUILD)/obj/%.o) $(LIBROOST)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/bin/roostctl: $(ROOSTCTL_SRC:%.c=$(BUILD)/obj/%.o) $(LIBROOST)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/bin/roost-run: $(RUN_SRC:%.c=$(BUILD)/obj/%.o) $(LIBROOST)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/bin/echo-worker: $(BUILD)/obj/tests/echo_worker.o $(LIBROOST)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcrypto -o $@
+
+$(BUILD)/bin/busbench: $(BUILD)/obj/bench/busbench.o $(LIBROOST)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lm -o $@
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBROOST)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
+
+# ---- tests ----
+# check-deps installs missing Debian packages (make deps) or says which are missing.
+check-deps:
+	@tools/check-deps.sh $(DEB_PKGS)
+
+test: check-deps
+	$(MAKE) WERROR=1 SANITIZE=$(SANITIZE) all $(UNIT_BINS)
+	@tools/run-tests.sh $(BUILD)
+
+deps:
+	@tools/check-deps.sh --install $(DEB_PKGS)
+
+# ---- running ----
+run: all
+	@$(BUILD)/bin/roost-run
+
+bench: all
+	bench/bus.sh
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,203 @@
+/*
+ * zap.c — who is on the other end of a bus socket.
+ *
+ * Every bus socket busd binds is ipc://, so the kernel knows the peer's
+ * uid, gid and pid (SO_PEERCRED); libzmq hands them to the ZAP handler as
+ * the address "...:uid:gid:pid". We map the uid to a role through bus_acl
+ * and answer with the role as ZAP user id: libzmq then stamps it on every
+ * message from that connection ("User-Id" metadata), which broker.c and
+ * events.c check against the message-type table.
+ *
+ * Roles: "*" (trusted: busd's own uid and root; the whole `make run` stack
+ * runs as one uid, and a process with busd's uid could replace busd anyway),
+ * a service name (containers give each service its own uid), "roostctl"
+ * (admin), or "" (unknown uid: connected, but allowed nothing — a clear
+ * "forbidden" beats a silent refusal). The tap domain admits only "*" and
+ * "roostctl": it shows every envelope.
+ */
+#include "busd.h"
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define ZAP_MAX_ENTRIES 64
+
+void *bus_socket_new(int type);
+
+struct acl_entry {
+	uid_t uid;
+	char role[BUS_SERVICE_MAX + 1];
+};
+
+struct zap {
+	loop_t *loop;
+	void *sock;
+	struct acl_entry acl[ZAP_MAX_ENTRIES];
+	int nacl;
+	uint64_t allowed, denied;
+};
+
+/* Parses "uid=role, uid=role". */
+static int zap_parse_acl(zap_t *z, const char *acl, char *err, size_t errlen)
+{
+	char *copy = xstrdup(acl), *save = NULL;
+	int rc = 0;
+	for (char *tok = strtok_r(copy, ", \t", &save); tok != NULL; tok = strtok_r(NULL, ", \t", &save)) {
+		char *eq = strchr(tok, '=');
+		char *end = NULL;
+		unsigned long uid = eq ? strtoul(tok, &end, 10) : 0;
+		if (eq == NULL || end != eq || eq == tok || uid > 0x7fffffffUL || z->nacl == ZAP_MAX_ENTRIES ||
+		    strlen(eq + 1) == 0 || strlen(eq + 1) > BUS_SERVICE_MAX) {
+			snprintf(err, errlen, "bus_acl: bad entry '%s' (want uid=role)", tok);
+			rc = -1;
+			break;
+		}
+		z->acl[z->nacl].uid = (uid_t)uid;
+		snprintf(z->acl[z->nacl].role, sizeof z->acl[z->nacl].role, "%s", eq + 1);
+		z->nacl++;
+	}
+	free(copy);
+	return rc;
+}
+
+const char *zap_role_for(const zap_t *z, uid_t uid)
+{
+	for (int i = 0; i < z->nacl; i++)
+		if (z->acl[i].uid == uid)
+			return z->acl[i].role;
+	if (uid == 0 || uid == geteuid())
+		return "*";
+	return "";
+}
+
+/* Reads uid from "host:uid:gid:pid" (the last three fields). */
+static int zap_peer_uid(const char *addr, size_t len, uid_t *uid, long *pid)
+{
+	char buf[128];
+	if (len >= sizeof buf)
+		return -1;
+	memcpy(buf, addr, len);
+	buf[len] = '\0';
+	char *p3 = strrchr(buf, ':');
+	if (p3 == NULL)
+		return -1;
+	*p3 = '\0';
+	char *p2 = strrchr(buf, ':');
+	if (p2 == NULL)
+		return -1;
+	*p2 = '\0';
+	char *p1 = strrchr(buf, ':');
+	if (p1 == NULL)
+		return -1;
+	*uid = (uid_t)strtoul(p1 + 1, NULL, 10);
+	*pid = strtol(p3 + 1, NULL, 10);
+	return 0;
+}
+
+static void zap_answer(zap_t *z, zmq_msg_t *reqid, const char *code, const char *text, const char *user)
+{
+	zmq_send(z->sock, "1.0", 3, ZMQ_SNDMORE);
+	zmq_msg_send(reqid, z->sock, ZMQ_SNDMORE);
+	zmq_send(z->sock, code, strlen(code), ZMQ_SNDMORE);
+	zmq_send(z->sock, text, strlen(text), ZMQ_SNDMORE);
+	zmq_send(z->sock, user, strlen(user), ZMQ_SNDMORE);
+	zmq_send(z->sock, "", 0, 0);
+}
+
+/* One ZAP request: version, request id, domain, address, identity, mechanism. */
+static void zap_handle(zap_t *z)
+{
+	zmq_msg_t part[8];
+	int n = 0, more = 1;
+	while (more) {
+		zmq_msg_t tmp, *m = n < 8 ? &part[n] : &tmp;
+		zmq_msg_init(m);
+		if (zmq_msg_recv(m, z->sock, ZMQ_DONTWAIT) < 0) {
+			zmq_msg_close(m);
+			break;
+		}
+		more = zmq_msg_more(m);
+		if (m == &tmp)
+			zmq_msg_close(m);
+		else
+			n++;
+	}
+	if (n < 6) {
+		for (int i = 0; i < n; i++)
+			zmq_msg_close(&part[i]);
+		return;
+	}
+	uid_t uid = (uid_t)-1;
+	long pid = 0;
+	const char *domain = zmq_msg_data(&part[2]);
+	size_t dlen = zmq_msg_size(&part[2]);
+	bool tap = dlen == 3 && memcmp(domain, "tap", 3) == 0;
+	const char *role = "";
+	if (zap_peer_uid(zmq_msg_data(&part[3]), zmq_msg_size(&part[3]), &uid, &pid) == 0)
+		role = zap_role_for(z, uid);
+	if (tap && strcmp(role, "*") != 0 && strcmp(role, "roostctl") != 0) {
+		z->denied++;
+		log_warn("zap.denied", "domain=tap uid=%ld pid=%ld why=\"tap is for roostctl only\"", (long)uid, pid);
+		zap_answer(z, &part[1], "400", "tap is for roostctl only", "");
+	} else {
+		z->allowed++;
+		log_debug("zap.allowed", "uid=%ld pid=%ld role=%s addr=%.*s", (long)uid, pid, role[0] ? role : "-", (int)zmq_msg_size(&part[3]), (char *)zmq_msg_data(&part[3]));
+		zap_answer(z, &part[1], "200", "OK", role[0] ? role : "-");
+	}
+	for (int i = 0; i < n; i++)
+		zmq_msg_close(&part[i]);
+}
+
+static void zap_ready(loop_t *loop, void *zsock, int fd, short revents, void *arg)
+{
+	(void)loop; (void)zsock; (void)fd; (void)revents;
+	zap_t *z = arg;
+	int events;
+	size_t sz = sizeof events;
+	for (int i = 0; i < 64; i++) {
+		if (zmq_getsockopt(z->sock, ZMQ_EVENTS, &events, &sz) < 0 || !(events & ZMQ_POLLIN))
+			break;
+		zap_handle(z);
+	}
+}
+
+zap_t *zap_new(loop_t *loop, const char *acl, char *err, size_t errlen)
+{
+	zap_t *z = xcalloc(1, sizeof *z);
+	if (acl != NULL && zap_parse_acl(z, acl, err, errlen) < 0) {
+		free(z);
+		return NULL;
+	}
+	z->loop = loop;
+	z->sock = bus_socket_new(ZMQ_REP);
+	if (zmq_bind(z->sock, "inproc://zeromq.zap.01") < 0) {
+		snprintf(err, errlen, "cannot bind ZAP handler: %s", zmq_strerror(errno));
+		zmq_close(z->sock);
+		free(z);
+		return NULL;
+	}
+	loop_add_zsock(loop, z->sock, ZMQ_POLLIN, zap_ready, z);
+	return z;
+}
+
+void zap_free(zap_t **zp)
+{
+	zap_t *z = *zp;
+	if (z == NULL)
+		return;
+	loop_remove(z->loop, z->sock, -1);
+	zmq_close(z->sock);
+	free(z);
+	*zp = NULL;
+}
+
+void zap_protect(void *sock, const char *domain)
+{
+	zmq_setsockopt(sock, ZMQ_ZAP_DOMAIN, domain, strlen(domain));
+}

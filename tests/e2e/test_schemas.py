@@ -1,0 +1,526 @@
+"""
+test_schemas.py — the bus contract (proto/schemas/) and the C table
+generated from it (proto/gen_msgtypes.py).
+
+Run: /usr/bin/python3 -m pytest tests/e2e/test_schemas.py
+
+Every request type needs examples in REQUESTS below (a request, an ok
+reply), every event and reply type in EVENTS / REPLIES: a schema added
+without them fails test_every_type_has_examples.
+"""
+
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from jsonschema import Draft202012Validator
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import schemas  # noqa: E402
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+SCHEMA_DIR = os.path.join(ROOT, "proto", "schemas")
+GEN = os.path.join(ROOT, "proto", "gen_msgtypes.py")
+PYTHON = sys.executable or "/usr/bin/python3"
+CC = os.environ.get("CC", "gcc")
+U53 = 9007199254740991
+
+
+def schema_files():
+    return sorted(glob.glob(os.path.join(SCHEMA_DIR, "*.json")))
+
+
+def message_schemas():
+    out = {}
+    for path in schema_files():
+        if os.path.basename(path) != "envelope.json":
+            with open(path, encoding="utf-8") as f:
+                doc = json.load(f)
+            out[doc["title"]] = doc
+    return out
+
+
+def env(mtype, mid="r-1", **fields):
+    return dict({"type": mtype, "v": 1, "id": mid}, **fields)
+
+
+def ok(mtype, **fields):
+    return env(mtype, status="ok", **fields)
+
+
+def err(mtype, status="error", code="timeout", error="no worker answered"):
+    return env(mtype, status=status, code=code, error=error)
+
+
+WORKER = {"pid": 4242, "started": 1732540000000, "uptime_ms": 5000, "requests": 7,
+          "inflight": 1, "credit": 63, "role": "echo"}
+BUSD = {"pid": 100, "started": 1732539990000, "uptime_ms": 15000, "requests": 99,
+        "errors": 2, "queued": 0}
+SHA = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+# wire type -> (request fields, ok reply fields), one per request schema.
+REQUESTS = {
+    "busd.status.get": (
+        {},
+        {"services": [{"name": "echo", "workers": [WORKER]},
+                      {"name": "echo.control", "workers": []}],
+         "busd": BUSD}),
+    "smtpd.control.ping": (
+        {},
+        {"service": "smtpd", "pid": 77, "started": 1732540000000, "uptime_ms": 1,
+         "version": "0.1.0"}),
+    "storaged.control.stats": (
+        {},
+        {"service": "storaged", "pid": 78, "uptime_ms": 10, "requests": 3, "rss_kb": 2048,
+         "stats": {"commits": 3, "ratio": 0.5, "state": "ok", "per_domain": {"a.example": 1},
+                   "last": [1, 2, 3], "tls": True, "none": None}}),
+    "echo.control.reload": ({}, {"reloaded": True}),
+    "echo.payload.echo": (
+        {"text": "hello", "delay_ms": 10, "fail": "test_failure"},
+        {"text": "hello", "worker_pid": 4242, "raw_len": 0, "seq": 1}),
+    "echo.stream.put": (
+        {"idem": "q-1234", "name": "msg-1", "chunk": {"stream": "s-1", "seq": 0, "last": False}},
+        {"bytes": 262144, "worker_pid": 4242}),
+    "echo.event.emit": ({"text": "fire"}, {"published": True}),
+}
+
+# Further valid envelopes: events, busd.error, and request variants.
+VALID = [
+    env("busd.worker.joined", service="echo", pid=4242),
+    env("busd.worker.joined", service="echo.control", pid=4242),
+    env("busd.worker.left", service="echo", pid=4242, reason="heartbeat expired"),
+    env("echo.event.fired", text="fire", worker_pid=4242),
+    env("echo.event.fired", text="", worker_pid=1),
+    env("busd.error", "-", status="invalid", code="bad_json", error="envelope is not JSON"),
+    env("busd.error", "r-9", status="error", code="too_large", error="frame over 65536 bytes"),
+    env("echo.payload.echo"),                               # every field optional
+    env("echo.payload.echo", text="x" * 4096, idem="k"),    # idem allowed anywhere
+    env("echo.stream.put", idem="q", name="m",
+        chunk={"stream": "s", "seq": 1000000, "last": True}),
+    env("echo.stream.put", idem="q", name="m"),             # one-piece stream
+    ok("echo.stream.put", bytes=10, worker_pid=1, sha256=SHA, chunks=2),
+    ok("echo.payload.echo", worker_pid=1, raw_len=0, seq=1),  # no text: none sent
+    ok("busd.status.get", services=[], busd=BUSD),
+    ok("storaged.control.stats", service="storaged", pid=1, uptime_ms=0, requests=0,
+       rss_kb=0, stats={}),
+    # error replies may still carry message fields
+    dict(err("echo.stream.put", code="bad_sequence", error="chunk 3 after 1"),
+         bytes=5, worker_pid=2),
+    err("echo.payload.echo", status="invalid", code="invalid", error=""),
+    env("a" * 39 + ".control.ping"),
+    env("x.control.ping", "!~" * 32),
+]
+
+EVENTS = {"busd.worker.joined", "busd.worker.left", "echo.event.fired"}
+REPLIES = {"busd.error"}
+
+LONG = "x" * 4097
+CHUNK = {"stream": "s", "seq": 0, "last": False}
+STREAM = {"idem": "q", "name": "m"}
+
+
+def without(d, key):
+    d = dict(d)
+    del d[key]
+    return d
+
+
+# (test id, envelope) pairs that every schema set must reject.
+INVALID = [
+    ("missing id", without(env("echo.payload.echo"), "id")),
+    ("missing v", without(env("echo.payload.echo"), "v")),
+    ("v=2", dict(env("echo.payload.echo"), v=2)),
+    ("v as string", dict(env("echo.payload.echo"), v="1")),
+    ("empty id", env("echo.payload.echo", "")),
+    ("id too long", env("echo.payload.echo", "r" * 65)),
+    ("id with space", env("echo.payload.echo", "r 1")),
+    ("id with trailing newline", env("echo.payload.echo", "r1\n")),
+    ("id not a string", env("echo.payload.echo", 7)),
+    ("empty idem", env("echo.payload.echo", idem="")),
+    ("idem too long", env("echo.payload.echo", idem="k" * 129)),
+    ("unknown request field", env("echo.payload.echo", colour="red")),
+    ("unknown reply field", ok("echo.event.emit", published=True, extra=1)),
+    ("unknown event field", env("echo.event.fired", text="t", worker_pid=1, x=1)),
+    ("reply field in request", env("echo.event.emit", text="t", published=True)),
+    ("text too long", env("echo.payload.echo", text=LONG)),
+    ("emit text too long", env("echo.event.emit", text=LONG)),
+    ("fired text too long", env("echo.event.fired", text=LONG, worker_pid=1)),
+    ("reply text too long", ok("echo.payload.echo", text=LONG, worker_pid=1, raw_len=0, seq=1)),
+    ("delay too long", env("echo.payload.echo", delay_ms=60001)),
+    ("negative delay", env("echo.payload.echo", delay_ms=-1)),
+    ("delay as float", env("echo.payload.echo", delay_ms=1.5)),
+    ("bad fail code", env("echo.payload.echo", fail="Bad-Code")),
+    ("chunk missing last", env("echo.stream.put", chunk={"stream": "s", "seq": 0}, **STREAM)),
+    ("chunk negative seq", env("echo.stream.put", chunk=dict(CHUNK, seq=-1), **STREAM)),
+    ("chunk seq too big", env("echo.stream.put", chunk=dict(CHUNK, seq=1000001), **STREAM)),
+    ("chunk extra key", env("echo.stream.put", chunk=dict(CHUNK, size=3), **STREAM)),
+    ("chunk empty stream", env("echo.stream.put", chunk=dict(CHUNK, stream=""), **STREAM)),
+    ("chunk last not bool", env("echo.stream.put", chunk=dict(CHUNK, last=1), **STREAM)),
+    ("chunk not an object", env("echo.stream.put", chunk="s:0", **STREAM)),
+    ("chunk on a non-stream type", env("echo.payload.echo", chunk=CHUNK)),
+    ("stream.put without idem", env("echo.stream.put", name="m", chunk=CHUNK)),
+    ("stream.put without name", env("echo.stream.put", idem="q")),
+    ("sha256 without chunks", ok("echo.stream.put", bytes=1, worker_pid=1, sha256=SHA)),
+    ("sha256 upper case", ok("echo.stream.put", bytes=1, worker_pid=1, sha256=SHA.upper(),
+                             chunks=1)),
+    ("error without code", without(err("echo.payload.echo"), "code")),
+    ("error without error", without(err("echo.payload.echo"), "error")),
+    ("error text two lines", err("echo.payload.echo", error="a\nb")),
+    ("error text too long", err("echo.payload.echo", error="e" * 1001)),
+    ("bad code", err("echo.payload.echo", code="Timeout")),
+    ("unknown status", env("echo.payload.echo", status="maybe")),
+    ("ok reply missing field", ok("echo.payload.echo", worker_pid=1, raw_len=0)),
+    ("ok reply missing busd", ok("busd.status.get", services=[])),
+    ("worker missing role", ok("busd.status.get", busd=BUSD, services=[
+        {"name": "echo", "workers": [without(WORKER, "role")]}])),
+    ("worker negative inflight", ok("busd.status.get", busd=BUSD, services=[
+        {"name": "echo", "workers": [dict(WORKER, inflight=-1)]}])),
+    ("too many services", ok("busd.status.get", busd=BUSD, services=[
+        {"name": "s%d" % i, "workers": []} for i in range(257)])),
+    ("uptime too large", ok("smtpd.control.ping", service="smtpd", pid=1, started=0,
+                            uptime_ms=U53 + 1, version="1")),
+    ("version too long", ok("smtpd.control.ping", service="smtpd", pid=1, started=0,
+                            uptime_ms=0, version="v" * 33)),
+    ("too many stats", ok("smtpd.control.stats", service="smtpd", pid=1, uptime_ms=0,
+                          requests=0, rss_kb=0, stats={"k%d" % i: i for i in range(101)})),
+    ("bad control service", env("Smtpd.control.ping")),
+    ("control service too long", env("a" * 40 + ".control.ping")),
+    ("reload by reply lacks reloaded", ok("smtpd.control.reload")),
+    ("busd.error with status ok", env("busd.error", "-", status="ok", code="x", error="y")),
+    ("busd.error without code", env("busd.error", "-", status="invalid", error="y")),
+    ("event with status", env("busd.worker.joined", service="echo", pid=1, status="ok")),
+    ("left without reason", env("busd.worker.left", service="echo", pid=1)),
+    ("reason on joined", env("busd.worker.joined", service="echo", pid=1, reason="x")),
+    ("pid zero", env("busd.worker.joined", service="echo", pid=0)),
+    ("service too long", env("busd.worker.joined", service="s" * 49, pid=1)),
+    ("not an object", ["echo.payload.echo"]),
+]
+
+
+@pytest.fixture(scope="module")
+def sset():
+    return schemas.load_schemas(SCHEMA_DIR)
+
+
+# ---- the schemas themselves ------------------------------------------------
+
+@pytest.mark.parametrize("path", schema_files(), ids=os.path.basename)
+def test_schema_is_valid_2020_12(path):
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+    assert doc["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert doc["$id"] == "https://roost.invalid/schemas/" + os.path.basename(path)
+    Draft202012Validator.check_schema(doc)
+
+
+def unbounded(node, where="#"):
+    """Paths of string/integer/array/object schemas without an upper bound."""
+    out = []
+    if isinstance(node, dict):
+        types = node.get("type")
+        types = types if isinstance(types, list) else [types]
+        bounded_by_value = "const" in node or "enum" in node
+        if "string" in types and "maxLength" not in node and not bounded_by_value:
+            out.append(where + " (string without maxLength)")
+        if "integer" in types and not bounded_by_value and (
+                "minimum" not in node or "maximum" not in node):
+            out.append(where + " (integer without minimum/maximum)")
+        if "array" in types and "maxItems" not in node:
+            out.append(where + " (array without maxItems)")
+        if "object" in types and node.get("additionalProperties", True) is not False \
+                and node.get("unevaluatedProperties", True) is not False \
+                and "maxProperties" not in node and "chunk" not in where \
+                and not where.endswith(("/request", "/reply", "/event")):
+            out.append(where + " (open object without maxProperties)")
+        for k, v in node.items():
+            out += unbounded(v, "%s/%s" % (where, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            out += unbounded(v, "%s/%d" % (where, i))
+    return out
+
+
+@pytest.mark.parametrize("path", schema_files(), ids=os.path.basename)
+def test_everything_is_bounded(path):
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+    assert unbounded(doc) == []
+
+
+def test_every_type_has_examples(sset):
+    covered = set()
+    for mtype in REQUESTS:
+        covered.add(sset.schema_for(mtype)["title"])
+    kinds = {t: s["x-roost"]["kind"] for t, s in message_schemas().items()}
+    assert covered == {t for t, k in kinds.items() if k == "request"}
+    assert EVENTS == {t for t, k in kinds.items() if k == "event"}
+    assert REPLIES == {t for t, k in kinds.items() if k == "reply"}
+    for t in EVENTS | REPLIES:
+        assert any(e["type"] == t for e in VALID), t
+
+
+# ---- valid and invalid envelopes -------------------------------------------
+
+@pytest.mark.parametrize("mtype", sorted(REQUESTS))
+def test_request_and_replies_validate(sset, mtype):
+    req, reply = REQUESTS[mtype]
+    title = sset.schema_for(mtype)["title"]
+    assert sset.validate(env(mtype, **req)) == title
+    assert sset.validate(ok(mtype, **reply)) == title
+    assert sset.validate(err(mtype)) == title
+    assert sset.validate(err(mtype, status="invalid", code="invalid",
+                             error="unexpected key \"x\"")) == title
+
+
+@pytest.mark.parametrize("envelope", VALID, ids=lambda e: e["type"])
+def test_valid_examples(sset, envelope):
+    sset.validate(envelope)
+
+
+def test_module_level_validate_uses_default_dir():
+    schemas.load_schemas()
+    assert schemas.validate(env("echo.payload.echo", text="hi")) == "echo.payload.echo"
+    assert schemas.validate(env("imapd.control.ping")) == "*.control.ping"
+
+
+@pytest.mark.parametrize("envelope", [e for _, e in INVALID], ids=[n for n, _ in INVALID])
+def test_invalid_examples(sset, envelope):
+    with pytest.raises(schemas.InvalidMessage):
+        sset.validate(envelope)
+
+
+@pytest.mark.parametrize("mtype", ["nosuch.thing.do", "echo", "a.b.control.ping", None, 3])
+def test_unknown_type(sset, mtype):
+    e = env("x")
+    e["type"] = mtype
+    with pytest.raises(schemas.UnknownType):
+        sset.validate(e)
+
+
+def test_error_names_the_problem(sset):
+    with pytest.raises(schemas.InvalidMessage) as e:
+        sset.validate(env("echo.stream.put", name="m"))
+    assert "'idem' is a required property" in str(e.value)
+
+
+# ---- the generator -------------------------------------------------------
+
+def run_gen(schema_dir, out):
+    h, c = os.path.join(out, "msgtypes.h"), os.path.join(out, "msgtypes.c")
+    p = subprocess.run([PYTHON, GEN, schema_dir, h, c], capture_output=True, text=True)
+    return p, h, c
+
+
+def expected_enums():
+    names = []
+    for title in message_schemas():  # sorted by file name: titles sort alike
+        names.append("MSG_" + re.sub(r"[.-]", "_", title.replace("*.", "", 1)).upper())
+    return names
+
+
+def test_generator_output_compiles(tmp_path):
+    p, h, c = run_gen(SCHEMA_DIR, str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    with open(h, encoding="utf-8") as f:
+        header = f.read()
+    enums = re.findall(r"^\t(MSG_[A-Z0-9_]+),", header, re.M)
+    assert enums == expected_enums()
+    assert len(enums) == len(schema_files()) - 1  # envelope.json has none
+    assert "#define BUS_PROTOCOL_VERSION 1 " in header
+    subprocess.run([CC, "-std=c11", "-Wall", "-Wextra", "-Werror", "-c", c,
+                    "-o", str(tmp_path / "msgtypes.o")], check=True)
+
+
+CHECK_C = r"""
+#include <stdio.h>
+#include <string.h>
+#include "msgtypes.h"
+
+/* Walks the table the way services will, printing one line per type. */
+int main(void)
+{
+	int i, bad = 0;
+
+	if (msgtypes[0].id != MSG_NONE || strcmp(msgtypes[0].name, "") != 0 ||
+	    msgtypes[0].callers[0] != NULL || msgtypes[0].sensitive[0] != NULL)
+		bad = 1;
+	for (i = 1; i < MSG__COUNT; i++) {
+		const struct msgtype *t = &msgtypes[i];
+		const char *const *p;
+		if ((int)t->id != i || !t->name || !t->service || !t->callers[0])
+			bad = 1;
+		printf("%s %s %d %u", t->name, t->service, (int)t->kind, t->flags);
+		for (p = t->callers; *p; p++)
+			printf(" %s", *p);
+		for (p = t->sensitive; *p; p++)
+			printf(" !%s", *p);
+		printf("\n");
+	}
+	for (i = 0; msg_services[i]; i++)
+		printf("service %s\n", msg_services[i]);
+	return bad;
+}
+"""
+
+
+def test_generated_table_matches_schemas(tmp_path):
+    p, h, c = run_gen(SCHEMA_DIR, str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    (tmp_path / "check.c").write_text(CHECK_C)
+    exe = str(tmp_path / "check")
+    subprocess.run([CC, "-std=c11", "-Wall", "-Wextra", "-Werror", "-I", str(tmp_path),
+                    str(tmp_path / "check.c"), c, "-o", exe], check=True)
+    out = subprocess.run([exe], capture_output=True, text=True, check=True).stdout
+    kinds = {"request": 1, "event": 2, "reply": 3}
+    want = []
+    for title, s in message_schemas().items():
+        xr = s["x-roost"]
+        flags = 1 * xr["idempotent"] + 2 * xr["stream"] + 4 * xr.get("test", False)
+        want.append(" ".join([title, xr["service"], str(kinds[xr["kind"]]), str(flags)]
+                             + xr["callers"] + ["!" + f for f in xr["sensitive"]]))
+    services = sorted({s["x-roost"]["service"] for s in message_schemas().values()} - {"*"})
+    want += ["service " + s for s in services]
+    assert out.splitlines() == want
+
+
+def test_generator_rewrites_only_on_change(tmp_path):
+    p, h, c = run_gen(SCHEMA_DIR, str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    os.utime(h, (1000000000, 1000000000))
+    os.utime(c, (1000000000, 1000000000))
+    p, h, c = run_gen(SCHEMA_DIR, str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert os.stat(h).st_mtime == 1000000000
+    assert os.stat(c).st_mtime == 1000000000
+    with open(c, "a", encoding="utf-8") as f:
+        f.write("/* stale */\n")
+    p, h, c = run_gen(SCHEMA_DIR, str(tmp_path))
+    assert os.stat(h).st_mtime == 1000000000
+    assert os.stat(c).st_mtime != 1000000000
+    assert "stale" not in open(c, encoding="utf-8").read()
+
+
+def break_xroost(key, value):
+    def f(doc):
+        doc["x-roost"][key] = value
+    return f
+
+
+def drop_xroost_key(key):
+    def f(doc):
+        del doc["x-roost"][key]
+    return f
+
+
+def wrong_title(doc):
+    doc["title"] = "echo.payload.other"
+
+
+def wrong_const(doc):
+    doc["$defs"]["reply"]["properties"]["type"]["const"] = "echo.payload.other"
+
+
+def not_closed(doc):
+    del doc["$defs"]["request"]["unevaluatedProperties"]
+
+
+def no_xroost(doc):
+    del doc["x-roost"]
+
+
+def sensitive_unknown(doc):
+    doc["x-roost"]["sensitive"] = ["password"]
+
+
+def idem_mismatch(doc):
+    doc["x-roost"]["idempotent"] = True
+
+
+# (id, mutation of echo.payload.echo.json, text expected in stderr)
+BREAKS = [
+    ("unknown kind", break_xroost("kind", "rpc"), "unknown kind"),
+    ("bad service", break_xroost("service", "Echo"), "bad service name"),
+    ("other service", break_xroost("service", "busd"), "does not start with its service"),
+    ("idempotent not bool", break_xroost("idempotent", "yes"), "x-roost.idempotent"),
+    ("callers not list", break_xroost("callers", "*"), "x-roost.callers"),
+    ("empty callers", break_xroost("callers", []), "x-roost.callers"),
+    ("bad caller", break_xroost("callers", ["Root"]), "x-roost.callers"),
+    ("unknown x-roost key", break_xroost("owner", "me"), "unknown key"),
+    ("missing stream", drop_xroost_key("stream"), "x-roost.stream missing"),
+    ("no x-roost", no_xroost, "x-roost missing"),
+    ("title mismatch", wrong_title, "title"),
+    ("const mismatch", wrong_const, "type.const"),
+    ("not closed", not_closed, "unevaluatedProperties"),
+    ("sensitive not a field", sensitive_unknown, "sensitive"),
+    ("idempotent without idem", idem_mismatch, "idempotent"),
+]
+
+
+@pytest.mark.parametrize("mutate,needle", [(m, n) for _, m, n in BREAKS],
+                         ids=[i for i, _, _ in BREAKS])
+def test_generator_rejects_broken_schema(tmp_path, mutate, needle):
+    sdir = tmp_path / "schemas"
+    shutil.copytree(SCHEMA_DIR, sdir)
+    path = sdir / "echo.payload.echo.json"
+    doc = json.loads(path.read_text())
+    mutate(doc)
+    path.write_text(json.dumps(doc))
+    p, h, c = run_gen(str(sdir), str(tmp_path))
+    assert p.returncode != 0
+    assert "echo.payload.echo.json: " in p.stderr and needle in p.stderr, p.stderr
+    assert not os.path.exists(h) and not os.path.exists(c)
+
+
+def test_generator_rejects_duplicate_enum(tmp_path):
+    # "echo.event-emit" and "echo.event.emit" would both be MSG_ECHO_EVENT_EMIT.
+    sdir = tmp_path / "schemas"
+    shutil.copytree(SCHEMA_DIR, sdir)
+    doc = json.loads((sdir / "echo.event.emit.json").read_text())
+    doc = json.loads(json.dumps(doc).replace("echo.event.emit", "echo.event-emit"))
+    (sdir / "echo.event-emit.json").write_text(json.dumps(doc))
+    p, _, _ = run_gen(str(sdir), str(tmp_path))
+    assert p.returncode != 0
+    assert "duplicate type enum MSG_ECHO_EVENT_EMIT" in p.stderr, p.stderr
+
+
+def test_generator_rejects_bad_envelope(tmp_path):
+    sdir = tmp_path / "schemas"
+    shutil.copytree(SCHEMA_DIR, sdir)
+    doc = json.loads((sdir / "envelope.json").read_text())
+    doc["x-roost"]["version"] = 2   # but $defs.v still says 1
+    (sdir / "envelope.json").write_text(json.dumps(doc))
+    p, _, _ = run_gen(str(sdir), str(tmp_path))
+    assert p.returncode != 0
+    assert "envelope.json: " in p.stderr, p.stderr
+
+
+def test_generator_rejects_bad_json_and_usage(tmp_path):
+    sdir = tmp_path / "schemas"
+    shutil.copytree(SCHEMA_DIR, sdir)
+    (sdir / "echo.event.fired.json").write_text('{"title": "a", "title": "b"}')
+    p, _, _ = run_gen(str(sdir), str(tmp_path))
+    assert p.returncode != 0 and "echo.event.fired.json: " in p.stderr, p.stderr
+    p = subprocess.run([PYTHON, GEN, str(sdir)], capture_output=True, text=True)
+    assert p.returncode == 2 and "usage" in p.stderr
+
+
+
+def test_generator_lists_sensitive_fields(tmp_path):
+    sdir = tmp_path / "schemas"
+    shutil.copytree(SCHEMA_DIR, sdir)
+    path = sdir / "echo.payload.echo.json"
+    doc = json.loads(path.read_text())
+    doc["x-roost"]["sensitive"] = ["text", "fail"]
+    path.write_text(json.dumps(doc))
+    p, h, c = run_gen(str(sdir), str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    src = open(c, encoding="utf-8").read()
+    assert 'sensitive_echo_payload_echo[] = { "text", "fail", NULL };' in src
+    assert ".sensitive = sensitive_echo_payload_echo," in src
+    subprocess.run([CC, "-std=c11", "-Wall", "-Wextra", "-Werror", "-c", c,
+                    "-o", str(tmp_path / "msgtypes.o")], check=True)
