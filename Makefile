@@ -46,10 +46,10 @@ RUN_SRC := $(wildcard tools/roost-run/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 
 BINS := $(BUILD)/bin/busd $(BUILD)/bin/roostctl $(BUILD)/bin/roost-run \
-	$(BUILD)/bin/echo-worker $(BUILD)/bin/busbench
+	$(BUILD)/bin/echo-worker $(BUILD)/bin/bus-client $(BUILD)/bin/busbench
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test unit e2e run deps check-deps clean bench
+.PHONY: all test run build-for-run deps check-deps clean bench
 all: $(BINS)
 
 # ---- generated message-type table (proto/schemas is the source of truth) ----
@@ -86,6 +86,10 @@ $(BUILD)/bin/echo-worker: $(BUILD)/obj/tests/echo_worker.o $(LIBROOST)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcrypto -o $@
 
+$(BUILD)/bin/bus-client: $(BUILD)/obj/tests/bus_client.o $(LIBROOST)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcrypto -o $@
+
 $(BUILD)/bin/busbench: $(BUILD)/obj/bench/busbench.o $(LIBROOST)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lm -o $@
@@ -107,8 +111,13 @@ deps:
 	@tools/check-deps.sh --install $(DEB_PKGS)
 
 # ---- running ----
-run: all
+# The recipe's only command is the supervisor; building (and installing
+# missing packages) happens in the prerequisite.
+run: build-for-run
 	@$(BUILD)/bin/roost-run
+
+build-for-run: check-deps
+	@$(MAKE) -s all
 
 bench: all
 	bench/bus.sh

@@ -265,8 +265,14 @@ int bus_parse_worker(const bus_frames_t *f, bool has_rid, bus_msg_t *m, const ch
 			return -1;
 		}
 		return bus_parse_payload(f, i + 3, m, why);
-	case BUS_W_HEARTBEAT:
 	case BUS_W_DISCONNECT:
+		/* An optional reason: why busd refused a registration. */
+		if (f->n == i + 3 && bus_frame_size(f, i + 2) <= 512) {
+			m->info = i + 2;
+			return 0;
+		}
+		/* fall through */
+	case BUS_W_HEARTBEAT:
 		if (f->n != i + 2) {
 			*why = "wrong number of frames";
 			return -1;

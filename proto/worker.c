@@ -143,7 +143,10 @@ static void worker_heartbeat(loop_t *loop, void *arg)
 		worker_connect(w);
 		return;
 	}
-	worker_send_cmd(w, BUS_W_HEARTBEAT, NULL);
+	/* Silent until busd acknowledges READY: a refused worker must not
+	 * provoke a DISCONNECT/READY loop with its heartbeats. */
+	if (w->connected)
+		worker_send_cmd(w, BUS_W_HEARTBEAT, NULL);
 }
 
 /* ---- requests ----------------------------------------------------------------- */
@@ -293,6 +296,17 @@ static void worker_on_message(bus_worker_t *w, bus_frames_t *f)
 		w->connected = true;
 		break;
 	case BUS_W_DISCONNECT:
+		if (m.info >= 0) {
+			/* Refused (identity): say why, and try again only after
+			 * the liveness period, in case the ACL is reloaded. */
+			char why[513];
+			if (bus_frame_str(f, m.info, why, sizeof why) < 0)
+				snprintf(why, sizeof why, "?");
+			log_error("bus.worker.refused", "service=%s why=%s", w->service, log_quote(why));
+			w->connected = false;
+			w->last_heard = now_ms();
+			break;
+		}
 		/* busd does not know us (it restarted): register again. */
 		log_info("bus.worker.reregister", "service=%s", w->service);
 		worker_connect(w);

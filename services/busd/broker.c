@@ -86,6 +86,8 @@ struct broker {
 	size_t queued;
 	uint64_t routed, errors;
 	int64_t started_wall, started_mono;
+	broker_reload_fn reload;
+	void *reload_arg;
 };
 
 static void broker_dispatch_queue(broker_t *b, struct service *svc);
@@ -643,7 +645,15 @@ static void busd_request(broker_t *b, const bus_frames_t *f, const bus_msg_t *m,
 				  "stats", "errors", (json_int_t)b->errors, "queued", (json_int_t)b->queued,
 				  "events", (json_int_t)events_count(b->events));
 	} else {
-		reply = json_pack("{s:b}", "reloaded", 0);
+		char err[256] = "no reload handler";
+		if (b->reload == NULL || b->reload(b->reload_arg, err, sizeof err) < 0) {
+			char svc[BUS_SERVICE_MAX + 1];
+			bus_frame_str(f, m->service, svc, sizeof svc);
+			client_error(b, bus_frame_data(f, 0), bus_frame_size(f, 0), svc, env->type, env->id,
+				     "reload_failed", err);
+			return;
+		}
+		reply = json_pack("{s:b}", "reloaded", 1);
 	}
 	char svc[BUS_SERVICE_MAX + 1];
 	bus_frame_str(f, m->service, svc, sizeof svc);
@@ -697,6 +707,12 @@ broker_t *broker_new(loop_t *loop, const bus_endpoints_t *ep, tap_t *tap, events
 	loop_add_zsock(loop, b->workers, ZMQ_POLLIN, workers_ready, b);
 	b->beat = loop_timer_add(loop, bus_heartbeat_ms(), true, broker_beat, b);
 	return b;
+}
+
+void broker_on_reload(broker_t *b, broker_reload_fn fn, void *arg)
+{
+	b->reload = fn;
+	b->reload_arg = arg;
 }
 
 static int free_service(const void *k, size_t kl, void *v, void *arg)

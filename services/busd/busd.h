@@ -25,6 +25,9 @@ typedef struct zap zap_t;
 /* Parses bus_acl ("uid=role, uid=role"); -1 with err on a bad entry. */
 zap_t *zap_new(loop_t *loop, const char *acl, char *err, size_t errlen);
 void zap_free(zap_t **z);
+/* Replaces the ACL (on reload); the old one stays on error. New
+ * connections get the new roles; existing ones keep theirs. */
+int zap_set_acl(zap_t *z, const char *acl, char *err, size_t errlen);
 /* Sets the ZAP domain on a socket so that its peers get a role. */
 void zap_protect(void *sock, const char *domain);
 /* The role for a uid (exposed for tests): "*", a service, "roostctl" or "". */
@@ -52,5 +55,8 @@ typedef struct broker broker_t;
 broker_t *broker_new(loop_t *loop, const bus_endpoints_t *ep, tap_t *tap, events_t *ev,
 		     int queue_timeout_ms);
 void broker_free(broker_t **b);
+/* What busd.control.reload runs (main.c: re-read roost.conf, new ACL). */
+typedef int (*broker_reload_fn)(void *arg, char *err, size_t errlen);
+void broker_on_reload(broker_t *b, broker_reload_fn fn, void *arg);
 
 #endif

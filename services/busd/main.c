@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,33 @@ static int busd_lock(const char *dir)
 	return fd;
 }
 
+struct busd_reload {
+	char *path;       /* the roost.conf read at start (NULL: none) */
+	zap_t *zap;
+};
+
+/* SIGHUP and busd.control.reload: re-read roost.conf, apply the new ACL.
+ * The bus directory and endpoints cannot change without a restart. */
+static int busd_reload(void *arg, char *err, size_t errlen)
+{
+	struct busd_reload *r = arg;
+	config_t *cfg = config_load(r->path, err, errlen);
+	if (cfg == NULL)
+		return -1;
+	int rc = zap_set_acl(r->zap, config_get(cfg, "bus_acl", ""), err, errlen);
+	config_free(&cfg);
+	log_info("reload", "result=%s", rc == 0 ? "ok" : log_quote(err));
+	return rc;
+}
+
+static void busd_on_hup(loop_t *loop, int signo, void *arg)
+{
+	char err[256];
+	(void)loop; (void)signo;
+	if (busd_reload(arg, err, sizeof err) < 0)
+		log_warn("reload", "why=%s", log_quote(err));
+}
+
 int main(int argc, char **argv)
 {
 	static const service_opts_t opts = { "busd", "The Roost bus broker: routes requests, "
@@ -78,6 +106,9 @@ int main(int argc, char **argv)
 	broker_t *broker = events ? broker_new(loop, &ep, tap, events, (int)queue_ms) : NULL;
 	if (broker == NULL)
 		fatal("bind", "bus_dir=%s why=\"cannot bind the bus sockets\"", log_quote(dir));
+	struct busd_reload reload = { .path = config_path(cfg) ? xstrdup(config_path(cfg)) : NULL, .zap = zap };
+	broker_on_reload(broker, busd_reload, &reload);
+	loop_on_signal(loop, SIGHUP, busd_on_hup, &reload);
 	service_drop_root(cfg);
 	service_stop_on_signals(loop);
 	log_info("ready", "bus_dir=%s heartbeat_ms=%d pid=%d", log_quote(dir), bus_heartbeat_ms(), (int)getpid());
@@ -91,6 +122,7 @@ int main(int argc, char **argv)
 	loop_free(&loop);
 	bus_zmq_term();
 	close(lock);
+	free(reload.path);
 	config_free(&cfg);
 	log_info("stopped", "pid=%d", (int)getpid());
 	return 0;

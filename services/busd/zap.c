@@ -66,6 +66,16 @@ static int zap_parse_acl(zap_t *z, const char *acl, char *err, size_t errlen)
 	return rc;
 }
 
+int zap_set_acl(zap_t *z, const char *acl, char *err, size_t errlen)
+{
+	zap_t tmp = { .nacl = 0 };
+	if (zap_parse_acl(&tmp, acl, err, errlen) < 0)
+		return -1;
+	memcpy(z->acl, tmp.acl, sizeof z->acl);
+	z->nacl = tmp.nacl;
+	return 0;
+}
+
 const char *zap_role_for(const zap_t *z, uid_t uid)
 {
 	for (int i = 0; i < z->nacl; i++)
