@@ -181,6 +181,14 @@ void bus_reply_error(bus_req_t **req, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void bus_req_free(bus_req_t **req);
 
+/*
+ * One strict json_unpack_ex of the request's own fields (envelope keys
+ * excluded; unknown keys rejected). On failure replies "invalid" with the
+ * reason, consumes *req and returns -1. Strings stay valid while the
+ * request lives.
+ */
+int bus_req_unpack(bus_req_t **req, const char *fmt, ...);
+
 /* ---- the control worker ------------------------------------------------ */
 
 typedef struct bus_control bus_control_t;

@@ -107,6 +107,20 @@ void bus_frames_add_ref(bus_frames_t *f, const bus_frames_t *src, int i)
 	f->bytes += zmq_msg_size(m);
 }
 
+void bus_frames_move(bus_frames_t *dst, bus_frames_t *src)
+{
+	bus_frames_init(dst);
+	for (int i = 0; i < src->n; i++) {
+		zmq_msg_init(&dst->part[i]);
+		zmq_msg_move(&dst->part[i], &src->part[i]);
+		zmq_msg_close(&src->part[i]);
+	}
+	dst->n = src->n;
+	dst->extra = src->extra;
+	dst->bytes = src->bytes;
+	bus_frames_init(src);
+}
+
 const void *bus_frame_data(const bus_frames_t *f, int i)
 {
 	return zmq_msg_data((zmq_msg_t *)&f->part[i]);

@@ -45,6 +45,9 @@ void bus_frames_add_byte(bus_frames_t *f, unsigned char b);
 /* Appends frame i of src without copying the bytes (zmq_msg_copy). */
 void bus_frames_add_ref(bus_frames_t *f, const bus_frames_t *src, int i);
 
+/* Moves every frame of src to dst (dst must be empty); src ends empty. */
+void bus_frames_move(bus_frames_t *dst, bus_frames_t *src);
+
 const void *bus_frame_data(const bus_frames_t *f, int i);
 size_t bus_frame_size(const bus_frames_t *f, int i);
 /* True if frame i holds exactly the string s. */

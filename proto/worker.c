@@ -12,6 +12,7 @@
 #include "bus.h"
 #include "msgtypes.h"
 #include "frame.h"
+#include "jsonx.h"
 #include "log.h"
 #include "util.h"
 
@@ -230,6 +231,20 @@ void bus_reply_error(bus_req_t **rp, const char *code, const char *fmt, ...)
 	json_object_set_new(env, "code", json_string(code));
 	json_object_set_new(env, "error", json_string(msg));
 	req_send(rp, &env, NULL, 0);
+}
+
+int bus_req_unpack(bus_req_t **rp, const char *fmt, ...)
+{
+	json_error_t jerr;
+	va_list ap;
+	json_t *fields = jx_fields_new((*rp)->env);
+	va_start(ap, fmt);
+	int rc = json_vunpack_ex(fields, &jerr, JSON_STRICT, fmt, ap);
+	va_end(ap);
+	json_decref(fields);  /* shallow copy: unpacked strings live in env */
+	if (rc < 0)
+		bus_reply_error(rp, "invalid", "bad %s: %s", (*rp)->type, jerr.text);
+	return rc;
 }
 
 /* "*.control.ping" matches "smtpd.control.ping"; "*" matches anything. */

@@ -62,13 +62,13 @@ static void echo_payload(bus_req_t **req, void *arg)
 	struct echo *e = arg;
 	const char *text = NULL, *fail = NULL;
 	json_int_t delay = 0;
-	json_error_t jerr;
 	size_t rawlen;
 	const void *raw = bus_req_raw(*req, &rawlen);
 	bus_control_count(e->ctl);
-	if (json_unpack_ex((json_t *)bus_req_env(*req), &jerr, 0, "{s?s, s?I, s?s}", "text", &text,
-			   "delay_ms", &delay, "fail", &fail) < 0 || delay < 0 || delay > 60000) {
-		bus_reply_error(req, "invalid", "bad request: %s", jerr.text);
+	if (bus_req_unpack(req, "{s?s, s?I, s?s}", "text", &text, "delay_ms", &delay, "fail", &fail) < 0)
+		return;
+	if (delay < 0 || delay > 60000) {
+		bus_reply_error(req, "invalid", "delay_ms must be 0..60000");
 		return;
 	}
 	if (fail != NULL) {
@@ -115,7 +115,9 @@ static void echo_stream(bus_req_t **req, void *arg)
 	int last;
 	size_t len;
 	const void *data = bus_req_raw(*req, &len);
-	const char *why = "";
+	const char *why = "", *name = NULL;
+	if (bus_req_unpack(req, "{s?s}", "name", &name) < 0)
+		return;
 	if (json_unpack((json_t *)env, "{s:{s:s, s:I, s:b}}", "chunk", "stream", &stream, "seq", &seq,
 			"last", &last) < 0) {
 		bus_reply_error(req, "invalid", "echo.stream.put needs a chunk");
@@ -162,7 +164,8 @@ static void echo_emit(bus_req_t **req, void *arg)
 {
 	struct echo *e = arg;
 	const char *text = "";
-	json_unpack((json_t *)bus_req_env(*req), "{s?s}", "text", &text);
+	if (bus_req_unpack(req, "{s?s}", "text", &text) < 0)
+		return;
 	json_t *ev = json_pack("{s:s, s:s, s:i}", "type", "echo.event.fired", "text", text,
 			       "worker_pid", (int)getpid());
 	int rc = bus_publish(e->pub, &ev, NULL, 0);

@@ -35,6 +35,7 @@ void *bus_socket_new(int type);
 
 #define QUEUE_MAX 10000          /* requests waiting for a worker, all services */
 #define STREAM_IDLE_MS 60000     /* a stream's worker is forgotten after this */
+#define STREAMS_MAX 10000        /* streams bound to workers at once */
 #define RID_MAX 255
 
 struct worker {
@@ -218,6 +219,8 @@ static int worker_forward(broker_t *b, struct worker *w, const bus_frames_t *rf,
 	if (bus_frames_send(b->workers, &f) < 0) {
 		if (errno == EHOSTUNREACH)
 			worker_drop(b, w, "send failed: worker gone");
+		else
+			w->inflight = w->credit;  /* its pipe is full: skip it until replies drain */
 		return -1;
 	}
 	w->inflight++;
@@ -262,6 +265,10 @@ static struct worker *stream_worker(broker_t *b, struct service *svc, const bus_
 		*broken = true;
 		return NULL;
 	}
+	if (hmap_count(b->streams) >= STREAMS_MAX) {
+		*broken = true;  /* refuse new streams rather than grow without bound */
+		return NULL;
+	}
 	struct worker *w = worker_pick(svc);
 	if (w != NULL) {
 		sr = xcalloc(1, sizeof *sr);
@@ -280,8 +287,7 @@ static void queue_request(broker_t *b, struct service *svc, bus_frames_t *f, con
 			  const char *role)
 {
 	struct pending *p = xcalloc(1, sizeof *p);
-	p->f = *f;
-	bus_frames_init(f);  /* ownership moved */
+	bus_frames_move(&p->f, f);
 	p->deadline = loop_now(b->loop) + b->queue_timeout_ms;
 	snprintf(p->id, sizeof p->id, "%s", env->id);
 	snprintf(p->type, sizeof p->type, "%s", env->type);
