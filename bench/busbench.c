@@ -36,6 +36,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -192,7 +193,7 @@ struct opts {
 	const char *endpoint;
 	long clients, size;
 	double seconds, warmup;
-	bool json;
+	bool json, fork;
 };
 
 /* What each client process leaves in the shared mapping. */
@@ -291,10 +292,23 @@ static int round_trip(const struct opts *o, void *s, unsigned char *payload, uin
 	return ok ? 1 : 0;
 }
 
-static void client_child(const struct opts *o, int idx, struct result *res, uint32_t *samples,
-			 uint64_t cap, int64_t t_start, int64_t t_measure, int64_t t_end)
+struct client {
+	const struct opts *o;
+	void *ctx;            /* shared by the threads; NULL: the client makes its own */
+	int idx;
+	struct result *res;
+	uint32_t *samples;
+	uint64_t cap;
+	int64_t t_start, t_measure, t_end;
+};
+
+static void *client_run(void *arg)
 {
-	void *ctx = zmq_ctx_new();
+	const struct client *c = arg;
+	const struct opts *o = c->o;
+	struct result *res = c->res;
+	int idx = c->idx;
+	void *ctx = c->ctx ? c->ctx : zmq_ctx_new();
 	void *s = socket_new(ctx, ZMQ_DEALER);
 	int tmo = REPLY_TIMEOUT_MS;
 	zmq_setsockopt(s, ZMQ_RCVTIMEO, &tmo, sizeof tmo);
@@ -306,11 +320,11 @@ static void client_child(const struct opts *o, int idx, struct result *res, uint
 		die("malloc");
 	for (long i = 0; i < o->size; i++)
 		payload[i] = (unsigned char)(i * 31 + idx);
-	sleep_until_us(t_start);
+	sleep_until_us(c->t_start);
 	uint64_t seq = 0;
 	for (;;) {
 		int64_t t0 = now_us();
-		if (t0 >= t_end)
+		if (t0 >= c->t_end)
 			break;
 		int rc = round_trip(o, s, payload, ++seq, idx);
 		int64_t t1 = now_us();
@@ -324,12 +338,12 @@ static void client_child(const struct opts *o, int idx, struct result *res, uint
 			res->errors++;
 			continue;
 		}
-		if (t0 < t_measure)
+		if (t0 < c->t_measure)
 			continue;
 		res->count++;
-		if (res->nsamples < cap) {
+		if (res->nsamples < c->cap) {
 			int64_t d = t1 - t0;
-			samples[res->nsamples++] = d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
+			c->samples[res->nsamples++] = d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
 		} else {
 			res->dropped++;
 		}
@@ -337,7 +351,9 @@ static void client_child(const struct opts *o, int idx, struct result *res, uint
 	res->done = 1;
 	free(payload);
 	zmq_close(s);
-	zmq_ctx_term(ctx);
+	if (c->ctx == NULL)
+		zmq_ctx_term(ctx);
+	return NULL;
 }
 
 static int cmp_u32(const void *a, const void *b)
@@ -383,8 +399,8 @@ static int parse_client(int argc, char **argv, struct opts *o)
 	o->endpoint = argv[3];
 	for (int i = 4; i < argc; i++) {
 		const char *a = argv[i];
-		if (strcmp(a, "--json") == 0) {
-			o->json = true;
+		if (strcmp(a, "--json") == 0 || strcmp(a, "--fork") == 0) {
+			*(a[2] == 'j' ? &o->json : &o->fork) = true;
 			continue;
 		}
 		if (i + 1 >= argc)
@@ -423,13 +439,28 @@ static int cmd_client(const struct opts *o)
 	}
 	struct result *res = shm;
 	uint32_t *samples = (uint32_t *)((char *)shm + res_bytes);
-	/* Everyone starts together once all are forked and connected. */
+	/* Everyone starts together once all are started and connected. */
 	int64_t t_start = now_us() + 100000 + 10000 * (int64_t)nc;
 	int64_t t_measure = t_start + (int64_t)(o->warmup * 1e6);
 	int64_t t_end = t_measure + (int64_t)(o->seconds * 1e6);
+	struct client cl[MAX_CLIENTS];
 	pid_t pids[MAX_CLIENTS];
+	pthread_t tids[MAX_CLIENTS];
+	void *ctx = o->fork ? NULL : zmq_ctx_new();
+	uint64_t count = 0, errors = 0, dropped = 0, ns = 0;
 	fflush(NULL);
 	for (size_t i = 0; i < nc; i++) {
+		cl[i] = (struct client){ .o = o, .ctx = ctx, .idx = (int)i, .res = &res[i],
+					 .samples = samples + i * cap, .cap = cap, .t_start = t_start,
+					 .t_measure = t_measure, .t_end = t_end };
+		if (!o->fork) {
+			int e = pthread_create(&tids[i], NULL, client_run, &cl[i]);
+			if (e != 0) {
+				fprintf(stderr, "busbench: pthread_create: %s\n", strerror(e));
+				exit(2);
+			}
+			continue;
+		}
 		pids[i] = fork();
 		if (pids[i] < 0) {
 			perror("busbench: fork");
@@ -438,16 +469,21 @@ static int cmd_client(const struct opts *o)
 			return 2;
 		}
 		if (pids[i] == 0) {
-			client_child(o, (int)i, &res[i], samples + i * cap, cap, t_start, t_measure, t_end);
+			client_run(&cl[i]);
 			_exit(0);
 		}
 	}
-	uint64_t count = 0, errors = 0, dropped = 0, ns = 0;
 	for (size_t i = 0; i < nc; i++) {
-		int st;
-		while (waitpid(pids[i], &st, 0) < 0 && errno == EINTR)
-			;
-		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || !res[i].done) {
+		bool failed = false;
+		if (o->fork) {
+			int st;
+			while (waitpid(pids[i], &st, 0) < 0 && errno == EINTR)
+				;
+			failed = !WIFEXITED(st) || WEXITSTATUS(st) != 0;
+		} else {
+			pthread_join(tids[i], NULL);
+		}
+		if (failed || !res[i].done) {
 			fprintf(stderr, "busbench: client %zu failed\n", i);
 			errors++;
 		}
@@ -455,6 +491,8 @@ static int cmd_client(const struct opts *o)
 		errors += res[i].errors;
 		dropped += res[i].dropped;
 	}
+	if (ctx != NULL)
+		zmq_ctx_term(ctx);
 	/* Gather every client's samples at the front of the array. */
 	for (size_t i = 0; i < nc; i++) {
 		memmove(samples + ns, samples + i * cap, res[i].nsamples * sizeof(uint32_t));

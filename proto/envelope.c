@@ -163,12 +163,15 @@ int envelope_parse(envelope_t *e, const void *data, size_t len, enum env_kind ki
 		return env_fail(code, "malformed", err, errlen, "envelope has no valid id");
 	if (!json_is_integer(v) || json_integer_value(v) != BUS_PROTOCOL_VERSION)
 		return env_fail(code, "malformed", err, errlen, "unsupported protocol version v");
-	e->mt = msgtype_find(e->type);
+	/* "*.control.ping" names a table row, never a message. */
+	e->mt = e->type[0] == '*' ? NULL : msgtype_find(e->type);
 	if (e->mt == NULL)
 		return env_fail(code, "unknown_type", err, errlen, "unknown message type");
 	if ((kind == ENV_EVENT) != (e->mt->kind == MSGK_EVENT))
 		return env_fail(code, "malformed", err, errlen,
 				kind == ENV_EVENT ? "not an event type" : "an event type sent as a request");
+	if (kind == ENV_REQUEST && e->mt->kind == MSGK_REPLY)
+		return env_fail(code, "malformed", err, errlen, "a reply-only type sent as a request");
 	if (kind == ENV_REPLY && env_status(e, code, err, errlen) < 0)
 		return -1;
 	if (kind == ENV_REQUEST && json_object_get(e->root, "status") != NULL)

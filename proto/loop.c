@@ -41,6 +41,7 @@ struct loop {
 	loop_timer_t **heap;
 	size_t nheap, heap_cap;
 	bool running;
+	bool sig_watched;         /* the signal pipe is in this loop's watches */
 	int64_t now;
 	struct {
 		loop_signal_fn fn;
@@ -271,10 +272,12 @@ int loop_on_signal(loop_t *loop, int signo, loop_signal_fn fn, void *arg)
 {
 	if (signo <= 0 || signo >= LOOP_MAX_SIGNALS)
 		return -1;
-	if (sig_pipe[0] < 0) {
-		if (pipe2(sig_pipe, O_NONBLOCK | O_CLOEXEC) < 0)
-			return -1;
+	if (sig_pipe[0] < 0 && pipe2(sig_pipe, O_NONBLOCK | O_CLOEXEC) < 0)
+		return -1;
+	/* The pipe is the process's; each loop that wants signals watches it. */
+	if (!loop->sig_watched) {
 		loop_add_fd(loop, sig_pipe[0], ZMQ_POLLIN, loop_sig_ready, NULL);
+		loop->sig_watched = true;
 	}
 	loop->sig[signo].fn = fn;
 	loop->sig[signo].arg = arg;

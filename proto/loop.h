@@ -33,7 +33,8 @@ int loop_set_events(loop_t *loop, void *zsock, int fd, short events);
 /* Stops watching; safe to call from inside a callback. */
 void loop_remove(loop_t *loop, void *zsock, int fd);
 
-/* Calls fn after ms milliseconds, then every ms if repeat. */
+/* Calls fn after ms milliseconds, then every ms if repeat. A one-shot timer
+ * is freed before its callback runs: do not cancel it from there. */
 loop_timer_t *loop_timer_add(loop_t *loop, int64_t ms, bool repeat, loop_timer_fn fn, void *arg);
 /* Cancels a timer and nulls the caller's pointer; NULL is fine. */
 void loop_timer_cancel(loop_t *loop, loop_timer_t **timer);

@@ -182,9 +182,15 @@ class Bus:
         self._n += 1
         return os.path.join(self.tmp, "%02d-%s.log" % (self._n, name))
 
-    def spawn(self, name, argv, env=None, stdout=None, preexec_fn=None, stdin=subprocess.DEVNULL):
+    def spawn(self, name, argv, env=None, stdout=None, preexec_fn=None, stdin=subprocess.DEVNULL,
+              user=None):
         """Starts argv with the bus environment (+ env); stderr to a log file.
-        stdout: None for the log file too, or subprocess.PIPE."""
+        stdout: None for the log file too, or subprocess.PIPE. user: (uid,
+        gid) to run the process as (the test must run as root); it gets no
+        supplementary groups."""
+        ids = {}
+        if user is not None:
+            ids = {"user": user[0], "group": user[1], "extra_groups": []}
         full_env = dict(self.env)
         full_env.update(env or {})
         log_path = self._log_path(name)
@@ -194,7 +200,7 @@ class Bus:
                 argv, env=full_env, cwd=self.tmp, stdin=stdin,
                 stdout=log if stdout is None else stdout, stderr=log,
                 preexec_fn=preexec_fn, text=(stdout is not None) or None,
-                bufsize=1 if stdout is not None else -1)
+                bufsize=1 if stdout is not None else -1, **ids)
         finally:
             log.close()
         p = Proc(name, popen, log_path)
@@ -224,11 +230,12 @@ class Bus:
         p.kill(sig)
         return p.wait(timeout=timeout)
 
-    def run(self, name, argv, env=None, timeout=WAIT, preexec_fn=None, stdin_data=None):
+    def run(self, name, argv, env=None, timeout=WAIT, preexec_fn=None, stdin_data=None, user=None):
         """Runs a short-lived command to completion (tracked while it runs);
         returns CompletedProcess with text stdout and the log as stderr."""
         p = self.spawn(name, argv, env=env, stdout=subprocess.PIPE, preexec_fn=preexec_fn,
-                       stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL)
+                       stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
+                       user=user)
         try:
             out, _ = p.popen.communicate(input=stdin_data, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -262,11 +269,11 @@ class Bus:
         return sorted(w["pid"] for w in self.workers(service, status))
 
     def start_workers(self, n=1, args=(), env=None, preexec_fn=None, wait=True,
-                      service="echo", timeout=WAIT):
+                      service="echo", timeout=WAIT, user=None):
         """Starts n echo-workers; with wait, until busd lists all of them
         under service and service.control."""
         procs = [self.spawn("echo-worker", [binary("echo-worker")] + list(args), env=env,
-                            preexec_fn=preexec_fn) for _ in range(n)]
+                            preexec_fn=preexec_fn, user=user) for _ in range(n)]
         if wait:
             self.wait_workers([p.pid for p in procs], service=service, timeout=timeout)
         return procs

@@ -25,7 +25,7 @@ import time
 import pytest
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-BIN = os.environ.get("ROOST_BIN", os.path.join(ROOT, "build", "bin"))
+BIN = os.path.abspath(os.environ.get("ROOST_BIN", os.path.join(ROOT, "build", "bin")))
 SERVICES = "busd echo-worker"
 READY_S = 30        # roost-run alone
 MAKE_READY_S = 180  # make run may have to build first

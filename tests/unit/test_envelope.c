@@ -182,6 +182,17 @@ static void test_unknown_type(void **state)
 	expect_fail(fx, ENV_EVENT, REQ("echo.event.nope") "}", "unknown_type", "unknown");
 }
 
+/* A reply-only type is never a request, and a table row's "*" name is
+ * never a message type. */
+static void test_not_a_request(void **state)
+{
+	struct fx *fx = *state;
+	expect_fail(fx, ENV_REQUEST, "{\"type\":\"busd.error\",\"v\":1,\"id\":\"a1\"}",
+		    "malformed", "reply-only");
+	expect_fail(fx, ENV_REQUEST, "{\"type\":\"*.control.ping\",\"v\":1,\"id\":\"a1\"}",
+		    "unknown_type", "unknown message type");
+}
+
 static void test_status(void **state)
 {
 	struct fx *fx = *state;
@@ -516,6 +527,7 @@ int main(void)
 		FX_TEST(test_not_object),
 		FX_TEST(test_type_id_v),
 		FX_TEST(test_unknown_type),
+		FX_TEST(test_not_a_request),
 		FX_TEST(test_status),
 		FX_TEST(test_event_kinds),
 		FX_TEST(test_idem),

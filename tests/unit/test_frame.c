@@ -141,6 +141,35 @@ static void test_build_frames(void **state)
 	assert_null(bus_frames_meta(&g, "User-Id"));
 }
 
+static void test_frames_move(void **state)
+{
+	(void)state;
+	bus_frames_t src, dst;
+
+	bus_frames_init(&src);
+	bus_frames_add_str(&src, BUS_CLIENT_TAG);
+	bus_frames_add_str(&src, "echo");
+	bus_frames_add(&src, NULL, 0);
+	src.extra = 2;
+	bus_frames_move(&dst, &src);
+	assert_int_equal(src.n, 0);
+	assert_int_equal(src.extra, 0);
+	assert_int_equal(src.bytes, 0);
+	assert_int_equal(dst.n, 3);
+	assert_int_equal(dst.extra, 2);
+	assert_int_equal(dst.bytes, 8);
+	assert_true(bus_frame_is(&dst, 0, BUS_CLIENT_TAG));
+	assert_true(bus_frame_is(&dst, 1, "echo"));
+	assert_int_equal(bus_frame_size(&dst, 2), 0);
+	bus_frames_close(&src); /* nothing left to release */
+	bus_frames_close(&dst);
+
+	/* Moving an empty message. */
+	bus_frames_init(&src);
+	bus_frames_move(&dst, &src);
+	assert_int_equal(dst.n, 0);
+}
+
 static void test_frame_str(void **state)
 {
 	(void)state;
@@ -734,9 +763,34 @@ static void test_worker_commands(void **state)
 	bus_frames_add_str(&f, "extra");
 	expect_worker_fail(&f, false, "wrong number of frames");
 
+	/* DISCONNECT may carry one reason frame (why busd refused us), <= 512. */
 	build_worker(&f, false, BUS_W_DISCONNECT);
+	bus_frames_add_str(&f, "role echo may not register smtpd");
+	assert_int_equal(bus_parse_worker(&f, false, &m, &why), 0);
+	assert_int_equal(m.cmd, BUS_W_DISCONNECT);
+	assert_int_equal(m.info, 2);
+	bus_frames_close(&f);
+
+	build_worker(&f, true, BUS_W_DISCONNECT);
+	add_fill(&f, 512, 'r');
+	assert_int_equal(bus_parse_worker(&f, true, &m, &why), 0);
+	assert_int_equal(m.info, 3);
+	bus_frames_close(&f);
+
+	build_worker(&f, false, BUS_W_DISCONNECT);
+	add_fill(&f, 513, 'r');
+	expect_worker_fail(&f, false, "wrong number of frames");
+
+	build_worker(&f, false, BUS_W_DISCONNECT);
+	bus_frames_add_str(&f, "reason");
 	bus_frames_add_str(&f, "extra");
 	expect_worker_fail(&f, false, "wrong number of frames");
+
+	/* Without a reason, info stays absent. */
+	build_worker(&f, false, BUS_W_DISCONNECT);
+	assert_int_equal(bus_parse_worker(&f, false, &m, &why), 0);
+	assert_int_equal(m.info, -1);
+	bus_frames_close(&f);
 
 	build_worker(&f, false, 9);
 	expect_worker_fail(&f, false, "unknown worker command");
@@ -827,6 +881,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_build_frames),
+		cmocka_unit_test(test_frames_move),
 		cmocka_unit_test(test_frame_str),
 		ZTEST(test_roundtrip),
 		ZTEST(test_recv_too_many_parts),

@@ -242,13 +242,20 @@ static void child_start(struct child *c)
 	log_info("child.start", "program=%s pid=%d", c->name, (int)pid);
 }
 
+/* "KILL" for SIGKILL: the short name, as kill -l prints it. */
+static const char *sup_signame(int signo)
+{
+	const char *name = sigabbrev_np(signo);
+	return name != NULL ? name : "?";
+}
+
 /* "exit=3" or "signal=KILL": how a child ended, for the log. */
 static const char *sup_describe(int status, char *buf, size_t len)
 {
 	if (WIFEXITED(status))
 		snprintf(buf, len, "exit=%d", WEXITSTATUS(status));
 	else if (WIFSIGNALED(status))
-		snprintf(buf, len, "signal=%s", sigabbrev_np(WTERMSIG(status)) ?: "?");
+		snprintf(buf, len, "signal=%s", sup_signame(WTERMSIG(status)));
 	else
 		snprintf(buf, len, "status=%d", status);
 	return buf;
@@ -422,7 +429,7 @@ static void sup_on_stop(loop_t *loop, int signo, void *arg)
 	if (sup->stopping)
 		return;
 	sup->stopping = true;
-	log_info("stopping", "signal=%s", sigabbrev_np(signo) ?: "?");
+	log_info("stopping", "signal=%s", sup_signame(signo));
 	loop_timer_cancel(loop, &sup->poll);
 	loop_timer_cancel(loop, &sup->warn);
 	for (size_t i = 0; i < sup->n; i++) {
@@ -460,6 +467,8 @@ int supervise_run(supervisor_t *sup)
 	sup->warn = loop_timer_add(sup->loop, SUP_READY_WARN_MS, false, sup_warn_late, sup);
 
 	int rc = loop_run(sup->loop);
+	/* Should polling itself fail, children still running get SIGTERM from
+	 * PR_SET_PDEATHSIG as we exit. */
 	if (rc < 0)
 		log_error("loop", "error=%s", log_quote(strerror(errno)));
 
