@@ -62,6 +62,7 @@ cleanup() {
 	rm -rf "$TMP"
 }
 trap cleanup EXIT
+trap "exit 130" INT TERM
 
 # start NAME CMD... : runs CMD in the background, logging to $TMP/NAME.log;
 # its pid lands in the variable NAME.
@@ -132,17 +133,19 @@ for clients in 1 8; do
 			if [[ $mode == busd ]]; then
 				b0=$(cpu_ticks "$busd") w0=$(cpu_ticks "$worker")
 			elif [[ $mode == relay ]]; then
-				r0=$(cpu_ticks "$relay")
+				r0=$(cpu_ticks "$relay") d0=$(cpu_ticks "$dealer")
 			fi
 			out=$("$BB" client "$mode" "$(endpoint "$mode")" --clients "$clients" --size "$size" \
 				--seconds "$SECS" --json ${EXTRA[@]+"${EXTRA[@]}"}) || failed=1
 			k=$mode/$clients/$size
 			if [[ $mode == busd ]]; then
 				CPUK[$k]=$(($(cpu_ticks "$busd") - b0))
+				CPUK[worker/$clients/$size]=$(($(cpu_ticks "$worker") - w0))
 				CPU[busd]=$((CPU[busd] + CPUK[$k]))
-				CPU[worker]=$((CPU[worker] + $(cpu_ticks "$worker") - w0))
+				CPU[worker]=$((CPU[worker] + CPUK[worker/$clients/$size]))
 			elif [[ $mode == relay ]]; then
 				CPUK[$k]=$(($(cpu_ticks "$relay") - r0))
+				CPUK[dealer/$clients/$size]=$(($(cpu_ticks "$dealer") - d0))
 				CPU[relay]=$((CPU[relay] + CPUK[$k]))
 			fi
 			head -n 1 <<<"$out" >&2
@@ -193,10 +196,14 @@ awk -v b="${CPU[busd]}" -v w="${CPU[worker]}" -v r="${CPU[relay]}" -v t="$TICKS"
 	printf "CPU seconds during the runs (4 runs, about %.0f s wall per mode): busd %.2f s (%.0f%% of one core), echo-worker %.2f s; bare relay %.2f s\n",
 		wall, b / t, 100 * b / t / wall, w / t, r / t
 }'
-awk -v b="${CPUK[busd/8/1024]}" -v r="${CPUK[relay/8/1024]}" -v nb="${RATE[busd/8/1024]}" \
-	-v nr="${RATE[relay/8/1024]}" -v t="$TICKS" -v s="$SECS" 'BEGIN {
-	printf "at 8 clients, 1 KiB: busd %.0f µs CPU per round trip, bare relay %.0f µs\n",
-		(nb > 0 ? 1e6 * b / t / (nb * (s + 0.5)) : 0), (nr > 0 ? 1e6 * r / t / (nr * (s + 0.5)) : 0)
+awk -v b="${CPUK[busd/8/1024]}" -v w="${CPUK[worker/8/1024]}" -v r="${CPUK[relay/8/1024]}" \
+	-v d="${CPUK[dealer/8/1024]}" -v nb="${RATE[busd/8/1024]}" -v nr="${RATE[relay/8/1024]}" \
+	-v t="$TICKS" -v s="$SECS" 'BEGIN {
+	# round trips in a run, warm-up included (at the measured rate)
+	nb *= s + 0.5; nr *= s + 0.5
+	printf "CPU per round trip at 8 clients, 1 KiB: busd %.0f µs + echo-worker %.0f µs; bare relay %.0f µs + echo-dealer %.0f µs\n",
+		(nb > 0 ? 1e6 * b / t / nb : 0), (nb > 0 ? 1e6 * w / t / nb : 0),
+		(nr > 0 ? 1e6 * r / t / nr : 0), (nr > 0 ? 1e6 * d / t / nr : 0)
 }'
 echo "busd PSS at the end: ${PSS} kB (RSS ${BUSD_RSS} kB)"
 exit "$failed"

@@ -197,7 +197,8 @@ typedef void (*bus_stats_fn)(json_t *stats, void *arg);
 /* Runs control.reload (and SIGHUP); returns 0 or -1 with a reason in err. */
 typedef int (*bus_reload_fn)(void *arg, char *err, size_t errlen);
 
-/* Registers "<service>.control" answering ping, stats and reload. */
+/* Registers "<service>.control" answering ping, stats and reload; SIGHUP
+ * runs reload too. */
 bus_control_t *bus_control_new(loop_t *loop, const char *bus_dir, const char *service,
 			       bus_stats_fn stats, bus_reload_fn reload, void *arg);
 void bus_control_free(bus_control_t **ctl);

@@ -22,6 +22,9 @@ const struct msgtype *msgtype_find(const char *type)
 {
 	char wild[128];
 	const char *dot = strchr(type, '.');
+	/* "*.control.ping" names a table row, never a message. */
+	if (type[0] == '*')
+		return NULL;
 	for (int i = 1; i < MSG__COUNT; i++)
 		if (strcmp(msgtypes[i].name, type) == 0)
 			return &msgtypes[i];
@@ -49,9 +52,15 @@ int msgtype_route(const char *type, char *service, size_t size)
 	return 0;
 }
 
+/* "" and "-" (what ZAP gives an unknown uid) are no role at all. */
+static bool role_none(const char *role)
+{
+	return role == NULL || role[0] == '\0' || strcmp(role, "-") == 0;
+}
+
 bool msgtype_caller_ok(const struct msgtype *mt, const char *role)
 {
-	if (role == NULL || role[0] == '\0')
+	if (role_none(role))
 		return false;
 	if (strcmp(role, "*") == 0)
 		return true;
@@ -83,7 +92,7 @@ bool msg_register_ok(const char *service, const char *role)
 {
 	size_t n = strlen(service);
 	size_t rn = role ? strlen(role) : 0;
-	if (rn == 0 || !msg_service_known(service))
+	if (role_none(role) || !msg_service_known(service))
 		return false;
 	/* busd answers its own service: nobody registers it. */
 	if (strncmp(service, "busd", 4) == 0 && (service[4] == '\0' || service[4] == '.'))
@@ -163,8 +172,7 @@ int envelope_parse(envelope_t *e, const void *data, size_t len, enum env_kind ki
 		return env_fail(code, "malformed", err, errlen, "envelope has no valid id");
 	if (!json_is_integer(v) || json_integer_value(v) != BUS_PROTOCOL_VERSION)
 		return env_fail(code, "malformed", err, errlen, "unsupported protocol version v");
-	/* "*.control.ping" names a table row, never a message. */
-	e->mt = e->type[0] == '*' ? NULL : msgtype_find(e->type);
+	e->mt = msgtype_find(e->type);
 	if (e->mt == NULL)
 		return env_fail(code, "unknown_type", err, errlen, "unknown message type");
 	if ((kind == ENV_EVENT) != (e->mt->kind == MSGK_EVENT))

@@ -48,7 +48,8 @@ const struct msgtype *msgtype_find(const char *type);
 int msgtype_route(const char *type, char *service, size_t size);
 
 /* True if a peer with this bus role may send (call or publish) mt. Role
- * "*" is trusted with everything (busd's own uid). */
+ * "*" is trusted with everything (busd's own uid); "" and "-" (an unknown
+ * uid) may send nothing. */
 bool msgtype_caller_ok(const struct msgtype *mt, const char *role);
 
 /* True if the table knows service ("echo", "busd", or "<known>.control"). */

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "util.h"
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -180,41 +181,86 @@ void bus_req_free(bus_req_t **rp)
 		free(w);
 }
 
-/* Sends a reply envelope for r, consuming *env (stolen). */
-static void req_send(bus_req_t **rp, json_t **envp, const void *raw, size_t rawlen)
+/* Sends the serialized reply envelope for r (and raw), then frees r. A raw
+ * reply that is the request's own raw frame goes back without a copy. */
+static void req_send(bus_req_t **rp, const char *env, size_t envlen, const void *raw, size_t rawlen)
 {
 	bus_req_t *r = *rp;
-	json_t *env = *envp;
-	*envp = NULL;
 	bus_worker_t *w = r->w;
 	if (!w->zombie && w->sock != NULL && r->generation == w->generation) {
-		char *s = json_dumps(env, JSON_COMPACT);
 		bus_frames_t f;
 		bus_frames_init(&f);
 		bus_frames_add_ref(&f, &r->frames, 0);
-		bus_frames_add(&f, s, strlen(s));
-		if (raw != NULL)
+		bus_frames_add(&f, env, envlen);
+		if (raw != NULL && r->frames.n == 3 && raw == bus_frame_data(&r->frames, 2) &&
+		    rawlen == bus_frame_size(&r->frames, 2))
+			bus_frames_add_ref(&f, &r->frames, 2);
+		else if (raw != NULL)
 			bus_frames_add(&f, raw, rawlen);
 		worker_send_cmd(w, BUS_W_REPLY, &f);
 		bus_frames_close(&f);
-		free(s);
 	}
-	json_decref(env);
 	bus_req_free(rp);
 }
 
+/* Appends s as a JSON string literal. */
+static size_t json_quote(char *out, size_t o, size_t cap, const char *s)
+{
+	out[o++] = '"';
+	for (; *s != '\0' && o + 8 < cap; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\') {
+			out[o++] = '\\';
+			out[o++] = (char)c;
+		} else if (c < 0x20) {
+			o += (size_t)snprintf(out + o, cap - o, "\\u%04x", c);
+		} else {
+			out[o++] = (char)c;
+		}
+	}
+	out[o++] = '"';
+	return o;
+}
+
+/*
+ * Builds {"type":..,"v":1,"id":..,"status":"ok", ...fields} as text: the hot
+ * path of every worker, so no intermediate JSON object is built. Header
+ * keys in fields are dropped (the header wins).
+ */
 void bus_reply(bus_req_t **rp, json_t **fieldsp, const void *raw, size_t rawlen)
 {
 	bus_req_t *r = *rp;
-	json_t *env = bus_env_new(r->type);
-	json_object_set_new(env, "id", json_string(r->id));
-	json_object_set_new(env, "status", json_string("ok"));
+	char head[2 * BUS_ID_MAX + 300];
+	size_t o = 0;
+	o += (size_t)snprintf(head, sizeof head, "{\"type\":");
+	o = json_quote(head, o, sizeof head / 2, r->type);
+	o += (size_t)snprintf(head + o, sizeof head - o, ",\"v\":%d,\"id\":", BUS_PROTOCOL_VERSION);
+	o = json_quote(head, o, sizeof head - 20, r->id);
+	o += (size_t)snprintf(head + o, sizeof head - o, ",\"status\":\"ok\"");
+	char *fields = NULL;
 	if (fieldsp != NULL && *fieldsp != NULL) {
-		json_object_update_missing(env, *fieldsp);
+		static const char *const header_keys[] = { "type", "v", "id", "status", "code", "error" };
+		for (size_t i = 0; i < ARRAY_LEN(header_keys); i++)
+			json_object_del(*fieldsp, header_keys[i]);
+		if (json_object_size(*fieldsp) > 0)
+			fields = json_dumps(*fieldsp, JSON_COMPACT);
 		json_decref(*fieldsp);
 		*fieldsp = NULL;
 	}
-	req_send(rp, &env, raw, rawlen);
+	if (fields == NULL) {
+		head[o++] = '}';
+		req_send(rp, head, o, raw, rawlen);
+		return;
+	}
+	/* fields is "{...}": splice its members after the header. */
+	size_t fl = strlen(fields);
+	char *env = xmalloc(o + fl + 1);
+	memcpy(env, head, o);
+	env[o] = ',';
+	memcpy(env + o + 1, fields + 1, fl - 1);
+	req_send(rp, env, o + fl, raw, rawlen);
+	free(env);
+	free(fields);
 }
 
 void bus_reply_error(bus_req_t **rp, const char *code, const char *fmt, ...)
@@ -230,7 +276,10 @@ void bus_reply_error(bus_req_t **rp, const char *code, const char *fmt, ...)
 	json_object_set_new(env, "status", json_string(strcmp(code, "invalid") == 0 ? "invalid" : "error"));
 	json_object_set_new(env, "code", json_string(code));
 	json_object_set_new(env, "error", json_string(msg));
-	req_send(rp, &env, NULL, 0);
+	char *text = json_dumps(env, JSON_COMPACT);
+	req_send(rp, text, strlen(text), NULL, 0);
+	free(text);
+	json_decref(env);
 }
 
 int bus_req_unpack(bus_req_t **rp, const char *fmt, ...)
@@ -350,6 +399,7 @@ static void worker_ready(loop_t *loop, void *zsock, int fd, short revents, void 
 /* ---- control worker ------------------------------------------------------------ */
 
 struct bus_control {
+	loop_t *loop;
 	bus_worker_t *w;
 	char service[BUS_SERVICE_MAX + 1];
 	bus_stats_fn stats;
@@ -406,6 +456,20 @@ static void control_reload(bus_req_t **r, void *arg)
 	bus_reply(r, &f, NULL, 0);
 }
 
+/* SIGHUP means the same as control.reload. */
+static void control_on_hup(loop_t *loop, int signo, void *arg)
+{
+	(void)loop; (void)signo;
+	bus_control_t *ctl = arg;
+	char err[256] = "";
+	if (ctl->reload == NULL)
+		log_info("reload", "result=\"nothing to reload\"");
+	else if (ctl->reload(ctl->arg, err, sizeof err) < 0)
+		log_warn("reload", "why=%s", log_quote(err));
+	else
+		log_info("reload", "result=ok");
+}
+
 static const bus_handler_t control_handlers[] = {
 	{ "*.control.ping", control_ping },
 	{ "*.control.stats", control_stats },
@@ -433,6 +497,8 @@ bus_control_t *bus_control_new(loop_t *loop, const char *bus_dir, const char *se
 		free(ctl);
 		return NULL;
 	}
+	ctl->loop = loop;
+	loop_on_signal(loop, SIGHUP, control_on_hup, ctl);
 	return ctl;
 }
 
@@ -441,6 +507,7 @@ void bus_control_free(bus_control_t **cp)
 	bus_control_t *ctl = *cp;
 	if (ctl == NULL)
 		return;
+	loop_on_signal(ctl->loop, SIGHUP, NULL, NULL);  /* ctl is going away */
 	bus_worker_free(&ctl->w);
 	free(ctl);
 	*cp = NULL;

@@ -111,6 +111,21 @@ static void client_send(broker_t *b, const void *rid, size_t rid_len, const char
 		log_debug("client.gone", "service=%s error=%s", service, zmq_strerror(errno));
 }
 
+/* Passes a worker's reply on without copying: [address][tag][service][env][raw?]. */
+static void client_forward(broker_t *b, const bus_frames_t *wf, const bus_msg_t *m, const char *service)
+{
+	bus_frames_t f;
+	bus_frames_init(&f);
+	bus_frames_add_ref(&f, wf, m->address);
+	bus_frames_add_str(&f, BUS_CLIENT_TAG);
+	bus_frames_add_str(&f, service);
+	bus_frames_add_ref(&f, wf, m->env);
+	if (m->raw >= 0)
+		bus_frames_add_ref(&f, wf, m->raw);
+	if (bus_frames_send(b->clients, &f) < 0)
+		log_debug("client.gone", "service=%s error=%s", service, zmq_strerror(errno));
+}
+
 /* An error reply of busd's own to a client. */
 static void client_error(broker_t *b, const void *rid, size_t rid_len, const char *service,
 			 const char *type, const char *id, const char *code, const char *why)
@@ -357,12 +372,13 @@ static void on_client_message(broker_t *b, bus_frames_t *f)
 		return;
 	}
 	bus_frame_str(f, m.service, service, sizeof service);
+	/* Parsed first so that every error reply carries the request's id. */
+	int perr = envelope_parse(&env, bus_frame_data(f, m.env), bus_frame_size(f, m.env), ENV_REQUEST,
+				  &code, err, sizeof err);
 	if (!msg_service_known(service)) {
-		client_error(b, rid, rl, service, NULL, NULL, "unknown_service", "no such service on this bus");
-		return;
-	}
-	if (envelope_parse(&env, bus_frame_data(f, m.env), bus_frame_size(f, m.env), ENV_REQUEST,
-			   &code, err, sizeof err) < 0) {
+		client_error(b, rid, rl, service, perr == 0 ? env.type : NULL, env.id, "unknown_service",
+			     "no such service on this bus");
+	} else if (perr < 0) {
 		log_warn("request.bad", "from=%s service=%s why=%s", role[0] ? role : "-", service, log_quote(err));
 		client_error(b, rid, rl, service, env.type, env.id, code, err);
 	} else if (msgtype_route(env.type, route, sizeof route) < 0 || strcmp(route, service) != 0) {
@@ -433,27 +449,38 @@ static void on_worker_ready(broker_t *b, bus_frames_t *f, const bus_msg_t *m, co
 	broker_dispatch_queue(b, w->svc);
 }
 
+/*
+ * A reply goes back to its client. It is parsed only while the tap is
+ * watched (to mirror it): the worker is an authenticated process, and the
+ * client library checks every reply it receives, so busd's own check is the
+ * bounds (done by bus_parse_worker) and the shape of a JSON object.
+ */
 static void on_worker_reply(broker_t *b, struct worker *w, bus_frames_t *f, const bus_msg_t *m)
 {
-	envelope_t env;
-	const char *code;
-	char err[256];
-	if (w->inflight > 0)
-		w->inflight--;
 	const void *crid = bus_frame_data(f, m->address);
 	size_t crl = bus_frame_size(f, m->address);
-	if (envelope_parse(&env, bus_frame_data(f, m->env), bus_frame_size(f, m->env), ENV_REPLY,
-			   &code, err, sizeof err) < 0) {
-		log_warn("reply.bad", "service=%s pid=%d why=%s", w->svc->name, w->pid, log_quote(err));
-		client_error(b, crid, crl, w->svc->name, env.type, env.id, "malformed",
-			     "the worker sent a malformed reply");
-	} else {
-		tap_mirror(b->tap, "reply", w->role, w->svc->name, env.type, bus_frame_data(f, m->env),
-			   bus_frame_size(f, m->env), env.root, m->raw >= 0 ? bus_frame_size(f, m->raw) : 0);
-		client_send(b, crid, crl, w->svc->name, bus_frame_data(f, m->env), bus_frame_size(f, m->env),
-			    f, m->raw);
+	const char *e = bus_frame_data(f, m->env);
+	size_t elen = bus_frame_size(f, m->env);
+	bool ok = e[0] == '{' && e[elen - 1] == '}';
+	if (w->inflight > 0)
+		w->inflight--;
+	if (ok && tap_active(b->tap)) {
+		envelope_t env;
+		const char *code;
+		char err[256];
+		ok = envelope_parse(&env, e, elen, ENV_REPLY, &code, err, sizeof err) == 0;
+		if (ok)
+			tap_mirror(b->tap, "reply", w->role, w->svc->name, env.type, e, elen, env.root,
+				   m->raw >= 0 ? bus_frame_size(f, m->raw) : 0);
+		envelope_clear(&env);
 	}
-	envelope_clear(&env);
+	if (ok) {
+		client_forward(b, f, m, w->svc->name);
+	} else {
+		log_warn("reply.bad", "service=%s pid=%d why=\"malformed reply envelope\"", w->svc->name, w->pid);
+		client_error(b, crid, crl, w->svc->name, NULL, NULL, "malformed",
+			     "the worker sent a malformed reply");
+	}
 	if (w->svc->qhead != NULL)
 		broker_dispatch_queue(b, w->svc);
 }

@@ -12,6 +12,7 @@
 #define ROOST_BUSD_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -35,7 +36,9 @@ const char *zap_role_for(const zap_t *z, uid_t uid);
 
 /* ---- tap.c ---- */
 typedef struct tap tap_t;
-tap_t *tap_new(const char *endpoint);
+tap_t *tap_new(loop_t *loop, const char *endpoint);
+/* True while someone subscribes: only then is mirroring worth any work. */
+bool tap_active(const tap_t *t);
 void tap_free(tap_t **t);
 /* Mirrors one envelope (bytes as on the wire; parsed copy for redaction). */
 void tap_mirror(tap_t *t, const char *dir, const char *from, const char *service,

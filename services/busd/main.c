@@ -38,6 +38,20 @@ static gid_t busd_group(const config_t *cfg)
 	return gr->gr_gid;
 }
 
+/* The socket files libzmq creates get busd's group: give them to bus_group
+ * so that its members can connect (the directory alone is not enough). */
+static void busd_chgrp_sockets(const bus_endpoints_t *ep, gid_t gid)
+{
+	const char *const paths[] = { ep->clients, ep->workers, ep->events_in, ep->events_out, ep->tap };
+	if (gid == (gid_t)-1)
+		return;
+	for (size_t i = 0; i < ARRAY_LEN(paths); i++) {
+		const char *path = paths[i] + strlen("ipc://");
+		if (chown(path, (uid_t)-1, gid) < 0)
+			fatal("bus_dir", "path=%s why=%s", path, log_quote(strerror(errno)));
+	}
+}
+
 /* Refuses to start while another busd serves the same directory: its
  * sockets would be unlinked from under it. */
 static int busd_lock(const char *dir)
@@ -101,7 +115,7 @@ int main(int argc, char **argv)
 	zap_t *zap = zap_new(loop, config_get(cfg, "bus_acl", ""), err, sizeof err);
 	if (zap == NULL)
 		fatal("config", "why=%s", log_quote(err));
-	tap_t *tap = tap_new(ep.tap);
+	tap_t *tap = tap_new(loop, ep.tap);
 	events_t *events = tap ? events_new(loop, &ep, tap) : NULL;
 	broker_t *broker = events ? broker_new(loop, &ep, tap, events, (int)queue_ms) : NULL;
 	if (broker == NULL)
@@ -109,6 +123,7 @@ int main(int argc, char **argv)
 	struct busd_reload reload = { .path = config_path(cfg) ? xstrdup(config_path(cfg)) : NULL, .zap = zap };
 	broker_on_reload(broker, busd_reload, &reload);
 	loop_on_signal(loop, SIGHUP, busd_on_hup, &reload);
+	busd_chgrp_sockets(&ep, busd_group(cfg));
 	service_drop_root(cfg);
 	service_stop_on_signals(loop);
 	log_info("ready", "bus_dir=%s heartbeat_ms=%d pid=%d", log_quote(dir), bus_heartbeat_ms(), (int)getpid());

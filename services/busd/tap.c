@@ -21,14 +21,18 @@
 void *bus_socket_new(int type);
 
 struct tap {
+	loop_t *loop;
 	void *sock;
 	uint64_t mirrored;
 	int subscribers;     /* distinct topics subscribed, from XPUB */
 };
 
-tap_t *tap_new(const char *endpoint)
+static void tap_ready(loop_t *loop, void *zsock, int fd, short revents, void *arg);
+
+tap_t *tap_new(loop_t *loop, const char *endpoint)
 {
 	tap_t *t = xcalloc(1, sizeof *t);
+	t->loop = loop;
 	t->sock = bus_socket_new(ZMQ_XPUB);
 	zap_protect(t->sock, "tap");
 	int hwm = 10000;
@@ -38,6 +42,7 @@ tap_t *tap_new(const char *endpoint)
 		free(t);
 		return NULL;
 	}
+	loop_add_zsock(loop, t->sock, ZMQ_POLLIN, tap_ready, t);
 	return t;
 }
 
@@ -46,23 +51,32 @@ void tap_free(tap_t **tp)
 	tap_t *t = *tp;
 	if (t == NULL)
 		return;
+	loop_remove(t->loop, t->sock, -1);
 	zmq_close(t->sock);
 	free(t);
 	*tp = NULL;
 }
 
-/* Drains subscription messages; true if anyone is subscribed. */
-static bool tap_watched(tap_t *t)
+/* Subscriptions arrive as messages on the XPUB: \x01topic subscribes,
+ * \x00topic unsubscribes (also sent for a subscriber that goes away). Kept
+ * as a count so that tap_mirror costs one comparison while nobody looks. */
+static void tap_ready(loop_t *loop, void *zsock, int fd, short revents, void *arg)
 {
+	(void)loop; (void)fd; (void)revents;
+	tap_t *t = arg;
 	char buf[256];
 	int n;
-	while ((n = zmq_recv(t->sock, buf, sizeof buf, ZMQ_DONTWAIT)) > 0) {
+	while ((n = zmq_recv(zsock, buf, sizeof buf, ZMQ_DONTWAIT)) > 0) {
 		if (buf[0] == 1)
 			t->subscribers++;
 		else if (buf[0] == 0 && t->subscribers > 0)
 			t->subscribers--;
 	}
-	return t->subscribers > 0;
+}
+
+bool tap_active(const tap_t *t)
+{
+	return t != NULL && t->subscribers > 0;
 }
 
 /* The envelope with sensitive fields replaced; NULL if none present. */
@@ -85,7 +99,7 @@ void tap_mirror(tap_t *t, const char *dir, const char *from, const char *service
 		const char *type, const void *env, size_t envlen, const json_t *parsed,
 		size_t rawlen)
 {
-	if (t == NULL || !tap_watched(t))
+	if (!tap_active(t))
 		return;
 	char head[384];
 	char *red = parsed ? tap_redacted(parsed) : NULL;

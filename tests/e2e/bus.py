@@ -78,15 +78,6 @@ def new_id(prefix="py"):
     return "%s-%s" % (prefix, uuid.uuid4().hex[:16])
 
 
-def drop_privileges(uid, gid, groups=()):
-    """A preexec_fn running the child under uid/gid (the test runs as root)."""
-    def fn():
-        os.setgroups(list(groups))
-        os.setgid(gid)
-        os.setuid(uid)
-    return fn
-
-
 # ---- processes ------------------------------------------------------------------
 
 

@@ -390,6 +390,7 @@ static void test_msgtype_find(void **state)
 	assert_ptr_equal(msgtype_find("busd.error"), &msgtypes[MSG_BUSD_ERROR]);
 	assert_ptr_equal(msgtype_find("smtpd.control.ping"), &msgtypes[MSG_CONTROL_PING]);
 	assert_string_equal(msgtype_find("smtpd.control.ping")->name, "*.control.ping");
+	assert_null(msgtype_find("*.control.ping"));  /* a table row, not a type */
 	assert_ptr_equal(msgtype_find("echo.control.ping"), &msgtypes[MSG_CONTROL_PING]);
 	assert_ptr_equal(msgtype_find("echo.control.reload"), &msgtypes[MSG_CONTROL_RELOAD]);
 	assert_ptr_equal(msgtype_find("busd.control.stats"), &msgtypes[MSG_CONTROL_STATS]);
@@ -455,6 +456,8 @@ static void test_caller_ok(void **state)
 	assert_true(msgtype_caller_ok(ping, "*"));
 	assert_false(msgtype_caller_ok(ping, ""));
 	assert_false(msgtype_caller_ok(ping, NULL));
+	/* "-" is what ZAP gives an unknown uid: no role. */
+	assert_false(msgtype_caller_ok(ping, "-"));
 
 	assert_non_null(reload);
 	assert_true(msgtype_caller_ok(reload, "roostctl"));
@@ -496,6 +499,7 @@ static void test_register_ok(void **state)
 	assert_false(msg_register_ok("nosuch", "*"));
 	assert_false(msg_register_ok("nosuch.control", "*"));
 	assert_false(msg_register_ok("echo", ""));
+	assert_false(msg_register_ok("echo", "-"));
 	assert_false(msg_register_ok("echo", NULL));
 	assert_false(msg_register_ok("", "*"));
 }

@@ -446,6 +446,17 @@ static void sup_on_stop(loop_t *loop, int signo, void *arg)
 		sup->kill = loop_timer_add(loop, SUP_STOP_GRACE_MS, false, sup_kill_rest, sup);
 }
 
+/* SIGHUP: every service reloads its certificates and configuration. */
+static void sup_on_hup(loop_t *loop, int signo, void *arg)
+{
+	(void)loop; (void)signo;
+	supervisor_t *sup = arg;
+	log_info("reload", "forwarding=SIGHUP");
+	for (size_t i = 0; i < sup->n; i++)
+		if (sup->children[i].state == CHILD_RUNNING)
+			kill(sup->children[i].pid, SIGHUP);
+}
+
 /* ---- running ------------------------------------------------------------------- */
 
 int supervise_run(supervisor_t *sup)
@@ -455,7 +466,8 @@ int supervise_run(supervisor_t *sup)
 	signal(SIGPIPE, SIG_IGN);
 	if (loop_on_signal(sup->loop, SIGCHLD, sup_on_sigchld, sup) < 0 ||
 	    loop_on_signal(sup->loop, SIGTERM, sup_on_stop, sup) < 0 ||
-	    loop_on_signal(sup->loop, SIGINT, sup_on_stop, sup) < 0)
+	    loop_on_signal(sup->loop, SIGINT, sup_on_stop, sup) < 0 ||
+	    loop_on_signal(sup->loop, SIGHUP, sup_on_hup, sup) < 0)
 		fatal("signals", "error=%s", log_quote(strerror(errno)));
 	sup->devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	sup->bus = bus_client_new(sup->loop, sup->bus_dir);
