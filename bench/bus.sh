@@ -23,6 +23,8 @@ size | rtt/s | p50 µs | p99 µs | busd/relay ratio), the 60% target line
 
 Environment:
   SECONDS_PER_RUN   measured seconds per run (default 5; plus 0.5 s warm-up)
+  TAP               1: run `roostctl bus tail` during the runs (busd mirrors
+                    every envelope on the tap)
   BUSBENCH_FLAGS    extra busbench client flags, e.g. --fork (one process
                     per client instead of threads sharing one context)
 
@@ -107,6 +109,12 @@ start busd "$BIN/busd"
 wait_for "busd" test -S "$TMP/bus/clients"
 start worker "$BIN/echo-worker"
 wait_for "echo-worker" bash -c "'$BIN/roostctl' status | grep -q '^echo '"
+# TAP=1: an operator watches `roostctl bus tail` the whole time, so every
+# envelope is parsed and mirrored (the worst case for busd).
+if [[ ${TAP:-0} == 1 ]]; then
+	start tail bash -c "exec '$BIN/roostctl' bus tail > /dev/null"
+	sleep 0.5
+fi
 wait_for "echo-server" test -S "$TMP/direct"
 wait_for "relay" test -S "$TMP/front"
 

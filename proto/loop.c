@@ -1,10 +1,18 @@
 /*
  * loop.c — see loop.h.
  *
- * One zmq_poll() over a compact array of poll items; timers in a binary
- * min-heap keyed by deadline; signals through a self-pipe written from the
- * handler (sigaction works whichever thread ZeroMQ's I/O threads leave the
- * signal to, unlike signalfd, which needs every thread to block it).
+ * epoll for everything: a plain fd is watched as itself; a ZeroMQ socket
+ * through its ZMQ_FD, which only says "look at ZMQ_EVENTS" and may stay
+ * quiet after an operation on the socket has consumed its signal. So each
+ * iteration first asks ZMQ_EVENTS of every ZeroMQ socket and runs the ready
+ * ones, and blocks in epoll_wait only after a pass in which none was ready.
+ * This costs one getsockopt per ZeroMQ socket per pass; zmq_poll() builds
+ * and tears down a poller on every call, which dominated busd's profile.
+ *
+ * Timers live in a binary min-heap keyed by deadline; signals arrive
+ * through a self-pipe written from the handler (sigaction works whichever
+ * thread ZeroMQ's I/O threads leave the signal to, unlike signalfd, which
+ * needs every thread to block it).
  */
 #include "loop.h"
 #include "util.h"
@@ -14,13 +22,17 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 #include <zmq.h>
 
 struct watch {
+	void *zsock;        /* NULL for a plain fd */
+	int fd;             /* the fd, or the socket's ZMQ_FD */
+	short events;       /* ZMQ_POLLIN | ZMQ_POLLOUT wanted */
 	loop_io_fn fn;
 	void *arg;
-	bool dead;          /* removed during this iteration; compacted after */
+	bool dead;          /* removed; freed after the iteration */
 };
 
 struct loop_timer {
@@ -32,10 +44,11 @@ struct loop_timer {
 };
 
 #define LOOP_MAX_SIGNALS 65
+#define LOOP_MAX_EVENTS 64
 
 struct loop {
-	zmq_pollitem_t *items;
-	struct watch *watches;
+	int epfd;
+	struct watch **watches;   /* stable pointers: epoll data refers to them */
 	size_t count, cap;
 	bool dirty;               /* some watch is dead */
 	loop_timer_t **heap;
@@ -54,6 +67,9 @@ static int sig_pipe[2] = { -1, -1 };
 loop_t *loop_new(void)
 {
 	loop_t *loop = xcalloc(1, sizeof *loop);
+	loop->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (loop->epfd < 0)
+		abort();  /* out of fds at start-up: nothing sensible to do */
 	loop->now = now_ms();
 	return loop;
 }
@@ -65,23 +81,47 @@ void loop_free(loop_t **loopp)
 		return;
 	for (size_t i = 0; i < loop->nheap; i++)
 		free(loop->heap[i]);
+	for (size_t i = 0; i < loop->count; i++)
+		free(loop->watches[i]);
 	free(loop->heap);
-	free(loop->items);
 	free(loop->watches);
+	close(loop->epfd);
 	free(loop);
 	*loopp = NULL;
 }
 
+static uint32_t epoll_bits(const struct watch *w)
+{
+	if (w->zsock != NULL)
+		return EPOLLIN;  /* ZMQ_FD signals both directions as "readable" */
+	return ((w->events & ZMQ_POLLIN) ? EPOLLIN : 0) | ((w->events & ZMQ_POLLOUT) ? EPOLLOUT : 0);
+}
+
 static int loop_add(loop_t *loop, void *zsock, int fd, short events, loop_io_fn fn, void *arg)
 {
+	struct watch *w = xcalloc(1, sizeof *w);
+	w->zsock = zsock;
+	w->fd = fd;
+	w->events = events;
+	w->fn = fn;
+	w->arg = arg;
+	if (zsock != NULL) {
+		size_t sz = sizeof w->fd;
+		if (zmq_getsockopt(zsock, ZMQ_FD, &w->fd, &sz) < 0) {
+			free(w);
+			return -1;
+		}
+	}
+	struct epoll_event ev = { .events = epoll_bits(w), .data.ptr = w };
+	if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, w->fd, &ev) < 0) {
+		free(w);
+		return -1;
+	}
 	if (loop->count == loop->cap) {
 		loop->cap = loop->cap ? loop->cap * 2 : 16;
-		loop->items = xrealloc(loop->items, loop->cap * sizeof *loop->items);
 		loop->watches = xrealloc(loop->watches, loop->cap * sizeof *loop->watches);
 	}
-	loop->items[loop->count] = (zmq_pollitem_t){ .socket = zsock, .fd = fd, .events = events };
-	loop->watches[loop->count] = (struct watch){ .fn = fn, .arg = arg };
-	loop->count++;
+	loop->watches[loop->count++] = w;
 	return 0;
 }
 
@@ -95,36 +135,39 @@ int loop_add_fd(loop_t *loop, int fd, short events, loop_io_fn fn, void *arg)
 	return loop_add(loop, NULL, fd, events, fn, arg);
 }
 
-static ssize_t loop_find(const loop_t *loop, void *zsock, int fd)
+static struct watch *loop_find(const loop_t *loop, void *zsock, int fd)
 {
 	for (size_t i = 0; i < loop->count; i++) {
-		if (loop->watches[i].dead)
+		struct watch *w = loop->watches[i];
+		if (w->dead)
 			continue;
-		if (zsock ? loop->items[i].socket == zsock
-			  : (loop->items[i].socket == NULL && loop->items[i].fd == fd))
-			return (ssize_t)i;
+		if (zsock ? w->zsock == zsock : (w->zsock == NULL && w->fd == fd))
+			return w;
 	}
-	return -1;
+	return NULL;
 }
 
 int loop_set_events(loop_t *loop, void *zsock, int fd, short events)
 {
-	ssize_t i = loop_find(loop, zsock, fd);
-	if (i < 0)
+	struct watch *w = loop_find(loop, zsock, fd);
+	if (w == NULL)
 		return -1;
-	loop->items[i].events = events;
-	return 0;
+	w->events = events;
+	if (zsock != NULL)
+		return 0;
+	struct epoll_event ev = { .events = epoll_bits(w), .data.ptr = w };
+	return epoll_ctl(loop->epfd, EPOLL_CTL_MOD, w->fd, &ev);
 }
 
 void loop_remove(loop_t *loop, void *zsock, int fd)
 {
-	ssize_t i = loop_find(loop, zsock, fd);
-	if (i < 0)
+	struct watch *w = loop_find(loop, zsock, fd);
+	if (w == NULL)
 		return;
-	/* Dead entries stay in place until the end of the iteration so that
-	 * indices in the running dispatch stay valid. */
-	loop->watches[i].dead = true;
-	loop->items[i].events = 0;
+	/* The struct stays until the end of the iteration: events already
+	 * fetched from epoll may still point at it. */
+	epoll_ctl(loop->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+	w->dead = true;
 	loop->dirty = true;
 }
 
@@ -132,11 +175,11 @@ static void loop_compact(loop_t *loop)
 {
 	size_t o = 0;
 	for (size_t i = 0; i < loop->count; i++) {
-		if (loop->watches[i].dead)
+		if (loop->watches[i]->dead) {
+			free(loop->watches[i]);
 			continue;
-		loop->items[o] = loop->items[i];
-		loop->watches[o] = loop->watches[i];
-		o++;
+		}
+		loop->watches[o++] = loop->watches[i];
 	}
 	loop->count = o;
 	loop->dirty = false;
@@ -291,38 +334,74 @@ int loop_on_signal(loop_t *loop, int signo, loop_signal_fn fn, void *arg)
 
 /* ---- running -------------------------------------------------------------- */
 
-static long loop_poll_timeout(const loop_t *loop)
+static int loop_wait_ms(const loop_t *loop)
 {
 	if (loop->nheap == 0)
 		return 1000;
 	int64_t d = loop->heap[0]->deadline - now_ms();
 	if (d < 0)
 		return 0;
-	return d > 1000 ? 1000 : (long)d;
+	return d > 1000 ? 1000 : (int)d;
+}
+
+/* Runs every ZeroMQ socket whose ZMQ_EVENTS match; true if any ran. Only
+ * watches present before the pass are visited (callbacks may add more). */
+static bool loop_zmq_pass(loop_t *loop)
+{
+	bool ran = false;
+	size_t n = loop->count;
+	for (size_t i = 0; i < n && loop->running; i++) {
+		struct watch *w = loop->watches[i];
+		int ev = 0;
+		size_t sz = sizeof ev;
+		if (w->dead || w->zsock == NULL)
+			continue;
+		if (zmq_getsockopt(w->zsock, ZMQ_EVENTS, &ev, &sz) < 0 || !(ev & w->events))
+			continue;
+		w->fn(loop, w->zsock, -1, (short)(ev & w->events), w->arg);
+		ran = true;
+	}
+	return ran;
+}
+
+/* Runs the plain fds epoll reported. */
+static void loop_fd_events(loop_t *loop, const struct epoll_event *evs, int n)
+{
+	for (int i = 0; i < n && loop->running; i++) {
+		struct watch *w = evs[i].data.ptr;
+		if (w->dead || w->zsock != NULL)
+			continue;  /* a ZMQ_FD only means "ask ZMQ_EVENTS": the next pass does */
+		short re = 0;
+		if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP))
+			re |= ZMQ_POLLIN;
+		if (evs[i].events & EPOLLOUT)
+			re |= ZMQ_POLLOUT;
+		if (evs[i].events & (EPOLLERR | EPOLLHUP))
+			re |= ZMQ_POLLERR;
+		re &= (short)(w->events | ZMQ_POLLERR);
+		if (re != 0)
+			w->fn(loop, NULL, w->fd, re, w->arg);
+	}
 }
 
 int loop_run(loop_t *loop)
 {
+	struct epoll_event evs[LOOP_MAX_EVENTS];
+	bool ran = false;
 	loop->running = true;
 	while (loop->running) {
-		if (loop->dirty)
-			loop_compact(loop);
-		int rc = zmq_poll(loop->items, (int)loop->count, loop_poll_timeout(loop));
-		if (rc < 0 && errno != EINTR)
+		/* After a pass that ran callbacks, look again before sleeping:
+		 * those callbacks may have consumed a socket's ZMQ_FD signal. */
+		int n = epoll_wait(loop->epfd, evs, LOOP_MAX_EVENTS, ran ? 0 : loop_wait_ms(loop));
+		if (n < 0 && errno != EINTR)
 			return -1;
 		loop->now = now_ms();
-		/* Only entries present before the callbacks run are dispatched:
-		 * a callback may add watches (appended) or remove them (marked). */
-		size_t n = loop->count;
-		for (size_t i = 0; rc > 0 && i < n && loop->running; i++) {
-			short re = loop->items[i].revents;
-			if (re == 0 || loop->watches[i].dead)
-				continue;
-			loop->items[i].revents = 0;
-			loop->watches[i].fn(loop, loop->items[i].socket, loop->items[i].fd, re,
-					    loop->watches[i].arg);
-		}
+		if (n > 0)
+			loop_fd_events(loop, evs, n);
+		ran = loop_zmq_pass(loop);
 		loop_run_timers(loop);
+		if (loop->dirty)
+			loop_compact(loop);
 	}
 	return 0;
 }
