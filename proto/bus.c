@@ -317,13 +317,14 @@ void bus_cancel(bus_client_t *c, uint64_t handle)
 }
 
 /* Handles one reply frame set from busd. */
-static void client_on_reply(bus_client_t *c, bus_frames_t *f)
+static bool client_on_reply(bus_frames_t *f, void *arg)
 {
+	bus_client_t *c = arg;
 	bus_msg_t m;
 	const char *why;
 	if (bus_parse_client(f, false, &m, &why) < 0) {
 		log_warn("bus.reply.bad", "why=%s", log_quote(why));
-		return;
+		return true;
 	}
 	json_error_t jerr;
 	json_t *reply = json_loadb(bus_frame_data(f, m.env), bus_frame_size(f, m.env), 0, &jerr);
@@ -333,7 +334,7 @@ static void client_on_reply(bus_client_t *c, bus_frames_t *f)
 		/* A late duplicate of a retried call, or a reply after cancel. */
 		log_debug("bus.reply.late", "id=%s", id ? log_quote(id) : "-");
 		json_decref(reply);
-		return;
+		return true;
 	}
 	if (!json_is_object(reply) || !json_is_string(json_object_get(reply, "status"))) {
 		json_decref(reply);
@@ -343,20 +344,13 @@ static void client_on_reply(bus_client_t *c, bus_frames_t *f)
 	const void *raw = m.raw >= 0 ? bus_frame_data(f, m.raw) : NULL;
 	size_t rawlen = m.raw >= 0 ? bus_frame_size(f, m.raw) : 0;
 	call_finish(call, &reply, raw, rawlen);
+	return true;
 }
 
 static void client_ready(loop_t *loop, void *zsock, int fd, short revents, void *arg)
 {
 	(void)loop; (void)fd; (void)revents;
-	bus_client_t *c = arg;
-	bus_frames_t f;
-	/* Drain a bounded batch: fairness with the other sockets of the loop. */
-	for (int i = 0; i < 256; i++) {
-		if (bus_frames_recv(zsock, &f) < 0)
-			break;
-		client_on_reply(c, &f);
-		bus_frames_close(&f);
-	}
+	bus_drain(zsock, 256, client_on_reply, arg);
 }
 
 /* ---- synchronous client ---------------------------------------------------- */

@@ -79,29 +79,28 @@ int bus_publish(bus_pub_t *p, json_t **eventp, const void *raw, size_t rawlen)
 	return rc;
 }
 
+/* One event: checked for shape, parsed, handed to the subscriber. */
+static bool sub_on_event(bus_frames_t *f, void *arg)
+{
+	bus_sub_t *s = arg;
+	bus_msg_t m;
+	const char *why;
+	if (bus_parse_event(f, &m, &why) < 0) {
+		log_warn("bus.event.bad", "why=%s", log_quote(why));
+		return true;
+	}
+	json_t *ev = json_loadb(bus_frame_data(f, m.env), bus_frame_size(f, m.env), 0, NULL);
+	if (json_is_object(ev))
+		s->fn(&ev, m.raw >= 0 ? bus_frame_data(f, m.raw) : NULL,
+		      m.raw >= 0 ? bus_frame_size(f, m.raw) : 0, s->arg);
+	json_decref(ev);
+	return true;
+}
+
 static void sub_ready(loop_t *loop, void *zsock, int fd, short revents, void *arg)
 {
 	(void)loop; (void)fd; (void)revents;
-	bus_sub_t *s = arg;
-	for (int i = 0; i < 256; i++) {
-		bus_frames_t f;
-		bus_msg_t m;
-		const char *why;
-		if (bus_frames_recv(zsock, &f) < 0)
-			break;
-		if (bus_parse_event(&f, &m, &why) < 0) {
-			log_warn("bus.event.bad", "why=%s", log_quote(why));
-			bus_frames_close(&f);
-			continue;
-		}
-		json_t *ev = json_loadb(bus_frame_data(&f, m.env), bus_frame_size(&f, m.env), 0, NULL);
-		if (json_is_object(ev)) {
-			s->fn(&ev, m.raw >= 0 ? bus_frame_data(&f, m.raw) : NULL,
-			      m.raw >= 0 ? bus_frame_size(&f, m.raw) : 0, s->arg);
-		}
-		json_decref(ev);
-		bus_frames_close(&f);
-	}
+	bus_drain(zsock, 256, sub_on_event, arg);
 }
 
 bus_sub_t *bus_sub_new(loop_t *loop, const char *bus_dir, const char *prefix,

@@ -55,6 +55,22 @@ int bus_frames_recv(void *sock, bus_frames_t *f)
 	}
 }
 
+int bus_drain(void *sock, int max, bus_frames_fn fn, void *arg)
+{
+	int n = 0;
+	while (n < max) {
+		bus_frames_t f;
+		if (bus_frames_recv(sock, &f) < 0)
+			break;
+		n++;
+		bool more = fn(&f, arg);
+		bus_frames_close(&f);
+		if (!more)
+			break;
+	}
+	return n;
+}
+
 int bus_frames_send(void *sock, bus_frames_t *f)
 {
 	int rc = 0;

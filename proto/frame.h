@@ -35,6 +35,15 @@ void bus_frames_close(bus_frames_t *f);
  * EAGAIN when nothing is waiting). Frames past BUS_FRAMES_MAX are counted
  * in extra and dropped, so a peer cannot make us hold unbounded parts. */
 int bus_frames_recv(void *sock, bus_frames_t *f);
+/*
+ * Receives up to max whole messages from sock and hands each to fn, which
+ * borrows the frames (they are closed after it returns); fn returns false
+ * to stop early (e.g. the socket was closed). A bounded batch keeps the
+ * loop fair to its other sockets. Returns the number handled.
+ */
+typedef bool (*bus_frames_fn)(bus_frames_t *f, void *arg);
+int bus_drain(void *sock, int max, bus_frames_fn fn, void *arg);
+
 /* Sends every frame (consuming them) with ZMQ_DONTWAIT: 0 or -1 (errno). */
 int bus_frames_send(void *sock, bus_frames_t *f);
 

@@ -340,13 +340,16 @@ static void worker_on_request(bus_worker_t *w, bus_frames_t *f, const bus_msg_t 
 	bus_reply_error(&r, "invalid", "%s does not handle %s", w->service, r->type);
 }
 
-static void worker_on_message(bus_worker_t *w, bus_frames_t *f)
+/* One message from busd; false once the socket was replaced (reconnect). */
+static bool worker_on_message(bus_frames_t *f, void *arg)
 {
+	bus_worker_t *w = arg;
+	uint64_t gen = w->generation;
 	bus_msg_t m;
 	const char *why;
 	if (bus_parse_worker(f, false, &m, &why) < 0) {
 		log_warn("bus.worker.bad", "service=%s why=%s", w->service, log_quote(why));
-		return;
+		return true;
 	}
 	w->last_heard = now_ms();
 	switch (m.cmd) {
@@ -378,22 +381,13 @@ static void worker_on_message(bus_worker_t *w, bus_frames_t *f)
 	default:
 		log_warn("bus.worker.bad", "service=%s cmd=%d", w->service, m.cmd);
 	}
+	return w->generation == gen;
 }
 
 static void worker_ready(loop_t *loop, void *zsock, int fd, short revents, void *arg)
 {
 	(void)loop; (void)fd; (void)revents;
-	bus_worker_t *w = arg;
-	uint64_t gen = w->generation;
-	for (int i = 0; i < 256; i++) {
-		bus_frames_t f;
-		if (bus_frames_recv(zsock, &f) < 0)
-			break;
-		worker_on_message(w, &f);
-		bus_frames_close(&f);
-		if (w->generation != gen)  /* reconnected: zsock is closed */
-			break;
-	}
+	bus_drain(zsock, 256, worker_on_message, arg);
 }
 
 /* ---- control worker ------------------------------------------------------------ */

@@ -355,8 +355,9 @@ static void route_request(broker_t *b, bus_frames_t *f, const bus_msg_t *m, cons
 /* busd's own service: status and control. */
 static void busd_request(broker_t *b, const bus_frames_t *f, const bus_msg_t *m, const envelope_t *env);
 
-static void on_client_message(broker_t *b, bus_frames_t *f)
+static bool on_client_message(bus_frames_t *f, void *arg)
 {
+	broker_t *b = arg;
 	bus_msg_t m;
 	envelope_t env;
 	const char *why, *code;
@@ -369,7 +370,7 @@ static void on_client_message(broker_t *b, bus_frames_t *f)
 	if (bus_parse_client(f, true, &m, &why) < 0) {
 		log_warn("request.bad", "from=%s why=%s", role[0] ? role : "-", log_quote(why));
 		client_error(b, rid, rl, NULL, NULL, NULL, strstr(why, "too large") ? "too_large" : "malformed", why);
-		return;
+		return true;
 	}
 	bus_frame_str(f, m.service, service, sizeof service);
 	/* Parsed first so that every error reply carries the request's id. */
@@ -393,19 +394,13 @@ static void on_client_message(broker_t *b, bus_frames_t *f)
 		route_request(b, f, &m, &env, service, role);
 	}
 	envelope_clear(&env);
+	return true;
 }
 
 static void clients_ready(loop_t *loop, void *zsock, int fd, short revents, void *arg)
 {
 	(void)loop; (void)fd; (void)revents;
-	broker_t *b = arg;
-	for (int i = 0; i < 512; i++) {
-		bus_frames_t f;
-		if (bus_frames_recv(zsock, &f) < 0)
-			break;
-		on_client_message(b, &f);
-		bus_frames_close(&f);
-	}
+	bus_drain(zsock, 512, on_client_message, arg);
 }
 
 /* ---- messages from workers ---------------------------------------------------- */
@@ -485,18 +480,19 @@ static void on_worker_reply(broker_t *b, struct worker *w, bus_frames_t *f, cons
 		broker_dispatch_queue(b, w->svc);
 }
 
-static void on_worker_message(broker_t *b, bus_frames_t *f)
+static bool on_worker_message(bus_frames_t *f, void *arg)
 {
+	broker_t *b = arg;
 	bus_msg_t m;
 	const char *why;
 	const char *role = bus_frames_meta(f, "User-Id");
 	if (bus_parse_worker(f, true, &m, &why) < 0) {
 		log_warn("worker.bad", "role=%s why=%s", role ? role : "-", log_quote(why));
-		return;
+		return true;
 	}
 	if (m.cmd == BUS_W_READY) {
 		on_worker_ready(b, f, &m, role ? role : "");
-		return;
+		return true;
 	}
 	struct worker *w = hmap_get(b->by_rid, bus_frame_data(f, 0), bus_frame_size(f, 0));
 	if (w == NULL) {
@@ -507,7 +503,7 @@ static void on_worker_message(broker_t *b, bus_frames_t *f)
 			memcpy(tmp.rid, bus_frame_data(f, 0), tmp.rid_len);
 			worker_send(b, &tmp, BUS_W_DISCONNECT, NULL);
 		}
-		return;
+		return true;
 	}
 	w->last_heard = loop_now(b->loop);
 	if (m.cmd == BUS_W_REPLY)
@@ -516,19 +512,13 @@ static void on_worker_message(broker_t *b, bus_frames_t *f)
 		worker_drop(b, w, "disconnect");
 	else if (m.cmd == BUS_W_REQUEST)
 		log_warn("worker.bad", "service=%s why=\"worker sent REQUEST\"", w->svc->name);
+	return true;
 }
 
 static void workers_ready(loop_t *loop, void *zsock, int fd, short revents, void *arg)
 {
 	(void)loop; (void)fd; (void)revents;
-	broker_t *b = arg;
-	for (int i = 0; i < 512; i++) {
-		bus_frames_t f;
-		if (bus_frames_recv(zsock, &f) < 0)
-			break;
-		on_worker_message(b, &f);
-		bus_frames_close(&f);
-	}
+	bus_drain(zsock, 512, on_worker_message, arg);
 }
 
 /* ---- queue ------------------------------------------------------------------------ */

@@ -42,8 +42,9 @@ static void events_out_ready(loop_t *loop, void *zsock, int fd, short revents, v
 	}
 }
 
-static void events_forward(events_t *e, bus_frames_t *f)
+static bool events_forward(bus_frames_t *f, void *arg)
 {
+	events_t *e = arg;
 	bus_msg_t m;
 	envelope_t env;
 	const char *why, *code;
@@ -52,40 +53,34 @@ static void events_forward(events_t *e, bus_frames_t *f)
 	if (bus_parse_event(f, &m, &why) < 0) {
 		e->dropped++;
 		log_warn("event.dropped", "from=%s why=%s", role ? role : "-", log_quote(why));
-		return;
+		return true;
 	}
 	if (envelope_parse(&env, bus_frame_data(f, m.env), bus_frame_size(f, m.env), ENV_EVENT,
 			   &code, err, sizeof err) < 0) {
 		e->dropped++;
 		log_warn("event.dropped", "from=%s why=%s", role ? role : "-", log_quote(err));
 		envelope_clear(&env);
-		return;
+		return true;
 	}
 	if (!bus_frame_is(f, 0, env.type) || !msgtype_caller_ok(env.mt, role)) {
 		e->dropped++;
 		log_warn("event.dropped", "from=%s type=%s why=\"topic mismatch or publisher not allowed\"",
 			 role ? role : "-", env.type);
 		envelope_clear(&env);
-		return;
+		return true;
 	}
 	tap_mirror(e->tap, "event", role, env.mt->service, env.type, bus_frame_data(f, m.env),
 		   bus_frame_size(f, m.env), env.root, m.raw >= 0 ? bus_frame_size(f, m.raw) : 0);
 	envelope_clear(&env);
 	e->forwarded++;
 	bus_frames_send(e->out, f);
+	return true;
 }
 
 static void events_in_ready(loop_t *loop, void *zsock, int fd, short revents, void *arg)
 {
 	(void)loop; (void)fd; (void)revents;
-	events_t *e = arg;
-	for (int i = 0; i < 256; i++) {
-		bus_frames_t f;
-		if (bus_frames_recv(zsock, &f) < 0)
-			break;
-		events_forward(e, &f);
-		bus_frames_close(&f);
-	}
+	bus_drain(zsock, 256, events_forward, arg);
 }
 
 events_t *events_new(loop_t *loop, const bus_endpoints_t *ep, tap_t *tap)
