@@ -607,3 +607,18 @@ def test_workers_reregister_after_busd_restart(bus):
     rc, lines, summary, log = bus.run_bus_client(["--count", 200, "--concurrency", 8])
     assert_all_ok_once(rc, summary, 200, log)
     assert set(int(k) for k in summary["by_worker"]) == set(pids_of(workers)), summary
+
+
+def test_roostctl_without_busd_fails_fast_with_one_line(tmp_path):
+    """No bus at the configured directory: one line on stderr, exit 1, no wait."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROOST_")}
+    env["ROOST_BUS_DIR"] = str(tmp_path / "nobus")
+    env["ROOST_CONFIG"] = os.devnull
+    for args in (["status"], ["bus", "ping", "echo"], ["bus", "tail", "--count", "1"]):
+        t0 = time.monotonic()
+        p = subprocess.run([buslib.binary("roostctl")] + args, env=env, capture_output=True,
+                           text=True, timeout=60)
+        assert p.returncode == 1, (args, p.stderr)
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("roostctl: no bus at"), (args, p.stderr)
+        assert time.monotonic() - t0 < 20

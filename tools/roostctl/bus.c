@@ -64,6 +64,8 @@ static int cmd_tail(struct ctl *ctl, int argc, char **argv)
 	bus_endpoints_t ep;
 	if (bus_endpoints_init(&ep, ctl->bus_dir) < 0)
 		return ctl_fail("bus directory path too long: %s", ctl->bus_dir);
+	if (ctl_bus_present(ctl) != 0)
+		return 1;
 	void *sub = zmq_socket(bus_zmq_ctx(), ZMQ_SUB);
 	int linger = 0;
 	zmq_setsockopt(sub, ZMQ_LINGER, &linger, sizeof linger);

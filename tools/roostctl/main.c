@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static const struct command {
 	const char *name;
@@ -48,8 +49,24 @@ int ctl_fail(const char *fmt, ...)
 	return 1;
 }
 
+int ctl_bus_present(const struct ctl *ctl)
+{
+	char path[512];
+	struct stat st;
+	snprintf(path, sizeof path, "%s/clients", ctl->bus_dir);
+	if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+		return 0;
+	return ctl_fail("no bus at %s (is busd running? ROOST_BUS_DIR or bus_dir in roost.conf names it)",
+			ctl->bus_dir);
+}
+
 json_t *ctl_call_new(const struct ctl *ctl, const char *service, json_t **req)
 {
+	if (ctl_bus_present(ctl) != 0) {
+		json_decref(*req);
+		*req = NULL;
+		return NULL;
+	}
 	json_t *reply = bus_call_sync_new(ctl->bus_dir, service, req, NULL, 0, ctl->timeout_ms, 0, NULL, NULL);
 	if (!bus_reply_ok(reply)) {
 		const char *code = json_string_value(json_object_get(reply, "code"));

@@ -21,6 +21,9 @@ struct ctl {
 /* One line on stderr, "roostctl: ...", and the exit status to return. */
 int ctl_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* 0 if the bus directory holds busd's sockets, else prints why: 1. */
+int ctl_bus_present(const struct ctl *ctl);
+
 /*
  * Calls the bus synchronously; returns the reply (new reference) or NULL
  * after printing a one-line error (timeout, or a status other than ok).
