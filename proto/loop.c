@@ -269,10 +269,11 @@ void loop_timer_cancel(loop_t *loop, loop_timer_t **tp)
 }
 
 /* Runs every due timer; a repeating timer is re-armed before its callback
- * so that the callback may cancel it. */
-static void loop_run_timers(loop_t *loop)
+ * so that the callback may cancel it. True if any ran. */
+static bool loop_run_timers(loop_t *loop)
 {
 	int budget = 10000;
+	bool ran = false;
 	while (loop->nheap > 0 && loop->heap[0]->deadline <= loop->now && budget-- > 0) {
 		loop_timer_t *t = loop->heap[0];
 		loop_timer_fn fn = t->fn;
@@ -285,7 +286,9 @@ static void loop_run_timers(loop_t *loop)
 			free(t);
 		}
 		fn(loop, arg);
+		ran = true;
 	}
+	return ran;
 }
 
 /* ---- signals ------------------------------------------------------------ */
@@ -399,7 +402,8 @@ int loop_run(loop_t *loop)
 		if (n > 0)
 			loop_fd_events(loop, evs, n);
 		ran = loop_zmq_pass(loop);
-		loop_run_timers(loop);
+		/* A timer may send on a socket too (heartbeats, retries). */
+		ran |= loop_run_timers(loop);
 		if (loop->dirty)
 			loop_compact(loop);
 	}
