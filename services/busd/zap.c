@@ -12,8 +12,9 @@
  * runs as one uid, and a process with busd's uid could replace busd anyway),
  * a service name (containers give each service its own uid), "roostctl"
  * (admin), or "" (unknown uid: connected, but allowed nothing — a clear
- * "forbidden" beats a silent refusal). The tap domain admits only "*" and
- * "roostctl": it shows every envelope.
+ * "forbidden" beats a silent refusal; on the events sockets, which have no
+ * replies, it is refused). The tap domain admits only "*" and "roostctl":
+ * it shows every envelope.
  */
 #include "busd.h"
 #include "log.h"
@@ -151,10 +152,17 @@ static void zap_handle(zap_t *z)
 	const char *role = "";
 	if (zap_peer_uid(zmq_msg_data(&part[3]), zmq_msg_size(&part[3]), &uid, &pid) == 0)
 		role = zap_role_for(z, uid);
+	bool events = dlen == 6 && memcmp(domain, "events", 6) == 0;
 	if (tap && strcmp(role, "*") != 0 && strcmp(role, "roostctl") != 0) {
 		z->denied++;
 		log_warn("zap.denied", "domain=tap uid=%ld pid=%ld why=\"tap is for roostctl only\"", (long)uid, pid);
 		zap_answer(z, &part[1], "400", "tap is for roostctl only", "");
+	} else if (events && role[0] == '\0') {
+		/* Requests from an unknown uid get a "forbidden" reply; events
+		 * have no reply to carry one, so the connection is refused. */
+		z->denied++;
+		log_warn("zap.denied", "domain=events uid=%ld pid=%ld why=\"uid has no bus role\"", (long)uid, pid);
+		zap_answer(z, &part[1], "400", "uid has no bus role", "");
 	} else {
 		z->allowed++;
 		log_debug("zap.allowed", "uid=%ld pid=%ld role=%s addr=%.*s", (long)uid, pid, role[0] ? role : "-", (int)zmq_msg_size(&part[3]), (char *)zmq_msg_data(&part[3]));

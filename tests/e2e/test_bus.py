@@ -401,11 +401,11 @@ elif mode == "call":
         out({"reply": json.loads(f[2])})
     else:
         out({"reply": None})
-elif mode == "tap":
+elif mode in ("tap", "events.out"):
     seconds = float(sys.argv[3])
     s = ctx.socket(zmq.SUB); s.setsockopt(zmq.LINGER, 0)
     s.setsockopt(zmq.SUBSCRIBE, b"")
-    s.connect("ipc://%s/tap" % bus)
+    s.connect("ipc://%s/%s" % (bus, mode))
     out({"connected": True})
     n, deadline = 0, time.time() + seconds
     while time.time() < deadline:
@@ -528,14 +528,17 @@ def test_identity_unknown_uid_is_forbidden_everything(acl_bus):
         STRANGER_UID, "; ".join(allowed))
 
 
-def tap_lines_under(bus, uid):
-    """Lines a tap subscriber under uid sees in 3 s while echo traffic flows."""
-    p = bus.spawn("rogue-tap", [buslib.PYTHON, "-c", ROGUE, "tap", bus.dir, "3"],
+def tap_lines_under(bus, uid, sock="tap"):
+    """Lines a subscriber under uid sees on sock ("tap" or "events.out") in
+    3 s while echo traffic (requests and events) flows."""
+    p = bus.spawn("rogue-" + sock, [buslib.PYTHON, "-c", ROGUE, sock, bus.dir, "3"],
                   stdout=subprocess.PIPE, user=(uid, BUS_GID))
     assert json.loads(p.popen.stdout.readline()) == {"connected": True}, p.log()
     c = bus.client()
     while p.alive():
         assert_echo_works(bus, c)
+        env, _ = c.call("echo", {"type": "echo.event.emit", "text": "x"})
+        assert env["status"] == "ok", env
         time.sleep(0.02)
     assert p.wait() == 0, p.log()
     return json.loads(p.popen.stdout.readline())["lines"]
@@ -546,6 +549,13 @@ def test_identity_tap_is_for_roostctl_only(acl_bus):
     assert tap_lines_under(acl_bus, CTL_UID) > 0, "roostctl's uid must see the tap"
     assert tap_lines_under(acl_bus, STRANGER_UID) == 0, "a uid not in bus_acl saw the tap"
     assert tap_lines_under(acl_bus, ECHO_UID) == 0, "a service's uid saw the tap"
+
+
+def test_identity_unknown_uid_gets_no_events(acl_bus):
+    acl_bus.start_workers(1)
+    assert tap_lines_under(acl_bus, ECHO_UID, "events.out") > 0, "a service's uid must get events"
+    assert tap_lines_under(acl_bus, STRANGER_UID, "events.out") == 0, \
+        "a uid not in bus_acl received events"
 
 
 # ---- 8. streams ------------------------------------------------------------------------------
