@@ -141,6 +141,8 @@ struct bus_client {
 	loop_t *loop;
 	void *sock;
 	hmap_t *calls;           /* id -> struct call */
+	int busy;                /* inside client_ready: freeing waits until it returns */
+	bool freed;
 	uint64_t next;
 	char prefix[24];
 };
@@ -187,12 +189,17 @@ void bus_client_free(bus_client_t **cp)
 	bus_client_t *c = *cp;
 	if (c == NULL)
 		return;
+	*cp = NULL;
 	hmap_each(c->calls, client_free_call, NULL);
 	hmap_free(&c->calls);
 	loop_remove(c->loop, c->sock, -1);
 	zmq_close(c->sock);
-	free(c);
-	*cp = NULL;
+	c->sock = NULL;
+	/* Freed from a reply callback: client_ready frees it on its way out. */
+	if (c->busy > 0)
+		c->freed = true;
+	else
+		free(c);
 }
 
 size_t bus_client_pending(const bus_client_t *c)
@@ -272,6 +279,15 @@ uint64_t bus_call(bus_client_t *c, const char *service, json_t **reqp, const voi
 	json_object_set_new(req, "id", json_string(call->id));
 	char *env = json_dumps(req, JSON_COMPACT);
 	json_decref(req);
+	if (env == NULL || strlen(env) > BUS_ENVELOPE_MAX) {
+		free(env);
+		json_t *reply = bus_synth_reply_new(call->type, call->id, "invalid", "too_large",
+						    "request envelope larger than the bus allows");
+		fn(&reply, NULL, 0, arg);
+		json_decref(reply);
+		free(call);
+		return 0;
+	}
 	bus_frames_init(&call->saved);
 	bus_frames_add(&call->saved, env, strlen(env));
 	free(env);
@@ -344,13 +360,17 @@ static bool client_on_reply(bus_frames_t *f, void *arg)
 	const void *raw = m.raw >= 0 ? bus_frame_data(f, m.raw) : NULL;
 	size_t rawlen = m.raw >= 0 ? bus_frame_size(f, m.raw) : 0;
 	call_finish(call, &reply, raw, rawlen);
-	return true;
+	return !c->freed;
 }
 
 static void client_ready(loop_t *loop, void *zsock, int fd, short revents, void *arg)
 {
 	(void)loop; (void)fd; (void)revents;
-	bus_drain(zsock, 256, client_on_reply, arg);
+	bus_client_t *c = arg;
+	c->busy++;
+	bus_drain(zsock, 256, client_on_reply, c);
+	if (--c->busy == 0 && c->freed)
+		free(c);
 }
 
 /* ---- synchronous client ---------------------------------------------------- */

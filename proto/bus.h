@@ -36,8 +36,8 @@
 /* Worker protocol commands (one byte, second frame). */
 enum bus_wcmd {
 	BUS_W_READY = 1,      /* worker -> busd: service, info JSON */
-	BUS_W_REQUEST = 2,    /* busd -> worker: client address, envelope, [raw] */
-	BUS_W_REPLY = 3,      /* worker -> busd: client address, envelope, [raw] */
+	BUS_W_REQUEST = 2,    /* busd -> worker: ticket, envelope, [raw] */
+	BUS_W_REPLY = 3,      /* worker -> busd: the same ticket, envelope, [raw] */
 	BUS_W_HEARTBEAT = 4,  /* both ways */
 	BUS_W_DISCONNECT = 5, /* both ways: forget me / register again */
 };
@@ -50,6 +50,7 @@ enum bus_wcmd {
 #define BUS_ID_MAX 64                 /* request id, stream id */
 #define BUS_IDEM_MAX 128              /* idempotency key */
 #define BUS_SERVICE_MAX 48            /* service name incl. ".control" */
+#define BUS_TICKET_LEN 8              /* busd's handle for a request at a worker */
 
 /* Defaults, overridable by config (bus_heartbeat_ms, bus_timeout_ms, ...). */
 #define BUS_HEARTBEAT_MS 1000
@@ -102,9 +103,11 @@ bool bus_reply_ok(const json_t *reply);
 typedef struct bus_client bus_client_t;
 
 /*
- * Called once per call, with the reply (ownership passed: the callback must
- * release or keep *reply). A timeout after all retries arrives as a reply
- * with status "error" and code "timeout"; raw is NULL when there is none.
+ * Called once per call with the reply. The callback may keep it by taking
+ * the reference (setting *reply to NULL); otherwise it is released when the
+ * callback returns. A timeout after all retries arrives as a reply with
+ * status "error" and code "timeout"; raw is NULL when there is none. The
+ * callback may free the client.
  */
 typedef void (*bus_reply_fn)(json_t **reply, const void *raw, size_t rawlen, void *arg);
 
@@ -209,6 +212,8 @@ void bus_control_count(bus_control_t *ctl);
 
 typedef struct bus_pub bus_pub_t;
 typedef struct bus_sub bus_sub_t;
+/* Called per event (same rule as bus_reply_fn: take *event to keep it); it
+ * may free the subscriber. */
 typedef void (*bus_event_fn)(json_t **event, const void *raw, size_t rawlen, void *arg);
 
 bus_pub_t *bus_pub_new(const char *bus_dir);
@@ -230,8 +235,9 @@ void bus_sub_free(bus_sub_t **s);
  * chunk_rx (chunk.h).
  */
 typedef struct bus_stream bus_stream_t;
-/* Called when a chunk is acknowledged (reply is the ack, owned by callee) —
- * the last chunk's reply is the result of the whole stream. */
+/* Called when a chunk is acknowledged, with the ack (same rule as
+ * bus_reply_fn: take *reply to keep it); the last chunk's reply is the
+ * result of the whole stream. */
 typedef void (*bus_stream_fn)(bus_stream_t *s, json_t **reply, void *arg);
 
 /* *fields (stolen) are the request fields repeated on every chunk. */

@@ -24,6 +24,8 @@ struct bus_pub {
 struct bus_sub {
 	loop_t *loop;
 	void *sock;
+	int busy;            /* inside sub_ready: freeing waits until it returns */
+	bool freed;
 	bus_event_fn fn;
 	void *arg;
 };
@@ -94,13 +96,17 @@ static bool sub_on_event(bus_frames_t *f, void *arg)
 		s->fn(&ev, m.raw >= 0 ? bus_frame_data(f, m.raw) : NULL,
 		      m.raw >= 0 ? bus_frame_size(f, m.raw) : 0, s->arg);
 	json_decref(ev);
-	return true;
+	return !s->freed;
 }
 
 static void sub_ready(loop_t *loop, void *zsock, int fd, short revents, void *arg)
 {
 	(void)loop; (void)fd; (void)revents;
-	bus_drain(zsock, 256, sub_on_event, arg);
+	bus_sub_t *s = arg;
+	s->busy++;
+	bus_drain(zsock, 256, sub_on_event, s);
+	if (--s->busy == 0 && s->freed)
+		free(s);
 }
 
 bus_sub_t *bus_sub_new(loop_t *loop, const char *bus_dir, const char *prefix,
@@ -129,8 +135,12 @@ void bus_sub_free(bus_sub_t **sp)
 	bus_sub_t *s = *sp;
 	if (s == NULL)
 		return;
+	*sp = NULL;
 	loop_remove(s->loop, s->sock, -1);
 	zmq_close(s->sock);
-	free(s);
-	*sp = NULL;
+	s->sock = NULL;
+	if (s->busy > 0)
+		s->freed = true;  /* freed from its own callback: sub_ready frees it */
+	else
+		free(s);
 }

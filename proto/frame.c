@@ -289,9 +289,9 @@ int bus_parse_worker(const bus_frames_t *f, bool has_rid, bus_msg_t *m, const ch
 			*why = "wrong number of frames";
 			return -1;
 		}
-		m->address = i + 2;
-		if (bus_frame_size(f, i + 2) == 0 || bus_frame_size(f, i + 2) > 255) {
-			*why = "bad client address frame";
+		m->ticket = i + 2;
+		if (bus_frame_size(f, i + 2) != BUS_TICKET_LEN) {
+			*why = "bad ticket frame";
 			return -1;
 		}
 		return bus_parse_payload(f, i + 3, m, why);

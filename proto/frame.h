@@ -5,7 +5,8 @@
  *
  *   client -> busd  [tag RBC1][service][envelope][raw?]
  *   busd -> client  [tag RBC1][service][envelope][raw?]
- *   worker <-> busd [tag RBW1][cmd][...]   (see enum bus_wcmd in bus.h)
+ *   worker <-> busd [tag RBW1][cmd][...]   (see enum bus_wcmd in bus.h;
+ *                   REQUEST and REPLY carry an 8-byte ticket, not an address)
  *   events          [type][envelope][raw?]
  *
  * A ROUTER socket prepends the peer's routing id as frame 0 on receive and
@@ -71,7 +72,7 @@ typedef struct bus_msg {
 	int rid;        /* routing id (ROUTER side only) */
 	int cmd;        /* worker protocol: the command byte's value */
 	int service;    /* client protocol, worker READY: service name */
-	int address;    /* worker REQUEST/REPLY: the client's routing id */
+	int ticket;     /* worker REQUEST/REPLY: busd's ticket for the request */
 	int info;       /* worker READY: info JSON */
 	int env;        /* envelope */
 	int raw;        /* raw frame */

@@ -39,12 +39,13 @@ struct bus_worker {
 	uint64_t generation;      /* bumped on reconnect: older requests' replies are dropped */
 	bool connected, zombie;
 	size_t outstanding;       /* requests handed out and not yet freed */
+	int busy;                 /* inside worker_ready: freeing waits until it returns */
 };
 
 struct bus_req {
 	bus_worker_t *w;
 	uint64_t generation;
-	bus_frames_t frames;      /* [address][env][raw?] kept by reference */
+	bus_frames_t frames;      /* [ticket][env][raw?] kept by reference */
 	json_t *env;
 	const char *type;
 	char id[BUS_ID_MAX + 1];
@@ -125,7 +126,7 @@ void bus_worker_free(bus_worker_t **wp)
 		w->sock = NULL;
 	}
 	loop_timer_cancel(w->loop, &w->hb_timer);
-	if (w->outstanding > 0) {
+	if (w->outstanding > 0 || w->busy > 0) {
 		w->zombie = true;
 		return;
 	}
@@ -177,7 +178,7 @@ void bus_req_free(bus_req_t **rp)
 	json_decref(r->env);
 	free(r);
 	w->outstanding--;
-	if (w->zombie && w->outstanding == 0)
+	if (w->zombie && w->outstanding == 0 && w->busy == 0)
 		free(w);
 }
 
@@ -307,7 +308,7 @@ static bool handler_matches(const char *pattern, const char *type)
 	return dot != NULL && strcmp(dot, pattern + 1) == 0;
 }
 
-/* Builds a request from [tag][cmd][address][env][raw?] and dispatches it. */
+/* Builds a request from [tag][cmd][ticket][env][raw?] and dispatches it. */
 static void worker_on_request(bus_worker_t *w, bus_frames_t *f, const bus_msg_t *m)
 {
 	bus_req_t *r = xcalloc(1, sizeof *r);
@@ -316,7 +317,7 @@ static void worker_on_request(bus_worker_t *w, bus_frames_t *f, const bus_msg_t 
 	w->outstanding++;
 	w->requests++;
 	bus_frames_init(&r->frames);
-	bus_frames_add_ref(&r->frames, f, m->address);
+	bus_frames_add_ref(&r->frames, f, m->ticket);
 	bus_frames_add_ref(&r->frames, f, m->env);
 	if (m->raw >= 0)
 		bus_frames_add_ref(&r->frames, f, m->raw);
@@ -381,13 +382,19 @@ static bool worker_on_message(bus_frames_t *f, void *arg)
 	default:
 		log_warn("bus.worker.bad", "service=%s cmd=%d", w->service, m.cmd);
 	}
-	return w->generation == gen;
+	return !w->zombie && w->generation == gen;
 }
 
 static void worker_ready(loop_t *loop, void *zsock, int fd, short revents, void *arg)
 {
 	(void)loop; (void)fd; (void)revents;
-	bus_drain(zsock, 256, worker_on_message, arg);
+	bus_worker_t *w = arg;
+	/* A handler may free the worker: it stays allocated until we are out. */
+	w->busy++;
+	bus_drain(zsock, 256, worker_on_message, w);
+	w->busy--;
+	if (w->zombie && w->busy == 0 && w->outstanding == 0)
+		free(w);
 }
 
 /* ---- control worker ------------------------------------------------------------ */

@@ -13,7 +13,10 @@
  *
  * Workers (DEALER) speak [RBW1][cmd]...: READY registers (the role must own
  * the service name), HEARTBEAT both ways every bus_heartbeat_ms, a worker
- * silent for BUS_LIVENESS beats is dropped. A send to a worker whose process
+ * silent for BUS_LIVENESS beats is dropped. A request reaches a worker with
+ * a ticket (8 bytes) instead of the client's address; busd keeps the ticket
+ * (client, request id, type) until the reply, so a worker can answer only
+ * what it was asked, only once, and never learns who asked. A send to a worker whose process
  * is gone fails at once (ROUTER_MANDATORY) and the request goes to another.
  *
  * Everything that fails gets an error reply (status invalid/error, code,
@@ -34,9 +37,21 @@
 void *bus_socket_new(int type);
 
 #define QUEUE_MAX 10000          /* requests waiting for a worker, all services */
-#define STREAM_IDLE_MS 60000     /* a stream's worker is forgotten after this */
+#define QUEUE_BYTES_MAX (64L << 20) /* and their bytes */
+#define STREAM_IDLE_MS 60000     /* an abandoned stream's binding is dropped after this */
 #define STREAMS_MAX 10000        /* streams bound to workers at once */
 #define RID_MAX 255
+#define KEY_MAX (RID_MAX + BUS_ID_MAX + 2)  /* client rid + '/' + stream id */
+
+/* A request handed to a worker and not answered yet. */
+struct ticket {
+	unsigned char crid[RID_MAX];   /* the client's routing id */
+	size_t crid_len;
+	char id[BUS_ID_MAX + 1];
+	char type[128];
+	char skey[KEY_MAX];            /* a stream's last chunk: the binding to drop */
+	size_t skl;
+};
 
 struct worker {
 	unsigned char rid[RID_MAX];
@@ -44,7 +59,9 @@ struct worker {
 	struct service *svc;
 	struct worker *next;        /* in svc->workers */
 	char role[BUS_SERVICE_MAX + 1];
-	int pid, credit, inflight;
+	int pid, credit, hb_ms;
+	bool full;                  /* its pipe refused a send: skip until it replies */
+	hmap_t *tickets;            /* ticket -> struct ticket: its requests in flight */
 	int64_t started_wall, joined, last_heard;
 	uint64_t requests;
 };
@@ -55,6 +72,9 @@ struct pending {
 	char id[BUS_ID_MAX + 1];
 	char type[128];
 	char role[BUS_SERVICE_MAX + 1];
+	char skey[KEY_MAX];         /* chunk 0 of a stream: bind it where it goes */
+	size_t skl;
+	bool last;                  /* ... and it is the stream's only chunk */
 	struct pending *next;
 };
 
@@ -84,7 +104,8 @@ struct broker {
 	hmap_t *streams;            /* client rid + stream id -> struct stream_route */
 	loop_timer_t *beat;
 	int queue_timeout_ms;
-	size_t queued;
+	size_t queued, queued_bytes;
+	uint64_t next_ticket;
 	uint64_t routed, errors;
 	int64_t started_wall, started_mono;
 	broker_reload_fn reload;
@@ -111,12 +132,13 @@ static void client_send(broker_t *b, const void *rid, size_t rid_len, const char
 		log_debug("client.gone", "service=%s error=%s", service, zmq_strerror(errno));
 }
 
-/* Passes a worker's reply on without copying: [address][tag][service][env][raw?]. */
-static void client_forward(broker_t *b, const bus_frames_t *wf, const bus_msg_t *m, const char *service)
+/* Passes a worker's reply on without copying: [crid][tag][service][env][raw?]. */
+static void client_forward(broker_t *b, const void *crid, size_t crid_len, const bus_frames_t *wf,
+			   const bus_msg_t *m, const char *service)
 {
 	bus_frames_t f;
 	bus_frames_init(&f);
-	bus_frames_add_ref(&f, wf, m->address);
+	bus_frames_add(&f, crid, crid_len);
 	bus_frames_add_str(&f, BUS_CLIENT_TAG);
 	bus_frames_add_str(&f, service);
 	bus_frames_add_ref(&f, wf, m->env);
@@ -180,6 +202,18 @@ static void worker_event(broker_t *b, const char *type, const struct worker *w, 
 	events_publish_own(b->events, &ev);
 }
 
+static int free_value(const void *k, size_t kl, void *v, void *arg)
+{
+	(void)k; (void)kl; (void)arg;
+	free(v);
+	return 0;
+}
+
+static int inflight(const struct worker *w)
+{
+	return (int)hmap_count(w->tickets);
+}
+
 /* Unlinks and frees a worker; its in-flight requests are the clients' to retry. */
 static void worker_drop(broker_t *b, struct worker *w, const char *reason)
 {
@@ -193,8 +227,10 @@ static void worker_drop(broker_t *b, struct worker *w, const char *reason)
 	svc->nworkers--;
 	hmap_del(b->by_rid, w->rid, w->rid_len);
 	log_info("worker.left", "service=%s pid=%d reason=%s inflight=%d", svc->name, w->pid,
-		 log_quote(reason), w->inflight);
+		 log_quote(reason), inflight(w));
 	worker_event(b, "busd.worker.left", w, reason);
+	hmap_each(w->tickets, free_value, NULL);
+	hmap_free(&w->tickets);
 	free(w);
 }
 
@@ -209,7 +245,7 @@ static struct worker *worker_pick(struct service *svc)
 		for (struct worker *w = svc->workers; w != NULL; w = w->next, i++) {
 			if ((pass == 0 && i < start) || (pass == 1 && i >= start))
 				continue;
-			if (w->inflight < w->credit && (best == NULL || w->inflight < best->inflight))
+			if (!w->full && inflight(w) < w->credit && (best == NULL || inflight(w) < inflight(best)))
 				best = w;
 		}
 	}
@@ -218,16 +254,20 @@ static struct worker *worker_pick(struct service *svc)
 
 /*
  * Hands a request ([client rid][tag][service][env][raw?], m describes it) to
- * worker w. 0 on success; -1 if the worker is gone (it is dropped) or full.
+ * worker w under a new ticket. skey/skl: a stream's last chunk, whose binding
+ * goes with the reply. 0 on success; -1 if the worker is gone (dropped) or
+ * its pipe is full (skipped until it replies).
  */
-static int worker_forward(broker_t *b, struct worker *w, const bus_frames_t *rf, const bus_msg_t *m)
+static int worker_forward(broker_t *b, struct worker *w, const bus_frames_t *rf, const bus_msg_t *m,
+			  const char *id, const char *type, const char *skey, size_t skl)
 {
+	uint64_t tk = ++b->next_ticket;
 	bus_frames_t f;
 	bus_frames_init(&f);
 	bus_frames_add(&f, w->rid, w->rid_len);
 	bus_frames_add_str(&f, BUS_WORKER_TAG);
 	bus_frames_add_byte(&f, BUS_W_REQUEST);
-	bus_frames_add_ref(&f, rf, m->rid);
+	bus_frames_add(&f, &tk, BUS_TICKET_LEN);
 	bus_frames_add_ref(&f, rf, m->env);
 	if (m->raw >= 0)
 		bus_frames_add_ref(&f, rf, m->raw);
@@ -235,10 +275,19 @@ static int worker_forward(broker_t *b, struct worker *w, const bus_frames_t *rf,
 		if (errno == EHOSTUNREACH)
 			worker_drop(b, w, "send failed: worker gone");
 		else
-			w->inflight = w->credit;  /* its pipe is full: skip it until replies drain */
+			w->full = true;
 		return -1;
 	}
-	w->inflight++;
+	struct ticket *t = xcalloc(1, sizeof *t);
+	t->crid_len = bus_frame_size(rf, m->rid);
+	memcpy(t->crid, bus_frame_data(rf, m->rid), t->crid_len);
+	snprintf(t->id, sizeof t->id, "%s", id);
+	snprintf(t->type, sizeof t->type, "%s", type);
+	if (skl > 0 && skl <= sizeof t->skey) {
+		memcpy(t->skey, skey, skl);
+		t->skl = skl;
+	}
+	hmap_put(w->tickets, &tk, BUS_TICKET_LEN, t);
 	w->requests++;
 	w->svc->requests++;
 	b->routed++;
@@ -258,48 +307,44 @@ static size_t stream_key(char *key, size_t size, const bus_frames_t *f, int rid,
 	return rl + sl + 1;
 }
 
-/*
- * The worker bound to a stream: chunk 0 picks one (and binds it), later
- * chunks reuse it. NULL with *broken set when the bound worker is gone.
- */
-static struct worker *stream_worker(broker_t *b, struct service *svc, const bus_frames_t *f,
-				    const bus_msg_t *m, const envelope_t *env, bool *broken)
+/* Binds a stream to the worker that took its chunk 0. */
+static void stream_bind(broker_t *b, const char *key, size_t kl, const struct worker *w)
 {
-	char key[RID_MAX + BUS_ID_MAX + 2];
-	size_t kl = stream_key(key, sizeof key, f, m->rid, env->stream);
+	struct stream_route *sr = xcalloc(1, sizeof *sr);
+	memcpy(sr->wrid, w->rid, w->rid_len);
+	sr->wrid_len = w->rid_len;
+	sr->last_used = loop_now(b->loop);
+	free(hmap_del(b->streams, key, kl));
+	hmap_put(b->streams, key, kl, sr);
+}
+
+/*
+ * The worker a chunk must go to. A bound stream's chunks go to its worker
+ * whatever its credit (the stream already holds its place); NULL with
+ * *broken when that worker is gone. Chunk 0 of a new stream: NULL, not
+ * broken — the caller picks a worker like for any request and binds it.
+ */
+static struct worker *stream_worker(broker_t *b, struct service *svc, const char *key, size_t kl,
+				    const envelope_t *env, bool *broken)
+{
 	struct stream_route *sr = kl ? hmap_get(b->streams, key, kl) : NULL;
 	*broken = false;
 	if (sr != NULL) {
 		struct worker *w = hmap_get(b->by_rid, sr->wrid, sr->wrid_len);
 		sr->last_used = loop_now(b->loop);
-		if (w == NULL || w->svc != svc)
-			*broken = true;
+		*broken = w == NULL || w->svc != svc;
 		return *broken ? NULL : w;
 	}
-	if (env->seq != 0 || kl == 0) {
-		*broken = true;
-		return NULL;
-	}
-	if (hmap_count(b->streams) >= STREAMS_MAX) {
-		*broken = true;  /* refuse new streams rather than grow without bound */
-		return NULL;
-	}
-	struct worker *w = worker_pick(svc);
-	if (w != NULL) {
-		sr = xcalloc(1, sizeof *sr);
-		memcpy(sr->wrid, w->rid, w->rid_len);
-		sr->wrid_len = w->rid_len;
-		sr->last_used = loop_now(b->loop);
-		hmap_put(b->streams, key, kl, sr);
-	}
-	return w;
+	/* Refuse new streams rather than let the table grow without bound. */
+	*broken = env->seq != 0 || kl == 0 || hmap_count(b->streams) >= STREAMS_MAX;
+	return NULL;
 }
 
 /* ---- requests ------------------------------------------------------------------ */
 
 /* Puts a request in its service's queue; takes the frames. */
 static void queue_request(broker_t *b, struct service *svc, bus_frames_t *f, const envelope_t *env,
-			  const char *role)
+			  const char *role, const char *skey, size_t skl)
 {
 	struct pending *p = xcalloc(1, sizeof *p);
 	bus_frames_move(&p->f, f);
@@ -307,6 +352,11 @@ static void queue_request(broker_t *b, struct service *svc, bus_frames_t *f, con
 	snprintf(p->id, sizeof p->id, "%s", env->id);
 	snprintf(p->type, sizeof p->type, "%s", env->type);
 	snprintf(p->role, sizeof p->role, "%s", role);
+	if (skl > 0) {
+		memcpy(p->skey, skey, skl);
+		p->skl = skl;
+		p->last = env->last;
+	}
 	if (svc->qtail)
 		svc->qtail->next = p;
 	else
@@ -314,6 +364,36 @@ static void queue_request(broker_t *b, struct service *svc, bus_frames_t *f, con
 	svc->qtail = p;
 	svc->qlen++;
 	b->queued++;
+	b->queued_bytes += p->f.bytes;
+}
+
+/* A chunk: to its stream's worker, or (chunk 0) to any, binding it. 1 if
+ * handled (sent or answered), 0 if chunk 0 should wait in the queue. */
+static int route_chunk(broker_t *b, struct service *svc, bus_frames_t *f, const bus_msg_t *m,
+		       const envelope_t *env, const char *key, size_t kl)
+{
+	bool broken;
+	const void *rid = bus_frame_data(f, m->rid);
+	size_t rl = bus_frame_size(f, m->rid);
+	struct worker *w = stream_worker(b, svc, key, kl, env, &broken);
+	if (broken) {
+		client_error(b, rid, rl, svc->name, env->type, env->id, "stream_broken",
+			     "this stream's worker is gone (or too many streams); restart the stream");
+		return 1;
+	}
+	if (w != NULL) {
+		if (worker_forward(b, w, f, m, env->id, env->type, key, env->last ? kl : 0) < 0)
+			client_error(b, rid, rl, svc->name, env->type, env->id, "stream_broken",
+				     "this stream's worker cannot take more; restart the stream");
+		return 1;
+	}
+	for (int tries = 0; tries < 8 && svc->qhead == NULL && (w = worker_pick(svc)) != NULL; tries++) {
+		if (worker_forward(b, w, f, m, env->id, env->type, key, env->last ? kl : 0) == 0) {
+			stream_bind(b, key, kl, w);
+			return 1;
+		}
+	}
+	return 0;
 }
 
 /* Routes a checked request to a worker, or queues it. Takes f's frames
@@ -322,34 +402,45 @@ static void route_request(broker_t *b, bus_frames_t *f, const bus_msg_t *m, cons
 			  const char *service, const char *role)
 {
 	struct service *svc = service_get(b, service, true);
-	const void *rid = bus_frame_data(f, m->rid);
-	size_t rl = bus_frame_size(f, m->rid);
+	char key[KEY_MAX];
+	size_t kl = 0;
 	tap_mirror(b->tap, "request", role, service, env->type, bus_frame_data(f, m->env),
 		   bus_frame_size(f, m->env), env->root, m->raw >= 0 ? bus_frame_size(f, m->raw) : 0);
-	for (int tries = 0; tries < 8; tries++) {
-		struct worker *w;
-		if (env->has_chunk) {
-			bool broken;
-			w = stream_worker(b, svc, f, m, env, &broken);
-			if (broken) {
-				client_error(b, rid, rl, service, env->type, env->id, "stream_broken",
-					     "the worker handling this stream is gone; restart the stream");
-				return;
-			}
-		} else {
-			w = svc->qhead ? NULL : worker_pick(svc);  /* keep FIFO order */
-		}
-		if (w == NULL)
-			break;
-		if (worker_forward(b, w, f, m) == 0)
+	if (env->has_chunk) {
+		kl = stream_key(key, sizeof key, f, m->rid, env->stream);
+		if (route_chunk(b, svc, f, m, env, key, kl))
 			return;
+	} else {
+		struct worker *w;
+		/* While requests wait, new ones queue behind them: FIFO. */
+		for (int tries = 0; tries < 8 && svc->qhead == NULL && (w = worker_pick(svc)) != NULL; tries++)
+			if (worker_forward(b, w, f, m, env->id, env->type, NULL, 0) == 0)
+				return;
 	}
-	if (b->queued >= QUEUE_MAX) {
-		client_error(b, rid, rl, service, env->type, env->id, "unavailable",
-			     "busd queue is full");
+	if (b->queued >= QUEUE_MAX || b->queued_bytes + f->bytes > QUEUE_BYTES_MAX) {
+		client_error(b, bus_frame_data(f, m->rid), bus_frame_size(f, m->rid), service, env->type,
+			     env->id, "unavailable", "busd queue is full");
 		return;
 	}
-	queue_request(b, svc, f, env, role);
+	queue_request(b, svc, f, env, role, key, kl);
+}
+
+/* The id of a request whose frames are wrong, if its envelope frame (the
+ * fourth) is small enough to read: so that even that error reply reaches
+ * the caller's pending call instead of timing out. */
+static const char *guess_id(const bus_frames_t *f, char *id, size_t size)
+{
+	if (f->n < 4 || bus_frame_size(f, 3) > BUS_ENVELOPE_MAX)
+		return NULL;
+	json_t *j = json_loadb(bus_frame_data(f, 3), bus_frame_size(f, 3), 0, NULL);
+	const char *s = json_string_value(json_object_get(j, "id"));
+	bool ok = s != NULL && strlen(s) > 0 && strlen(s) < size && strlen(s) <= BUS_ID_MAX;
+	for (size_t i = 0; ok && s[i] != '\0'; i++)
+		ok = s[i] > 0x20 && s[i] < 0x7f;
+	if (ok)
+		snprintf(id, size, "%s", s);
+	json_decref(j);
+	return ok ? id : NULL;
 }
 
 /* busd's own service: status and control. */
@@ -369,7 +460,9 @@ static bool on_client_message(bus_frames_t *f, void *arg)
 		role = "";
 	if (bus_parse_client(f, true, &m, &why) < 0) {
 		log_warn("request.bad", "from=%s why=%s", role[0] ? role : "-", log_quote(why));
-		client_error(b, rid, rl, NULL, NULL, NULL, strstr(why, "too large") ? "too_large" : "malformed", why);
+		char id[BUS_ID_MAX + 1];
+		client_error(b, rid, rl, NULL, NULL, guess_id(f, id, sizeof id),
+			     strstr(why, "too large") ? "too_large" : "malformed", why);
 		return true;
 	}
 	bus_frame_str(f, m.service, service, sizeof service);
@@ -422,8 +515,9 @@ static void on_worker_ready(broker_t *b, bus_frames_t *f, const bus_msg_t *m, co
 		return;
 	}
 	json_t *info = json_loadb(bus_frame_data(f, m->info), bus_frame_size(f, m->info), 0, NULL);
-	json_int_t pid = 0, started = 0, credit = BUS_WORKER_CREDIT;
-	json_unpack(info, "{s?I, s?I, s?I}", "pid", &pid, "started", &started, "credit", &credit);
+	json_int_t pid = 0, started = 0, credit = BUS_WORKER_CREDIT, hb = bus_heartbeat_ms();
+	json_unpack(info, "{s?I, s?I, s?I, s?I}", "pid", &pid, "started", &started, "credit", &credit,
+		    "heartbeat_ms", &hb);
 	json_decref(info);
 	struct worker *w = xcalloc(1, sizeof *w);
 	w->rid_len = bus_frame_size(f, 0);
@@ -433,6 +527,9 @@ static void on_worker_ready(broker_t *b, bus_frames_t *f, const bus_msg_t *m, co
 	w->pid = (int)pid;
 	w->started_wall = started;
 	w->credit = credit < 1 ? 1 : credit > 10000 ? 10000 : (int)credit;
+	/* Its liveness follows the interval it beats at, not only ours. */
+	w->hb_ms = hb < 10 ? 10 : hb > 60000 ? 60000 : (int)hb;
+	w->tickets = hmap_new();
 	w->joined = w->last_heard = loop_now(b->loop);
 	w->next = w->svc->workers;
 	w->svc->workers = w;
@@ -445,37 +542,44 @@ static void on_worker_ready(broker_t *b, bus_frames_t *f, const bus_msg_t *m, co
 }
 
 /*
- * A reply goes back to its client. It is parsed only while the tap is
- * watched (to mirror it): the worker is an authenticated process, and the
- * client library checks every reply it receives, so busd's own check is the
- * bounds (done by bus_parse_worker) and the shape of a JSON object.
+ * A reply goes back to the client its ticket names, never to an address the
+ * worker chose. It is parsed only while the tap is watched (to mirror it):
+ * otherwise busd checks the bounds (bus_parse_worker) and the shape of a
+ * JSON object, and the client library checks the rest.
  */
 static void on_worker_reply(broker_t *b, struct worker *w, bus_frames_t *f, const bus_msg_t *m)
 {
-	const void *crid = bus_frame_data(f, m->address);
-	size_t crl = bus_frame_size(f, m->address);
+	struct ticket *t = hmap_del(w->tickets, bus_frame_data(f, m->ticket), BUS_TICKET_LEN);
 	const char *e = bus_frame_data(f, m->env);
 	size_t elen = bus_frame_size(f, m->env);
 	bool ok = e[0] == '{' && e[elen - 1] == '}';
-	if (w->inflight > 0)
-		w->inflight--;
+	w->full = false;
+	if (t == NULL) {
+		log_warn("reply.unknown", "service=%s pid=%d why=\"no request in flight has this ticket\"",
+			 w->svc->name, w->pid);
+		return;
+	}
 	if (ok && tap_active(b->tap)) {
 		envelope_t env;
 		const char *code;
 		char err[256];
-		ok = envelope_parse(&env, e, elen, ENV_REPLY, &code, err, sizeof err) == 0;
+		ok = envelope_parse(&env, e, elen, ENV_REPLY, &code, err, sizeof err) == 0 &&
+		     strcmp(env.id, t->id) == 0;
 		if (ok)
 			tap_mirror(b->tap, "reply", w->role, w->svc->name, env.type, e, elen, env.root,
 				   m->raw >= 0 ? bus_frame_size(f, m->raw) : 0);
 		envelope_clear(&env);
 	}
 	if (ok) {
-		client_forward(b, f, m, w->svc->name);
+		client_forward(b, t->crid, t->crid_len, f, m, w->svc->name);
 	} else {
 		log_warn("reply.bad", "service=%s pid=%d why=\"malformed reply envelope\"", w->svc->name, w->pid);
-		client_error(b, crid, crl, w->svc->name, NULL, NULL, "malformed",
+		client_error(b, t->crid, t->crid_len, w->svc->name, t->type, t->id, "malformed",
 			     "the worker sent a malformed reply");
 	}
+	if (t->skl > 0)
+		free(hmap_del(b->streams, t->skey, t->skl));
+	free(t);
 	if (w->svc->qhead != NULL)
 		broker_dispatch_queue(b, w->svc);
 }
@@ -533,6 +637,7 @@ static struct pending *queue_pop(broker_t *b, struct service *svc)
 		svc->qtail = NULL;
 	svc->qlen--;
 	b->queued--;
+	b->queued_bytes -= p->f.bytes;
 	return p;
 }
 
@@ -547,8 +652,10 @@ static void broker_dispatch_queue(broker_t *b, struct service *svc)
 		bus_msg_t m;
 		const char *why;
 		bus_parse_client(&p->f, true, &m, &why);
-		if (worker_forward(b, w, &p->f, &m) < 0)
-			continue;  /* w was dropped or full; pick again */
+		if (worker_forward(b, w, &p->f, &m, p->id, p->type, p->skey, p->last ? p->skl : 0) < 0)
+			continue;  /* w was dropped or is full; pick again */
+		if (p->skl > 0)
+			stream_bind(b, p->skey, p->skl, w);  /* a queued chunk 0 */
 		p = queue_pop(b, svc);
 		bus_frames_close(&p->f);
 		free(p);
@@ -577,11 +684,12 @@ static int beat_service(const void *k, size_t kl, void *v, void *arg)
 	(void)k; (void)kl;
 	broker_t *b = arg;
 	struct service *svc = v;
-	int64_t now = loop_now(b->loop), limit = (int64_t)BUS_LIVENESS * bus_heartbeat_ms();
+	int64_t now = loop_now(b->loop);
 	struct worker *w = svc->workers;
 	while (w != NULL) {
 		struct worker *next = w->next;
-		if (now - w->last_heard > limit)
+		int hb = w->hb_ms > bus_heartbeat_ms() ? w->hb_ms : bus_heartbeat_ms();
+		if (now - w->last_heard > (int64_t)BUS_LIVENESS * hb)
 			worker_drop(b, w, "heartbeat expired");
 		else
 			worker_send(b, w, BUS_W_HEARTBEAT, NULL);
@@ -591,33 +699,37 @@ static int beat_service(const void *k, size_t kl, void *v, void *arg)
 	return 0;
 }
 
-struct stale { char key[RID_MAX + BUS_ID_MAX + 2]; size_t kl; };
+#define STALE_MAX 1024
 
-static int find_stale_stream(const void *k, size_t kl, void *v, void *arg)
+struct stale {
+	char key[STALE_MAX][KEY_MAX];
+	size_t kl[STALE_MAX];
+	int n;
+	int64_t now;
+};
+
+static int find_stale_streams(const void *k, size_t kl, void *v, void *arg)
 {
 	struct stale *st = arg;
 	struct stream_route *sr = v;
-	if (now_ms() - sr->last_used > STREAM_IDLE_MS && kl <= sizeof st->key) {
-		memcpy(st->key, k, kl);
-		st->kl = kl;
-		return 1;
+	if (st->now - sr->last_used > STREAM_IDLE_MS && kl <= KEY_MAX) {
+		memcpy(st->key[st->n], k, kl);
+		st->kl[st->n++] = kl;
 	}
-	return 0;
+	return st->n == STALE_MAX;
 }
 
 static void broker_beat(loop_t *loop, void *arg)
 {
-	(void)loop;
 	broker_t *b = arg;
 	hmap_each(b->services, beat_service, b);
-	/* Forget idle stream bindings, a bounded number per beat. */
-	for (int i = 0; i < 64; i++) {
-		struct stale st = { .kl = 0 };
-		hmap_each(b->streams, find_stale_stream, &st);
-		if (st.kl == 0)
-			break;
-		free(hmap_del(b->streams, st.key, st.kl));
-	}
+	/* Bindings of streams abandoned before their last chunk. */
+	struct stale *st = xcalloc(1, sizeof *st);
+	st->now = loop_now(loop);
+	hmap_each(b->streams, find_stale_streams, st);
+	for (int i = 0; i < st->n; i++)
+		free(hmap_del(b->streams, st->key[i], st->kl[i]));
+	free(st);
 }
 
 /* ---- busd's own requests ------------------------------------------------------- */
@@ -626,15 +738,16 @@ static int status_service(const void *k, size_t kl, void *v, void *arg)
 {
 	(void)k; (void)kl;
 	struct service *svc = v;
-	json_t *list = arg, *workers = json_array();
+	json_t *list = arg, *workers;
 	int64_t now = now_ms();
 	if (svc->nworkers == 0)
 		return 0;
+	workers = json_array();
 	for (struct worker *w = svc->workers; w != NULL; w = w->next)
 		json_array_append_new(workers, json_pack("{s:i, s:I, s:I, s:I, s:i, s:i, s:s}",
 			"pid", w->pid, "started", (json_int_t)w->started_wall,
 			"uptime_ms", (json_int_t)(now - w->joined), "requests", (json_int_t)w->requests,
-			"inflight", w->inflight, "credit", w->credit, "role", w->role[0] ? w->role : "-"));
+			"inflight", inflight(w), "credit", w->credit, "role", w->role[0] ? w->role : "-"));
 	json_array_append_new(list, json_pack("{s:s, s:o}", "name", svc->name, "workers", workers));
 	return 0;
 }
@@ -667,6 +780,10 @@ static void busd_request(broker_t *b, const bus_frames_t *f, const bus_msg_t *m,
 				  "requests", (json_int_t)b->routed, "rss_kb", (json_int_t)0,
 				  "stats", "errors", (json_int_t)b->errors, "queued", (json_int_t)b->queued,
 				  "events", (json_int_t)events_count(b->events));
+		json_object_set_new(json_object_get(reply, "stats"), "streams",
+				    json_integer((json_int_t)hmap_count(b->streams)));
+		json_object_set_new(json_object_get(reply, "stats"), "queued_bytes",
+				    json_integer((json_int_t)b->queued_bytes));
 	} else {
 		char err[256] = "no reload handler";
 		if (b->reload == NULL || b->reload(b->reload_arg, err, sizeof err) < 0) {
@@ -745,6 +862,8 @@ static int free_service(const void *k, size_t kl, void *v, void *arg)
 	while (svc->workers) {
 		struct worker *w = svc->workers;
 		svc->workers = w->next;
+		hmap_each(w->tickets, free_value, NULL);
+		hmap_free(&w->tickets);
 		free(w);
 	}
 	while (svc->qhead) {
@@ -754,13 +873,6 @@ static int free_service(const void *k, size_t kl, void *v, void *arg)
 		free(p);
 	}
 	free(svc);
-	return 0;
-}
-
-static int free_value(const void *k, size_t kl, void *v, void *arg)
-{
-	(void)k; (void)kl; (void)arg;
-	free(v);
 	return 0;
 }
 

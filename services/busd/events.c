@@ -18,6 +18,8 @@
 
 void *bus_socket_new(int type);
 
+#define EVENTS_TOPIC_MAX 128   /* a subscription prefix: at most a type name */
+
 struct events {
 	loop_t *loop;
 	void *in, *out;
@@ -25,21 +27,26 @@ struct events {
 	uint64_t forwarded, dropped, own_seq;
 };
 
-/* Subscriptions from subscribers go upstream to the publishers. */
+/* Subscriptions from subscribers go upstream to the publishers: only
+ * well-formed ones (one frame, \x00 or \x01 then a topic no longer than a
+ * type name), so a subscriber cannot grow the topic tries without bound. */
+static bool events_subscription(bus_frames_t *f, void *arg)
+{
+	events_t *e = arg;
+	const unsigned char *p = bus_frame_data(f, 0);
+	size_t n = bus_frame_size(f, 0);
+	if (f->n != 1 || f->extra != 0 || n < 1 || n > EVENTS_TOPIC_MAX + 1 || p[0] > 1) {
+		e->dropped++;
+		return true;
+	}
+	bus_frames_send(e->in, f);
+	return true;
+}
+
 static void events_out_ready(loop_t *loop, void *zsock, int fd, short revents, void *arg)
 {
 	(void)loop; (void)fd; (void)revents;
-	events_t *e = arg;
-	for (int i = 0; i < 256; i++) {
-		zmq_msg_t m;
-		zmq_msg_init(&m);
-		if (zmq_msg_recv(&m, zsock, ZMQ_DONTWAIT) < 0) {
-			zmq_msg_close(&m);
-			break;
-		}
-		zmq_msg_send(&m, e->in, ZMQ_DONTWAIT);
-		zmq_msg_close(&m);
-	}
+	bus_drain(zsock, 256, events_subscription, arg);
 }
 
 static bool events_forward(bus_frames_t *f, void *arg)
@@ -92,6 +99,9 @@ events_t *events_new(loop_t *loop, const bus_endpoints_t *ep, tap_t *tap)
 	e->out = bus_socket_new(ZMQ_XPUB);
 	zap_protect(e->in, "events");
 	zap_protect(e->out, "events");
+	/* What subscribers send are subscriptions: a few bytes each. */
+	int64_t sub_max = EVENTS_TOPIC_MAX + 1;
+	zmq_setsockopt(e->out, ZMQ_MAXMSGSIZE, &sub_max, sizeof sub_max);
 	if (zmq_bind(e->in, ep->events_in) < 0 || zmq_bind(e->out, ep->events_out) < 0) {
 		zmq_close(e->in);
 		zmq_close(e->out);

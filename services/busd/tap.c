@@ -35,6 +35,8 @@ tap_t *tap_new(loop_t *loop, const char *endpoint)
 	t->loop = loop;
 	t->sock = bus_socket_new(ZMQ_XPUB);
 	zap_protect(t->sock, "tap");
+	int64_t sub_max = 129;  /* subscriptions only: \x01 + a topic prefix */
+	zmq_setsockopt(t->sock, ZMQ_MAXMSGSIZE, &sub_max, sizeof sub_max);
 	int hwm = 10000;
 	zmq_setsockopt(t->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
 	if (zmq_bind(t->sock, endpoint) < 0) {

@@ -288,9 +288,13 @@ MALFORMED = [
 
 
 # Requests whose envelope busd can read: the reply carries their id.
+# Requests whose envelope busd can still read: their error reply carries the
+# request's id, even when the frames around it are wrong (7 frames, a raw
+# frame over the limit), so the caller's pending call ends at once.
 READABLE = {"unknown service", "unknown type", "v=2", "type of another service",
             "event type as request", "request with status", "reply-only type as request",
-            "table wildcard as type"}
+            "table wildcard as type", "7 frames", "10 MB raw frame", "bad tag",
+            "bad service name"}
 
 
 @pytest.mark.parametrize("name,frames,want", MALFORMED, ids=[m[0] for m in MALFORMED])

@@ -407,7 +407,7 @@ static void test_client_ok(void **state)
 	assert_int_equal(m.rid, -1);
 	assert_int_equal(m.cmd, -1);
 	assert_int_equal(m.service, 1);
-	assert_int_equal(m.address, -1);
+	assert_int_equal(m.ticket, -1);
 	assert_int_equal(m.info, -1);
 	assert_int_equal(m.env, 2);
 	assert_int_equal(m.raw, -1);
@@ -684,35 +684,35 @@ static void test_worker_request_reply(void **state)
 
 	for (size_t i = 0; i < ARRAY_LEN(cmds); i++) {
 		build_worker(&f, false, cmds[i]);
-		bus_frames_add_str(&f, "client-7");
+		bus_frames_add_str(&f, "ticket#7");
 		bus_frames_add_str(&f, ENV);
 		assert_int_equal(bus_parse_worker(&f, false, &m, &why), 0);
 		assert_int_equal(m.cmd, cmds[i]);
-		assert_int_equal(m.address, 2);
+		assert_int_equal(m.ticket, 2);
 		assert_int_equal(m.env, 3);
 		assert_int_equal(m.raw, -1);
 		assert_int_equal(m.service, -1);
 		bus_frames_close(&f);
 
 		build_worker(&f, true, cmds[i]);
-		bus_frames_add_str(&f, "client-7");
+		bus_frames_add_str(&f, "ticket#7");
 		bus_frames_add_str(&f, ENV);
 		bus_frames_add_str(&f, "raw");
 		assert_int_equal(bus_parse_worker(&f, true, &m, &why), 0);
 		assert_int_equal(m.rid, 0);
-		assert_int_equal(m.address, 3);
+		assert_int_equal(m.ticket, 3);
 		assert_int_equal(m.env, 4);
 		assert_int_equal(m.raw, 5);
 		bus_frames_close(&f);
 
 		/* No envelope. */
 		build_worker(&f, false, cmds[i]);
-		bus_frames_add_str(&f, "client-7");
+		bus_frames_add_str(&f, "ticket#7");
 		expect_worker_fail(&f, false, "wrong number of frames");
 
 		/* Envelope, raw and one more. */
 		build_worker(&f, false, cmds[i]);
-		bus_frames_add_str(&f, "client-7");
+		bus_frames_add_str(&f, "ticket#7");
 		bus_frames_add_str(&f, ENV);
 		bus_frames_add_str(&f, "raw");
 		bus_frames_add_str(&f, "more");
@@ -721,20 +721,25 @@ static void test_worker_request_reply(void **state)
 		build_worker(&f, false, cmds[i]);
 		bus_frames_add(&f, NULL, 0);
 		bus_frames_add_str(&f, ENV);
-		expect_worker_fail(&f, false, "bad client address");
+		expect_worker_fail(&f, false, "bad ticket");
 
 		build_worker(&f, false, cmds[i]);
-		add_fill(&f, 256, 'a');
+		add_fill(&f, BUS_TICKET_LEN + 1, 'a');
 		bus_frames_add_str(&f, ENV);
-		expect_worker_fail(&f, false, "bad client address");
+		expect_worker_fail(&f, false, "bad ticket");
 
 		build_worker(&f, false, cmds[i]);
-		bus_frames_add_str(&f, "client-7");
+		add_fill(&f, BUS_TICKET_LEN - 1, 'a');
+		bus_frames_add_str(&f, ENV);
+		expect_worker_fail(&f, false, "bad ticket");
+
+		build_worker(&f, false, cmds[i]);
+		bus_frames_add_str(&f, "ticket#7");
 		bus_frames_add(&f, NULL, 0);
 		expect_worker_fail(&f, false, "empty envelope");
 
 		build_worker(&f, false, cmds[i]);
-		bus_frames_add_str(&f, "client-7");
+		bus_frames_add_str(&f, "ticket#7");
 		bus_frames_add_str(&f, ENV);
 		add_fill(&f, BUS_RAW_MAX + 1, 'r');
 		expect_worker_fail(&f, false, "raw frame too large");
