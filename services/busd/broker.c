@@ -43,14 +43,14 @@ void *bus_socket_new(int type);
 #define RID_MAX 255
 #define KEY_MAX (RID_MAX + BUS_ID_MAX + 2)  /* client rid + '/' + stream id */
 
-/* A request handed to a worker and not answered yet. */
+/* A request handed to a worker and not answered yet: one allocation per
+ * request on the hot path, sized to what it holds. */
 struct ticket {
-	unsigned char crid[RID_MAX];   /* the client's routing id */
-	size_t crid_len;
-	char id[BUS_ID_MAX + 1];
-	char type[128];
-	char skey[KEY_MAX];            /* a stream's last chunk: the binding to drop */
-	size_t skl;
+	const unsigned char *crid;     /* the client's routing id */
+	const char *id, *type;
+	const char *skey;              /* a stream's last chunk: the binding to drop */
+	size_t crid_len, skl;
+	char data[];                   /* crid, id, type, skey */
 };
 
 struct worker {
@@ -278,15 +278,15 @@ static int worker_forward(broker_t *b, struct worker *w, const bus_frames_t *rf,
 			w->full = true;
 		return -1;
 	}
-	struct ticket *t = xcalloc(1, sizeof *t);
-	t->crid_len = bus_frame_size(rf, m->rid);
-	memcpy(t->crid, bus_frame_data(rf, m->rid), t->crid_len);
-	snprintf(t->id, sizeof t->id, "%s", id);
-	snprintf(t->type, sizeof t->type, "%s", type);
-	if (skl > 0 && skl <= sizeof t->skey) {
-		memcpy(t->skey, skey, skl);
-		t->skl = skl;
-	}
+	size_t cl = bus_frame_size(rf, m->rid), il = strlen(id) + 1, tl = strlen(type) + 1;
+	struct ticket *t = xmalloc(sizeof *t + cl + il + tl + skl);
+	char *d = t->data;
+	t->crid = memcpy(d, bus_frame_data(rf, m->rid), cl);
+	t->crid_len = cl;
+	t->id = memcpy(d + cl, id, il);
+	t->type = memcpy(d + cl + il, type, tl);
+	t->skey = skl > 0 ? memcpy(d + cl + il + tl, skey, skl) : NULL;
+	t->skl = skl;
 	hmap_put(w->tickets, &tk, BUS_TICKET_LEN, t);
 	w->requests++;
 	w->svc->requests++;
