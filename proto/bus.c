@@ -250,6 +250,17 @@ static void call_timeout(loop_t *loop, void *arg)
 	call_finish(call, &reply, NULL, 0);
 }
 
+/* A call refused before it was sent: its callback gets an "invalid" reply
+ * at once. Returns 0, the handle of no call. */
+static uint64_t call_refuse(struct call *call, const char *code, const char *why)
+{
+	json_t *reply = bus_synth_reply_new(call->type, call->id, "invalid", code, why);
+	call->fn(&reply, NULL, 0, call->arg);
+	json_decref(reply);
+	free(call);
+	return 0;
+}
+
 uint64_t bus_call(bus_client_t *c, const char *service, json_t **reqp, const void *raw,
 		  size_t rawlen, const bus_call_opts_t *opts, bus_reply_fn fn, void *arg)
 {
@@ -267,12 +278,7 @@ uint64_t bus_call(bus_client_t *c, const char *service, json_t **reqp, const voi
 	snprintf(call->type, sizeof call->type, "%s", type ? type : "busd.error");
 	if (type == NULL || strlen(service) > BUS_SERVICE_MAX || rawlen > BUS_RAW_MAX) {
 		json_decref(req);
-		json_t *reply = bus_synth_reply_new(call->type, call->id, "invalid", "invalid",
-						    "request without type, bad service or raw too large");
-		fn(&reply, NULL, 0, arg);
-		json_decref(reply);
-		free(call);
-		return 0;
+		return call_refuse(call, "invalid", "request without type, bad service or raw too large");
 	}
 	snprintf(call->service, sizeof call->service, "%s", service);
 	json_object_set_new(req, "v", json_integer(BUS_PROTOCOL_VERSION));
@@ -281,12 +287,7 @@ uint64_t bus_call(bus_client_t *c, const char *service, json_t **reqp, const voi
 	json_decref(req);
 	if (env == NULL || strlen(env) > BUS_ENVELOPE_MAX) {
 		free(env);
-		json_t *reply = bus_synth_reply_new(call->type, call->id, "invalid", "too_large",
-						    "request envelope larger than the bus allows");
-		fn(&reply, NULL, 0, arg);
-		json_decref(reply);
-		free(call);
-		return 0;
+		return call_refuse(call, "too_large", "request envelope larger than the bus allows");
 	}
 	bus_frames_init(&call->saved);
 	bus_frames_add(&call->saved, env, strlen(env));
