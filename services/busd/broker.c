@@ -46,6 +46,7 @@ void *bus_socket_new(int type);
 /* A request handed to a worker and not answered yet: one allocation per
  * request on the hot path, sized to what it holds. */
 struct ticket {
+	const struct msgtype *mt;      /* the request's type (for the tap) */
 	const unsigned char *crid;     /* the client's routing id */
 	const char *id, *type;
 	const char *skey;              /* a stream's last chunk: the binding to drop */
@@ -72,6 +73,7 @@ struct pending {
 	char id[BUS_ID_MAX + 1];
 	char type[128];
 	char role[BUS_SERVICE_MAX + 1];
+	const struct msgtype *mt;
 	char skey[KEY_MAX];         /* chunk 0 of a stream: bind it where it goes */
 	size_t skl;
 	bool last;                  /* ... and it is the stream's only chunk */
@@ -259,7 +261,8 @@ static struct worker *worker_pick(struct service *svc)
  * its pipe is full (skipped until it replies).
  */
 static int worker_forward(broker_t *b, struct worker *w, const bus_frames_t *rf, const bus_msg_t *m,
-			  const char *id, const char *type, const char *skey, size_t skl)
+			  const struct msgtype *mt, const char *id, const char *type,
+			  const char *skey, size_t skl)
 {
 	uint64_t tk = ++b->next_ticket;
 	bus_frames_t f;
@@ -281,6 +284,7 @@ static int worker_forward(broker_t *b, struct worker *w, const bus_frames_t *rf,
 	size_t cl = bus_frame_size(rf, m->rid), il = strlen(id) + 1, tl = strlen(type) + 1;
 	struct ticket *t = xmalloc(sizeof *t + cl + il + tl + skl);
 	char *d = t->data;
+	t->mt = mt;
 	t->crid = memcpy(d, bus_frame_data(rf, m->rid), cl);
 	t->crid_len = cl;
 	t->id = memcpy(d + cl, id, il);
@@ -352,6 +356,7 @@ static void queue_request(broker_t *b, struct service *svc, bus_frames_t *f, con
 	snprintf(p->id, sizeof p->id, "%s", env->id);
 	snprintf(p->type, sizeof p->type, "%s", env->type);
 	snprintf(p->role, sizeof p->role, "%s", role);
+	p->mt = env->mt;
 	if (skl > 0) {
 		memcpy(p->skey, skey, skl);
 		p->skl = skl;
@@ -382,13 +387,13 @@ static int route_chunk(broker_t *b, struct service *svc, bus_frames_t *f, const 
 		return 1;
 	}
 	if (w != NULL) {
-		if (worker_forward(b, w, f, m, env->id, env->type, key, env->last ? kl : 0) < 0)
+		if (worker_forward(b, w, f, m, env->mt, env->id, env->type, key, env->last ? kl : 0) < 0)
 			client_error(b, rid, rl, svc->name, env->type, env->id, "stream_broken",
 				     "this stream's worker cannot take more; restart the stream");
 		return 1;
 	}
 	for (int tries = 0; tries < 8 && svc->qhead == NULL && (w = worker_pick(svc)) != NULL; tries++) {
-		if (worker_forward(b, w, f, m, env->id, env->type, key, env->last ? kl : 0) == 0) {
+		if (worker_forward(b, w, f, m, env->mt, env->id, env->type, key, env->last ? kl : 0) == 0) {
 			stream_bind(b, key, kl, w);
 			return 1;
 		}
@@ -414,7 +419,7 @@ static void route_request(broker_t *b, bus_frames_t *f, const bus_msg_t *m, cons
 		struct worker *w;
 		/* While requests wait, new ones queue behind them: FIFO. */
 		for (int tries = 0; tries < 8 && svc->qhead == NULL && (w = worker_pick(svc)) != NULL; tries++)
-			if (worker_forward(b, w, f, m, env->id, env->type, NULL, 0) == 0)
+			if (worker_forward(b, w, f, m, env->mt, env->id, env->type, NULL, 0) == 0)
 				return;
 	}
 	if (b->queued >= QUEUE_MAX || b->queued_bytes + f->bytes > QUEUE_BYTES_MAX) {
@@ -543,9 +548,10 @@ static void on_worker_ready(broker_t *b, bus_frames_t *f, const bus_msg_t *m, co
 
 /*
  * A reply goes back to the client its ticket names, never to an address the
- * worker chose. It is parsed only while the tap is watched (to mirror it):
- * otherwise busd checks the bounds (bus_parse_worker) and the shape of a
- * JSON object, and the client library checks the rest.
+ * worker chose. busd checks the bounds (bus_parse_worker) and the shape of a
+ * JSON object, and the client library checks the rest (it matches the id
+ * and reads the status), so busd does not parse replies: the same whether
+ * or not anyone watches the tap.
  */
 static void on_worker_reply(broker_t *b, struct worker *w, bus_frames_t *f, const bus_msg_t *m)
 {
@@ -560,15 +566,14 @@ static void on_worker_reply(broker_t *b, struct worker *w, bus_frames_t *f, cons
 		return;
 	}
 	if (ok && tap_active(b->tap)) {
-		envelope_t env;
-		const char *code;
-		char err[256];
-		ok = envelope_parse(&env, e, elen, ENV_REPLY, &code, err, sizeof err) == 0 &&
-		     strcmp(env.id, t->id) == 0;
-		if (ok)
-			tap_mirror(b->tap, "reply", w->role, w->svc->name, env.type, e, elen, env.root,
+		/* Mirrored as sent; parsed only to redact a type with sensitive
+		 * fields, and never mirrored unredacted if that parse fails. */
+		bool secret = t->mt->sensitive != NULL && t->mt->sensitive[0] != NULL;
+		json_t *parsed = secret ? json_loadb(e, elen, 0, NULL) : NULL;
+		if (!secret || parsed != NULL)
+			tap_mirror(b->tap, "reply", w->role, w->svc->name, t->type, e, elen, parsed,
 				   m->raw >= 0 ? bus_frame_size(f, m->raw) : 0);
-		envelope_clear(&env);
+		json_decref(parsed);
 	}
 	if (ok) {
 		client_forward(b, t->crid, t->crid_len, f, m, w->svc->name);
@@ -652,7 +657,7 @@ static void broker_dispatch_queue(broker_t *b, struct service *svc)
 		bus_msg_t m;
 		const char *why;
 		bus_parse_client(&p->f, true, &m, &why);
-		if (worker_forward(b, w, &p->f, &m, p->id, p->type, p->skey, p->last ? p->skl : 0) < 0)
+		if (worker_forward(b, w, &p->f, &m, p->mt, p->id, p->type, p->skey, p->last ? p->skl : 0) < 0)
 			continue;  /* w was dropped or is full; pick again */
 		if (p->skl > 0)
 			stream_bind(b, p->skey, p->skl, w);  /* a queued chunk 0 */
