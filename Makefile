@@ -94,9 +94,21 @@ $(BUILD)/bin/busbench: $(BUILD)/obj/bench/busbench.o $(LIBROOST)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lm -o $@
 
-$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBROOST)
+# storaged's modules (everything but its main.c) as a library, so that the
+# unit tests can link them.
+STORAGED_SRC := $(filter-out services/storaged/main.c,$(wildcard services/storaged/*.c))
+LIBSTORAGED := $(if $(STORAGED_SRC),$(BUILD)/lib/libstoraged.a)
+STORAGED_LIBS := -lsqlite3 -lcrypto -pthread
+
+$(BUILD)/lib/libstoraged.a: $(STORAGED_SRC:%.c=$(BUILD)/obj/%.o)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lcmocka -o $@
+	$(AR) rcs $@ $^
+
+$(BUILD)/obj/tests/unit/%.o: CPPFLAGS += -Iservices/storaged
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBSTORAGED) $(LIBROOST)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(STORAGED_LIBS) -lcmocka -o $@
 
 # ---- tests ----
 # check-deps installs missing Debian packages (make deps) or says which are missing.
