@@ -46,7 +46,7 @@ RUN_SRC := $(wildcard tools/roost-run/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 
 BINS := $(BUILD)/bin/busd $(BUILD)/bin/roostctl $(BUILD)/bin/roost-run \
-	$(BUILD)/bin/echo-worker $(BUILD)/bin/bus-client $(BUILD)/bin/busbench
+	$(BUILD)/bin/echo-worker $(BUILD)/bin/bus-client $(BUILD)/bin/busbench $(BUILD)/bin/storaged
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .PHONY: all test run build-for-run deps check-deps clean bench
@@ -103,6 +103,10 @@ STORAGED_LIBS := -lsqlite3 -lcrypto -pthread
 $(BUILD)/lib/libstoraged.a: $(STORAGED_SRC:%.c=$(BUILD)/obj/%.o)
 	@mkdir -p $(dir $@)
 	$(AR) rcs $@ $^
+
+$(BUILD)/bin/storaged: $(BUILD)/obj/services/storaged/main.o $(LIBSTORAGED) $(LIBROOST)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(STORAGED_LIBS) -o $@
 
 $(BUILD)/obj/tests/unit/%.o: CPPFLAGS += -Iservices/storaged
 

@@ -87,6 +87,40 @@ REQUESTS = {
         {"idem": "q-1234", "name": "msg-1", "chunk": {"stream": "s-1", "seq": 0, "last": False}},
         {"bytes": 262144, "worker_pid": 4242}),
     "echo.event.emit": ({"text": "fire"}, {"published": True}),
+    "storaged.domain.add": (
+        {"idem": "k-1", "name": "example.org"},
+        {"domain": {"name": "example.org", "created": 1732540000}}),
+    "storaged.domain.del": ({"idem": "k-2", "name": "example.org"}, {"deleted": True}),
+    "storaged.domain.list": (
+        {},
+        {"domains": [{"name": "example.org", "users": 2, "aliases": 1, "postmaster": "alice",
+                      "created": 1732540000},
+                     {"name": "mail.example.net", "users": 0, "aliases": 0, "postmaster": None,
+                      "created": 1732540001}]}),
+    "storaged.user.add": (
+        {"idem": "k-3", "address": "Alice@Example.org", "password": "s3cret", "quota_bytes": 2 ** 30},
+        {"user": {"address": "alice@example.org", "quota_bytes": 2 ** 30, "created": 1732540000}}),
+    "storaged.user.del": ({"idem": "k-4", "address": "alice@example.org"}, {"deleted": True}),
+    "storaged.user.list": (
+        {"domain": "example.org"},
+        {"users": [{"address": "alice@example.org", "quota_bytes": 0, "used_bytes": 0,
+                    "has_password": True, "created": 1732540000},
+                   {"address": "b.o-b_2@example.org", "quota_bytes": 2 ** 50,
+                    "used_bytes": 1234, "has_password": False, "created": 1732540000}]}),
+    "storaged.user.passwd": (
+        {"idem": "k-5", "address": "alice@example.org", "password": "n" * 1024},
+        {"changed": True}),
+    "storaged.user.verify": (
+        {"address": "alice@example.org", "password": "s3cret"}, {"valid": False}),
+    "storaged.alias.add": (
+        {"idem": "k-6", "address": "postmaster@example.org", "target": "alice@example.org"},
+        {"alias": {"address": "postmaster@example.org", "target": "alice@example.org"}}),
+    "storaged.alias.del": (
+        {"idem": "k-7", "address": "postmaster@example.org", "target": "alice@example.org"},
+        {"deleted": True}),
+    "storaged.alias.list": (
+        {},
+        {"aliases": [{"address": "postmaster@example.org", "target": "alice@example.org"}]}),
 }
 
 # Further valid envelopes: events, busd.error, and request variants.
@@ -114,6 +148,14 @@ VALID = [
     err("echo.payload.echo", status="invalid", code="invalid", error=""),
     env("a" * 39 + ".control.ping"),
     env("x.control.ping", "!~" * 32),
+    # storaged: requests carry what the operator typed (storaged checks it)
+    env("storaged.user.add", idem="k", address="nodomain"),
+    env("storaged.user.verify", address="\u00fc@example.org", password="p"),
+    env("storaged.user.list"),
+    ok("storaged.domain.list", domains=[]),
+    ok("storaged.user.verify", valid=True),
+    err("storaged.user.add", code="exists", error="user alice@example.org exists"),
+    err("storaged.user.add", code="not_found", error="domain example.com is not hosted"),
 ]
 
 EVENTS = {"busd.worker.joined", "busd.worker.left", "echo.event.fired"}
@@ -199,6 +241,33 @@ INVALID = [
     ("pid zero", env("busd.worker.joined", service="echo", pid=0)),
     ("service too long", env("busd.worker.joined", service="s" * 49, pid=1)),
     ("not an object", ["echo.payload.echo"]),
+    ("user.add without idem", env("storaged.user.add", address="a@example.org")),
+    ("domain.add without name", env("storaged.domain.add", idem="k")),
+    ("password too long", env("storaged.user.passwd", idem="k", address="a@example.org",
+                              password="p" * 1025)),
+    ("empty password", env("storaged.user.verify", address="a@example.org", password="")),
+    ("quota over 2^50", env("storaged.user.add", idem="k", address="a@example.org",
+                            quota_bytes=2 ** 50 + 1)),
+    ("negative quota", env("storaged.user.add", idem="k", address="a@example.org",
+                           quota_bytes=-1)),
+    ("address too long", env("storaged.user.del", idem="k", address="a" * 513)),
+    ("verify without password", env("storaged.user.verify", address="a@example.org")),
+    ("alias.add without target", env("storaged.alias.add", idem="k", address="a@example.org")),
+    ("verify ok without valid", ok("storaged.user.verify")),
+    ("valid not a bool", ok("storaged.user.verify", valid=1)),
+    ("deleted false", ok("storaged.user.del", deleted=False)),
+    ("listed user upper case", ok("storaged.user.list", users=[
+        {"address": "Alice@example.org", "quota_bytes": 0, "used_bytes": 0,
+         "has_password": True, "created": 0}])),
+    ("listed user without has_password", ok("storaged.user.list", users=[
+        {"address": "alice@example.org", "quota_bytes": 0, "used_bytes": 0, "created": 0}])),
+    ("password in a reply", ok("storaged.user.add", user={
+        "address": "a@example.org", "quota_bytes": 0, "created": 0}, password="x")),
+    ("listed domain without dot", ok("storaged.domain.list", domains=[
+        {"name": "localhost", "users": 0, "aliases": 0, "postmaster": None, "created": 0}])),
+    ("too many domains", ok("storaged.domain.list", domains=[
+        {"name": "d%d.example" % i, "users": 0, "aliases": 0, "postmaster": None, "created": 0}
+        for i in range(10001)])),
 ]
 
 

@@ -23,6 +23,9 @@ static const struct command {
 } commands[] = {
 	{ "bus", cmd_bus, "bus tail|ping: watch the bus, measure a round trip" },
 	{ "status", cmd_status, "services on the bus, their replicas, uptime and requests" },
+	{ "domain", cmd_domain, "domain add|del|list: the mail domains storaged hosts" },
+	{ "user", cmd_user, "user add|del|list|passwd|verify: mailbox users" },
+	{ "alias", cmd_alias, "alias add|del|list: addresses forwarded to others" },
 	{ NULL, NULL, NULL },
 };
 

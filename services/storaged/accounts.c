@@ -1,0 +1,886 @@
+/*
+ * accounts.c — storaged's accounts requests (/tmp/storaged_spec.md):
+ *
+ *   storaged.domain.{add,del,list}   storaged.user.{add,del,list,passwd,verify}
+ *   storaged.alias.{add,del,list}
+ *
+ * Each handler begins with one strict bus_req_unpack, validates names with
+ * acc_name_check, and touches the database only through prepared
+ * statements. A state-changing request goes through acc_commit: one
+ * BEGIN IMMEDIATE transaction holding the idempotency check, the change and
+ * the idempotency row; the reply is sent after COMMIT.
+ *
+ * user.add and user.passwd hash the password on the KDF pool first: the
+ * request is parked in a struct acc_job (we own it until the callback
+ * replies). user.verify checks a 60 s cache of successful verifies keyed by
+ * SHA-256(address NUL password NUL stored hash) before asking the pool.
+ */
+#include "storaged.h"
+
+#include "hmap.h"
+#include "log.h"
+#include "util.h"
+
+#include <ctype.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define ACC_LOCAL_MAX 64
+#define ACC_DOMAIN_MAX 253
+#define ACC_LABEL_MAX 63
+#define ACC_ADDR_MAX (ACC_LOCAL_MAX + 1 + ACC_DOMAIN_MAX + 1)
+#define ACC_QUOTA_MAX (1LL << 50)
+#define ACC_LIST_MAX 10000
+#define ACC_CACHE_MAX 1024
+#define ACC_CACHE_TTL_S 60
+
+struct accounts {
+	db_t *db;
+	kdfpool_t *kdf;
+	bus_control_t *ctl;
+	hmap_t *cache;        /* 32-byte digest -> int64_t * expiry (unix s) */
+	uint64_t ok, error, invalid, cache_hits;
+};
+
+/* A change inside acc_commit: returns a new result object, or NULL with
+ * an error code (and message) set. */
+struct acc_err {
+	const char *code;
+	char msg[160];
+};
+typedef json_t *(*acc_change_fn)(accounts_t *a, void *ctx, struct acc_err *e);
+
+/* A request parked while the KDF pool works. */
+struct acc_job {
+	accounts_t *a;
+	bus_req_t *req;
+	char address[ACC_ADDR_MAX];
+	json_int_t quota;
+	const char *hash;               /* during the hash callback only */
+	unsigned char key[32];          /* verify: the cache key */
+};
+
+/* ---- replies, counted by outcome -------------------------------------- */
+
+static void acc_ok(accounts_t *a, bus_req_t **req, json_t **fields)
+{
+	a->ok++;
+	bus_reply(req, fields, NULL, 0);
+}
+
+static void acc_fail(accounts_t *a, bus_req_t **req, const char *code, const char *msg)
+{
+	if (strcmp(code, "invalid") == 0)
+		a->invalid++;
+	else
+		a->error++;
+	bus_reply_error(req, code, "%s", msg);
+}
+
+/* bus_req_unpack that counts its "invalid" replies. */
+#define ACC_UNPACK(a, req, ...) \
+	(bus_control_count((a)->ctl), \
+	 bus_req_unpack(req, __VA_ARGS__) < 0 ? ((a)->invalid++, -1) : 0)
+
+/* ---- validation ----------------------------------------------------------- */
+
+/* One domain name: 1..253 bytes, labels 1..63 of [a-z0-9-] not starting or
+ * ending with '-', at least one dot. s is already lower-case. */
+static const char *acc_domain_check(const char *s, size_t len)
+{
+	size_t label = 0, dots = 0;
+	if (len < 1 || len > ACC_DOMAIN_MAX)
+		return "domain must be 1..253 characters";
+	for (size_t i = 0; i <= len; i++) {
+		char c = i < len ? s[i] : '.';
+		if (c == '.') {
+			if (label == 0 || label > ACC_LABEL_MAX)
+				return "domain labels must be 1..63 characters";
+			if (s[i - label] == '-' || s[i - 1] == '-')
+				return "domain labels must not start or end with '-'";
+			label = 0;
+			dots += i < len;
+			continue;
+		}
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
+			return "domain may hold only letters, digits, '-' and '.'";
+		label++;
+	}
+	return dots >= 1 ? NULL : "domain needs at least one dot";
+}
+
+/* One local part: 1..64 of [a-z0-9._-], no leading/trailing dot, no "..". */
+static const char *acc_local_check(const char *s, size_t len)
+{
+	if (len < 1 || len > ACC_LOCAL_MAX)
+		return "local part must be 1..64 characters";
+	if (s[0] == '.' || s[len - 1] == '.')
+		return "local part must not start or end with '.'";
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+		if (c == '.' && s[i + 1] == '.')
+			return "local part must not contain \"..\"";
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+			return "local part may hold only letters, digits, '.', '_' and '-'";
+	}
+	return NULL;
+}
+
+/*
+ * The one validator: lower-cases in into out (ACC_ADDR_MAX bytes) and
+ * checks it as an address (local@domain) or, if !address, a domain name.
+ * For an address *at points at the '@' in out. NULL, or why not.
+ */
+static const char *acc_name_check(const char *in, bool address, char *out, char **at)
+{
+	size_t len = strlen(in);
+	if (len >= ACC_ADDR_MAX)
+		return address ? "address too long" : "domain must be 1..253 characters";
+	for (size_t i = 0; i <= len; i++)
+		out[i] = (char)tolower((unsigned char)in[i]);
+	if (!address)
+		return acc_domain_check(out, len);
+	char *sep = strchr(out, '@');
+	if (sep == NULL)
+		return "address must be local@domain";
+	const char *why = acc_local_check(out, (size_t)(sep - out));
+	if (why == NULL)
+		why = acc_domain_check(sep + 1, len - (size_t)(sep - out) - 1);
+	if (at != NULL)
+		*at = sep;
+	return why;
+}
+
+/* Checks in and replies "invalid" when it fails; 0 or -1 (req consumed). */
+static int acc_name(accounts_t *a, bus_req_t **req, const char *field, const char *in,
+		    bool address, char *out, char **at)
+{
+	char msg[160];
+	const char *why = acc_name_check(in, address, out, at);
+	if (why == NULL)
+		return 0;
+	snprintf(msg, sizeof msg, "%s: %s", field, why);
+	acc_fail(a, req, "invalid", msg);
+	return -1;
+}
+
+/* ---- SQL helpers ------------------------------------------------------------ */
+
+/*
+ * Prepares sql and binds its parameters from fmt: 's' a string (NULL
+ * binds NULL), 'i' an int64. NULL on error (logged).
+ */
+static sqlite3_stmt *acc_prep(accounts_t *a, const char *sql, const char *fmt, ...)
+{
+	sqlite3_stmt *st = NULL;
+	va_list ap;
+	if (sqlite3_prepare_v2(db_handle(a->db), sql, -1, &st, NULL) != SQLITE_OK) {
+		log_warn("db", "op=prepare why=%s", log_quote(sqlite3_errmsg(db_handle(a->db))));
+		return NULL;
+	}
+	va_start(ap, fmt);
+	for (int i = 0; fmt[i] != '\0'; i++) {
+		if (fmt[i] == 's')
+			sqlite3_bind_text(st, i + 1, va_arg(ap, const char *), -1, SQLITE_STATIC);
+		else
+			sqlite3_bind_int64(st, i + 1, (sqlite3_int64)va_arg(ap, int64_t));
+	}
+	va_end(ap);
+	return st;
+}
+
+/* Runs a statement that returns no rows: SQLITE_DONE, or the error code
+ * (extended) — SQLITE_CONSTRAINT_UNIQUE for a duplicate. */
+static int acc_run(accounts_t *a, sqlite3_stmt *st)
+{
+	if (st == NULL)
+		return SQLITE_ERROR;
+	int rc = sqlite3_step(st);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+		rc = sqlite3_extended_errcode(db_handle(a->db));
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int acc_exec(accounts_t *a, const char *sql)
+{
+	return sqlite3_exec(db_handle(a->db), sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+}
+
+/* The id of a hosted domain, 0 if we do not host it, -1 on error. */
+static int64_t acc_domain_id(accounts_t *a, const char *name)
+{
+	sqlite3_stmt *st = acc_prep(a, "SELECT id FROM domains WHERE name = ?1", "s", name);
+	if (st == NULL)
+		return -1;
+	int rc = sqlite3_step(st);
+	int64_t id = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : rc == SQLITE_DONE ? 0 : -1;
+	sqlite3_finalize(st);
+	return id;
+}
+
+static void acc_set(struct acc_err *e, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void acc_set(struct acc_err *e, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+	e->code = code;
+	va_start(ap, fmt);
+	vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+	va_end(ap);
+}
+
+/* ---- the transaction around every change --------------------------------- */
+
+/*
+ * BEGIN IMMEDIATE; a known idem replies its stored result and changes
+ * nothing; else change(), idem_store, COMMIT, and only then the reply.
+ * Any failure rolls back and replies the error (errors are not stored).
+ */
+static void acc_commit(accounts_t *a, bus_req_t **req, acc_change_fn change, void *ctx)
+{
+	const char *type = bus_req_type(*req);
+	const char *idem = json_string_value(json_object_get(bus_req_env(*req), "idem"));
+	struct acc_err e = { "internal", "database error" };
+	json_t *result = NULL;
+	if (acc_exec(a, "BEGIN IMMEDIATE") < 0) {
+		log_warn("db", "op=begin why=%s", log_quote(sqlite3_errmsg(db_handle(a->db))));
+		acc_fail(a, req, "internal", "database busy or failing");
+		return;
+	}
+	int found = idem != NULL ? idem_lookup(a->db, idem, type, &result) : 0;
+	if (found == 1) {
+		acc_exec(a, "ROLLBACK");  /* nothing to change: a retry */
+		acc_ok(a, req, &result);
+		return;
+	}
+	if (found == -2)
+		acc_set(&e, "invalid", "idem already used by another request type");
+	else if (found == 0)
+		result = change(a, ctx, &e);
+	if (result != NULL && idem != NULL && idem_store(a->db, idem, type, result) < 0)
+		json_decref(result), result = NULL, acc_set(&e, "internal", "database error");
+	if (result != NULL && acc_exec(a, "COMMIT") < 0) {
+		log_warn("db", "op=commit why=%s", log_quote(sqlite3_errmsg(db_handle(a->db))));
+		json_decref(result), result = NULL, acc_set(&e, "internal", "commit failed");
+	}
+	if (result == NULL) {
+		acc_exec(a, "ROLLBACK");
+		acc_fail(a, req, e.code, e.msg);
+		return;
+	}
+	acc_ok(a, req, &result);
+}
+
+/* A stored result for idem, replied before any KDF work; 1 if replied. */
+static int acc_idem_early(accounts_t *a, bus_req_t **req)
+{
+	const char *idem = json_string_value(json_object_get(bus_req_env(*req), "idem"));
+	json_t *result = NULL;
+	if (idem == NULL || idem_lookup(a->db, idem, bus_req_type(*req), &result) != 1)
+		return 0;  /* unknown (or an error): acc_commit decides */
+	acc_ok(a, req, &result);
+	return 1;
+}
+
+/* ---- domains ------------------------------------------------------------------ */
+
+static json_t *acc_domain_add_change(accounts_t *a, void *ctx, struct acc_err *e)
+{
+	const char *name = ctx;
+	int64_t now = (int64_t)time(NULL);
+	int rc = acc_run(a, acc_prep(a, "INSERT INTO domains (name, created) VALUES (?1, ?2)",
+				     "si", name, now));
+	if (rc == SQLITE_CONSTRAINT_UNIQUE) {
+		acc_set(e, "exists", "domain %s exists", name);
+		return NULL;
+	}
+	if (rc != SQLITE_DONE)
+		return NULL;
+	return json_pack("{s:{s:s, s:I}}", "domain", "name", name, "created", (json_int_t)now);
+}
+
+static void acc_domain_add(bus_req_t **req, void *arg)
+{
+	accounts_t *a = arg;
+	const char *in;
+	char name[ACC_ADDR_MAX];
+	if (ACC_UNPACK(a, req, "{s:s}", "name", &in) < 0 || acc_name(a, req, "name", in, false, name, NULL) < 0)
+		return;
+	acc_commit(a, req, acc_domain_add_change, name);
+}
+
+static json_t *acc_domain_del_change(accounts_t *a, void *ctx, struct acc_err *e)
+{
+	const char *name = ctx;
+	/* Users and aliases go with it (ON DELETE CASCADE). */
+	if (acc_run(a, acc_prep(a, "DELETE FROM domains WHERE name = ?1", "s", name)) != SQLITE_DONE)
+		return NULL;
+	if (sqlite3_changes(db_handle(a->db)) == 0) {
+		acc_set(e, "not_found", "no domain %s", name);
+		return NULL;
+	}
+	return json_pack("{s:b}", "deleted", 1);
+}
+
+static void acc_domain_del(bus_req_t **req, void *arg)
+{
+	accounts_t *a = arg;
+	const char *in;
+	char name[ACC_ADDR_MAX];
+	if (ACC_UNPACK(a, req, "{s:s}", "name", &in) < 0 || acc_name(a, req, "name", in, false, name, NULL) < 0)
+		return;
+	acc_commit(a, req, acc_domain_del_change, name);
+}
+
+/* Lists stop before the reply could outgrow a bus envelope (64 KiB) and
+ * say "truncated"; paging comes with the mailbox work. Takes item; true if
+ * it did not fit (and was dropped). */
+#define ACC_LIST_BYTES (48 * 1024)
+
+static bool acc_list_add(json_t *list, json_t *item, size_t *bytes)
+{
+	char *s = json_dumps(item, JSON_COMPACT);
+	*bytes += (s ? strlen(s) : 0) + 1;
+	free(s);
+	if (*bytes > ACC_LIST_BYTES) {
+		json_decref(item);
+		return true;
+	}
+	json_array_append_new(list, item);
+	return false;
+}
+
+static void acc_domain_list(bus_req_t **req, void *arg)
+{
+	accounts_t *a = arg;
+	if (ACC_UNPACK(a, req, "{}") < 0)
+		return;
+	sqlite3_stmt *st = acc_prep(a, "SELECT d.name, "
+				    "(SELECT count(*) FROM users u WHERE u.domain_id = d.id), "
+				    "(SELECT count(*) FROM aliases l WHERE l.domain_id = d.id), "
+				    "d.postmaster, d.created FROM domains d ORDER BY d.name LIMIT ?1",
+				    "i", (int64_t)ACC_LIST_MAX);
+	json_t *list = json_array();
+	int rc;
+	size_t bytes = 0;
+	bool cut = false;
+	while (st != NULL && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *pm = (const char *)sqlite3_column_text(st, 3);
+		if ((cut = acc_list_add(list, json_pack("{s:s, s:I, s:I, s:o, s:I}",
+			"name", (const char *)sqlite3_column_text(st, 0),
+			"users", (json_int_t)sqlite3_column_int64(st, 1),
+			"aliases", (json_int_t)sqlite3_column_int64(st, 2),
+			"postmaster", pm ? json_string(pm) : json_null(),
+			"created", (json_int_t)sqlite3_column_int64(st, 4)), &bytes))) {
+			rc = SQLITE_DONE;
+			break;
+		}
+	}
+	if (st == NULL || rc != SQLITE_DONE) {
+		sqlite3_finalize(st);
+		json_decref(list);
+		acc_fail(a, req, "internal", "database error");
+		return;
+	}
+	sqlite3_finalize(st);
+	json_t *f = json_pack("{s:o, s:b}", "domains", list, "truncated", cut);
+	acc_ok(a, req, &f);
+}
+
+/* ---- users ---------------------------------------------------------------------- */
+
+static json_t *acc_user_add_change(accounts_t *a, void *ctx, struct acc_err *e)
+{
+	struct acc_job *j = ctx;
+	char *at = strchr(j->address, '@');
+	int64_t now = (int64_t)time(NULL);
+	*at = '\0';
+	int64_t dom = acc_domain_id(a, at + 1);
+	int rc = SQLITE_ERROR;
+	if (dom == 0)
+		acc_set(e, "not_found", "we do not host %s", at + 1);
+	else if (dom > 0)
+		rc = acc_run(a, acc_prep(a, "INSERT INTO users (domain_id, localpart, password, "
+					 "quota_bytes, created) VALUES (?1, ?2, ?3, ?4, ?5)", "issii",
+					 dom, j->address, j->hash, (int64_t)j->quota, now));
+	if (rc == SQLITE_CONSTRAINT_UNIQUE)
+		acc_set(e, "exists", "user %s@%s exists", j->address, at + 1);
+	/* The first user of a domain becomes its postmaster. */
+	if (rc == SQLITE_DONE)
+		rc = acc_run(a, acc_prep(a, "UPDATE domains SET postmaster = ?1 WHERE id = ?2 "
+					 "AND postmaster IS NULL", "si", j->address, dom));
+	*at = '@';
+	if (rc != SQLITE_DONE)
+		return NULL;
+	return json_pack("{s:{s:s, s:I, s:I}}", "user", "address", j->address,
+			 "quota_bytes", j->quota, "created", (json_int_t)now);
+}
+
+/* kdfpool_hash_fn for user.add and user.passwd: write, then reply. */
+static void acc_hashed(int result, const char *hash, void *arg, acc_change_fn change)
+{
+	struct acc_job *j = arg;
+	if (result < 0) {
+		acc_fail(j->a, &j->req, "internal", "password hashing failed");
+	} else {
+		j->hash = hash;
+		acc_commit(j->a, &j->req, change, j);
+	}
+	free(j);
+}
+
+static void acc_user_add_hashed(int result, const char *hash, void *arg)
+{
+	acc_hashed(result, hash, arg, acc_user_add_change);
+}
+
+/* Parks *req in j and hashes password; replies busy if the pool is full. */
+static void acc_hash_then(accounts_t *a, bus_req_t **req, struct acc_job *j, const char *pw,
+			  size_t pwlen, kdfpool_hash_fn done)
+{
+	j->a = a;
+	if (kdfpool_hash(a->kdf, pw, pwlen, password_default(), done, j) < 0) {
+		free(j);
+		acc_fail(a, req, "busy", "password hashing pool full, retry later");
+		return;
+	}
+	j->req = *req;
+	*req = NULL;  /* parked until the callback */
+}
+
+static int acc_password_check(accounts_t *a, bus_req_t **req, size_t len)
+{
+	if (len >= PASSWORD_MIN_LEN && len <= PASSWORD_MAX_LEN)
+		return 0;
+	acc_fail(a, req, "invalid", "password must be 1..1024 bytes");
+	return -1;
+}
+
+static void acc_user_add(bus_req_t **req, void *arg)
+{
+	accounts_t *a = arg;
+	const char *in, *pw = NULL;
+	size_t pwlen = 0;
+	json_int_t quota = 0;
+	struct acc_job j0 = { .a = a };
+	if (ACC_UNPACK(a, req, "{s:s, s?s%, s?I}", "address", &in, "password", &pw, &pwlen,
+		       "quota_bytes", &quota) < 0 ||
+	    acc_name(a, req, "address", in, true, j0.address, NULL) < 0)
+		return;
+	if (quota < 0 || quota > ACC_QUOTA_MAX) {
+		acc_fail(a, req, "invalid", "quota_bytes must be 0..2^50");
+		return;
+	}
+	j0.quota = quota;
+	if (pw == NULL) {
+		acc_commit(a, req, acc_user_add_change, &j0);
+		return;
+	}
+	if (acc_password_check(a, req, pwlen) < 0 || acc_idem_early(a, req))
+		return;
+	struct acc_job *j = xmalloc(sizeof *j);
+	*j = j0;
+	acc_hash_then(a, req, j, pw, pwlen, acc_user_add_hashed);
+}
+
+static json_t *acc_user_del_change(accounts_t *a, void *ctx, struct acc_err *e)
+{
+	char *addr = ctx, *at = strchr(addr, '@');
+	*at = '\0';
+	int rc = acc_run(a, acc_prep(a, "DELETE FROM users WHERE localpart = ?1 AND domain_id = "
+				     "(SELECT id FROM domains WHERE name = ?2)", "ss", addr, at + 1));
+	*at = '@';
+	if (rc != SQLITE_DONE)
+		return NULL;
+	if (sqlite3_changes(db_handle(a->db)) == 0) {
+		acc_set(e, "not_found", "no user %s", addr);
+		return NULL;
+	}
+	return json_pack("{s:b}", "deleted", 1);
+}
+
+static void acc_user_del(bus_req_t **req, void *arg)
+{
+	accounts_t *a = arg;
+	const char *in;
+	char addr[ACC_ADDR_MAX];
+	if (ACC_UNPACK(a, req, "{s:s}", "address", &in) < 0 || acc_name(a, req, "address", in, true, addr, NULL) < 0)
+		return;
+	acc_commit(a, req, acc_user_del_change, addr);
+}
+
+static void acc_user_list(bus_req_t **req, void *arg)
+{
+	accounts_t *a = arg;
+	const char *in = NULL;
+	char dom[ACC_ADDR_MAX];
+	if (ACC_UNPACK(a, req, "{s?s}", "domain", &in) < 0 ||
+	    (in != NULL && acc_name(a, req, "domain", in, false, dom, NULL) < 0))
+		return;
+	sqlite3_stmt *st = acc_prep(a, "SELECT u.localpart || '@' || d.name, u.quota_bytes, u.used_bytes, "
+				    "u.password IS NOT NULL, u.created FROM users u JOIN domains d "
+				    "ON d.id = u.domain_id WHERE ?1 IS NULL OR d.name = ?1 "
+				    "ORDER BY d.name, u.localpart LIMIT ?2", "si",
+				    in != NULL ? dom : NULL, (int64_t)ACC_LIST_MAX);
+	json_t *list = json_array();
+	int rc;
+	size_t bytes = 0;
+	bool cut = false;
+	while (st != NULL && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if ((cut = acc_list_add(list, json_pack("{s:s, s:I, s:I, s:b, s:I}",
+			"address", (const char *)sqlite3_column_text(st, 0),
+			"quota_bytes", (json_int_t)sqlite3_column_int64(st, 1),
+			"used_bytes", (json_int_t)sqlite3_column_int64(st, 2),
+			"has_password", sqlite3_column_int(st, 3),
+			"created", (json_int_t)sqlite3_column_int64(st, 4)), &bytes))) {
+			rc = SQLITE_DONE;
+			break;
+		}
+	}
+	if (st == NULL || rc != SQLITE_DONE) {
+		sqlite3_finalize(st);
+		json_decref(list);
+		acc_fail(a, req, "internal", "database error");
+		return;
+	}
+	sqlite3_finalize(st);
+	json_t *f = json_pack("{s:o, s:b}", "users", list, "truncated", cut);
+	acc_ok(a, req, &f);
+}
+
+static json_t *acc_user_passwd_change(accounts_t *a, void *ctx, struct acc_err *e)
+{
+	struct acc_job *j = ctx;
+	char *at = strchr(j->address, '@');
+	*at = '\0';
+	int rc = acc_run(a, acc_prep(a, "UPDATE users SET password = ?1 WHERE localpart = ?2 AND "
+				     "domain_id = (SELECT id FROM domains WHERE name = ?3)", "sss",
+				     j->hash, j->address, at + 1));
+	*at = '@';
+	if (rc != SQLITE_DONE)
+		return NULL;
+	if (sqlite3_changes(db_handle(a->db)) == 0) {
+		acc_set(e, "not_found", "no user %s", j->address);
+		return NULL;
+	}
+	return json_pack("{s:b}", "changed", 1);
+}
+
+static void acc_user_passwd_hashed(int result, const char *hash, void *arg)
+{
+	acc_hashed(result, hash, arg, acc_user_passwd_change);
+}
+
+static void acc_user_passwd(bus_req_t **req, void *arg)
+{
+	accounts_t *a = arg;
+	const char *in, *pw;
+	size_t pwlen;
+	struct acc_job *j = xcalloc(1, sizeof *j);
+	if (ACC_UNPACK(a, req, "{s:s, s:s%}", "address", &in, "password", &pw, &pwlen) < 0 ||
+	    acc_name(a, req, "address", in, true, j->address, NULL) < 0 ||
+	    acc_password_check(a, req, pwlen) < 0 || acc_idem_early(a, req)) {
+		free(j);
+		return;
+	}
+	acc_hash_then(a, req, j, pw, pwlen, acc_user_passwd_hashed);
+}
+
+/* ---- user.verify and its cache ----------------------------------------------- */
+
+/* The cache key: SHA-256(address NUL password NUL stored). */
+static void acc_cache_key(const char *addr, const char *pw, size_t pwlen, const char *stored,
+			  unsigned char key[32])
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	if (md == NULL)
+		fatal("crypto", "why=\"out of memory\"");
+	EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+	EVP_DigestUpdate(md, addr, strlen(addr) + 1);
+	EVP_DigestUpdate(md, pw, pwlen);
+	EVP_DigestUpdate(md, "", 1);
+	EVP_DigestUpdate(md, stored, strlen(stored));
+	EVP_DigestFinal_ex(md, key, NULL);
+	EVP_MD_CTX_free(md);
+}
+
+/*
+ * The cache maps a key to its expiry (unix seconds) stored in the value
+ * pointer itself, so entries own no memory. When it holds ACC_CACHE_MAX
+ * entries it is emptied: at worst a few logins pay the KDF again.
+ */
+static bool acc_cache_hit(accounts_t *a, const unsigned char key[32])
+{
+	intptr_t exp = (intptr_t)hmap_get(a->cache, key, 32);
+	if (exp == 0)
+		return false;
+	if (exp > (intptr_t)time(NULL))
+		return true;
+	hmap_del(a->cache, key, 32);  /* expired */
+	return false;
+}
+
+static void acc_cache_put(accounts_t *a, const unsigned char key[32])
+{
+	if (hmap_count(a->cache) >= ACC_CACHE_MAX) {
+		hmap_free(&a->cache);
+		a->cache = hmap_new();
+	}
+	hmap_put(a->cache, key, 32, (void *)(intptr_t)(time(NULL) + ACC_CACHE_TTL_S));
+}
+
+/* kdfpool_verify_fn: a match is cached; a malformed hash is an error. */
+static void acc_verified(int result, void *arg)
+{
+	struct acc_job *j = arg;
+	if (result < 0) {
+		log_warn("verify", "address=%s why=\"stored hash unusable or pool stopped\"", j->address);
+		acc_fail(j->a, &j->req, "internal", "password check failed");
+	} else {
+		if (result == 1)
+			acc_cache_put(j->a, j->key);
+		json_t *f = json_pack("{s:b}", "valid", result == 1);
+		acc_ok(j->a, &j->req, &f);
+	}
+	OPENSSL_cleanse(j->key, sizeof j->key);
+	free(j);
+}
+
+/* The stored hash of addr (lower-case), malloc'd; NULL if no such user or
+ * no password (*err set on a database error). */
+static char *acc_stored_hash(accounts_t *a, char *addr, bool *err)
+{
+	char *at = strchr(addr, '@'), *hash = NULL;
+	*at = '\0';
+	sqlite3_stmt *st = acc_prep(a, "SELECT u.password FROM users u JOIN domains d ON d.id = "
+				    "u.domain_id WHERE d.name = ?1 AND u.localpart = ?2", "ss", at + 1, addr);
+	int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
+	*err = rc != SQLITE_ROW && rc != SQLITE_DONE;
+	if (rc == SQLITE_ROW && sqlite3_column_text(st, 0) != NULL)
+		hash = xstrdup((const char *)sqlite3_column_text(st, 0));
+	sqlite3_finalize(st);
+	*at = '@';
+	return hash;
+}
+
+static void acc_user_verify(bus_req_t **req, void *arg)
+{
+	accounts_t *a = arg;
+	const char *in, *pw;
+	size_t pwlen;
+	bool err;
+	char addr[ACC_ADDR_MAX];
+	if (ACC_UNPACK(a, req, "{s:s, s:s%}", "address", &in, "password", &pw, &pwlen) < 0 ||
+	    acc_name(a, req, "address", in, true, addr, NULL) < 0 || acc_password_check(a, req, pwlen) < 0)
+		return;
+	char *stored = acc_stored_hash(a, addr, &err);
+	if (stored == NULL) {
+		json_t *f = json_pack("{s:b}", "valid", 0);  /* unknown or no password: same answer */
+		if (err)
+			acc_fail(a, req, "internal", "database error");
+		else
+			acc_ok(a, req, &f);
+		json_decref(f);
+		return;
+	}
+	struct acc_job *j = xcalloc(1, sizeof *j);
+	j->a = a;
+	memcpy(j->address, addr, sizeof addr);
+	acc_cache_key(addr, pw, pwlen, stored, j->key);
+	if (acc_cache_hit(a, j->key)) {
+		a->cache_hits++;
+		json_t *f = json_pack("{s:b}", "valid", 1);
+		acc_ok(a, req, &f);
+		free(j);
+	} else if (kdfpool_verify(a->kdf, pw, pwlen, stored, acc_verified, j) < 0) {
+		acc_fail(a, req, "busy", "password hashing pool full, retry later");
+		free(j);
+	} else {
+		j->req = *req;
+		*req = NULL;  /* parked until acc_verified */
+	}
+	free(stored);
+}
+
+/* ---- aliases -------------------------------------------------------------------- */
+
+struct acc_alias {
+	char address[ACC_ADDR_MAX];
+	char target[ACC_ADDR_MAX];
+};
+
+/* 1 if domain dom has a user local, 0 if not, -1 on error. */
+static int acc_user_exists(accounts_t *a, int64_t dom, const char *local)
+{
+	sqlite3_stmt *st = acc_prep(a, "SELECT 1 FROM users WHERE domain_id = ?1 AND localpart = ?2",
+				    "is", dom, local);
+	int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+static json_t *acc_alias_add_change(accounts_t *a, void *ctx, struct acc_err *e)
+{
+	struct acc_alias *al = ctx;
+	char *at = strchr(al->address, '@');
+	int64_t dom = acc_domain_id(a, at + 1);
+	int rc = SQLITE_ERROR, user = -1;
+	*at = '\0';
+	if (dom == 0)
+		acc_set(e, "not_found", "we do not host %s", at + 1);
+	else if (dom > 0 && (user = acc_user_exists(a, dom, al->address)) == 1)
+		acc_set(e, "exists", "%s@%s is a user", al->address, at + 1);
+	else if (user == 0)
+		rc = acc_run(a, acc_prep(a, "INSERT INTO aliases (domain_id, localpart, target) "
+					 "VALUES (?1, ?2, ?3)", "iss", dom, al->address, al->target));
+	if (rc == SQLITE_CONSTRAINT_UNIQUE)
+		acc_set(e, "exists", "alias %s@%s -> %s exists", al->address, at + 1, al->target);
+	*at = '@';
+	if (rc != SQLITE_DONE)
+		return NULL;
+	return json_pack("{s:{s:s, s:s}}", "alias", "address", al->address, "target", al->target);
+}
+
+/* Unpacks and checks {address, target} into al; 0 or -1 (req consumed). */
+static int acc_alias_args(accounts_t *a, bus_req_t **req, struct acc_alias *al)
+{
+	const char *addr, *target;
+	if (ACC_UNPACK(a, req, "{s:s, s:s}", "address", &addr, "target", &target) < 0)
+		return -1;
+	if (acc_name(a, req, "address", addr, true, al->address, NULL) < 0 ||
+	    acc_name(a, req, "target", target, true, al->target, NULL) < 0)
+		return -1;
+	return 0;
+}
+
+static void acc_alias_add(bus_req_t **req, void *arg)
+{
+	struct acc_alias al;
+	if (acc_alias_args(arg, req, &al) == 0)
+		acc_commit(arg, req, acc_alias_add_change, &al);
+}
+
+static json_t *acc_alias_del_change(accounts_t *a, void *ctx, struct acc_err *e)
+{
+	struct acc_alias *al = ctx;
+	char *at = strchr(al->address, '@');
+	*at = '\0';
+	int rc = acc_run(a, acc_prep(a, "DELETE FROM aliases WHERE localpart = ?1 AND target = ?2 AND "
+				     "domain_id = (SELECT id FROM domains WHERE name = ?3)", "sss",
+				     al->address, al->target, at + 1));
+	*at = '@';
+	if (rc != SQLITE_DONE)
+		return NULL;
+	if (sqlite3_changes(db_handle(a->db)) == 0) {
+		acc_set(e, "not_found", "no alias %s -> %s", al->address, al->target);
+		return NULL;
+	}
+	return json_pack("{s:b}", "deleted", 1);
+}
+
+static void acc_alias_del(bus_req_t **req, void *arg)
+{
+	struct acc_alias al;
+	if (acc_alias_args(arg, req, &al) == 0)
+		acc_commit(arg, req, acc_alias_del_change, &al);
+}
+
+static void acc_alias_list(bus_req_t **req, void *arg)
+{
+	accounts_t *a = arg;
+	const char *in = NULL;
+	char dom[ACC_ADDR_MAX];
+	if (ACC_UNPACK(a, req, "{s?s}", "domain", &in) < 0 ||
+	    (in != NULL && acc_name(a, req, "domain", in, false, dom, NULL) < 0))
+		return;
+	sqlite3_stmt *st = acc_prep(a, "SELECT l.localpart || '@' || d.name, l.target FROM aliases l "
+				    "JOIN domains d ON d.id = l.domain_id WHERE ?1 IS NULL OR d.name = ?1 "
+				    "ORDER BY d.name, l.localpart, l.target LIMIT ?2", "si",
+				    in != NULL ? dom : NULL, (int64_t)ACC_LIST_MAX);
+	json_t *list = json_array();
+	int rc = SQLITE_ERROR;
+	size_t bytes = 0;
+	bool cut = false;
+	while (st != NULL && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if ((cut = acc_list_add(list, json_pack("{s:s, s:s}",
+			"address", (const char *)sqlite3_column_text(st, 0),
+			"target", (const char *)sqlite3_column_text(st, 1)), &bytes))) {
+			rc = SQLITE_DONE;
+			break;
+		}
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		json_decref(list);
+		acc_fail(a, req, "internal", "database error");
+		return;
+	}
+	json_t *f = json_pack("{s:o, s:b}", "aliases", list, "truncated", cut);
+	acc_ok(a, req, &f);
+}
+
+/* ---- the service -------------------------------------------------------------- */
+
+const bus_handler_t accounts_handlers[] = {
+	{ "storaged.domain.add", acc_domain_add },
+	{ "storaged.domain.del", acc_domain_del },
+	{ "storaged.domain.list", acc_domain_list },
+	{ "storaged.user.add", acc_user_add },
+	{ "storaged.user.del", acc_user_del },
+	{ "storaged.user.list", acc_user_list },
+	{ "storaged.user.passwd", acc_user_passwd },
+	{ "storaged.user.verify", acc_user_verify },
+	{ "storaged.alias.add", acc_alias_add },
+	{ "storaged.alias.del", acc_alias_del },
+	{ "storaged.alias.list", acc_alias_list },
+	{ NULL, NULL },
+};
+
+accounts_t *accounts_new(db_t *db, kdfpool_t *kdf)
+{
+	accounts_t *a = xcalloc(1, sizeof *a);
+	a->db = db;
+	a->kdf = kdf;
+	a->cache = hmap_new();
+	return a;
+}
+
+void accounts_free(accounts_t **a)
+{
+	if (a == NULL || *a == NULL)
+		return;
+	hmap_free(&(*a)->cache);
+	free(*a);
+	*a = NULL;
+}
+
+void accounts_set_control(accounts_t *a, bus_control_t *ctl)
+{
+	a->ctl = ctl;
+}
+
+static json_int_t acc_count(accounts_t *a, const char *sql)
+{
+	sqlite3_stmt *st = acc_prep(a, sql, "");
+	json_int_t n = st && sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+	sqlite3_finalize(st);
+	return n;
+}
+
+void accounts_stats(json_t *stats, void *arg)
+{
+	accounts_t *a = arg;
+	json_object_set_new(stats, "domains", json_integer(acc_count(a, "SELECT count(*) FROM domains")));
+	json_object_set_new(stats, "users", json_integer(acc_count(a, "SELECT count(*) FROM users")));
+	json_object_set_new(stats, "aliases", json_integer(acc_count(a, "SELECT count(*) FROM aliases")));
+	json_object_set_new(stats, "outcomes", json_pack("{s:I, s:I, s:I}", "ok", (json_int_t)a->ok,
+							 "error", (json_int_t)a->error, "invalid", (json_int_t)a->invalid));
+	json_object_set_new(stats, "verify_cache", json_pack("{s:I, s:I}", "entries",
+		(json_int_t)hmap_count(a->cache), "hits", (json_int_t)a->cache_hits));
+}
