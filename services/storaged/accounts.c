@@ -339,21 +339,65 @@ static void acc_domain_del(bus_req_t **req, void *arg)
 }
 
 /* Lists stop before the reply could outgrow a bus envelope (64 KiB) and
- * say "truncated"; paging comes with the mailbox work. Takes item; true if
- * it did not fit (and was dropped). */
+ * say "truncated"; paging comes with the mailbox work. */
 #define ACC_LIST_BYTES (48 * 1024)
 
-static bool acc_list_add(json_t *list, json_t *item, size_t *bytes)
+/* Builds one list item from the current row (new reference). */
+typedef json_t *(*acc_row_fn)(sqlite3_stmt *st);
+
+/* Replies {key: [row_fn(row)...], truncated} from st (finalized here). */
+static void acc_list_reply(accounts_t *a, bus_req_t **req, sqlite3_stmt *st, const char *key,
+			   acc_row_fn row_fn)
 {
-	char *s = json_dumps(item, JSON_COMPACT);
-	*bytes += (s ? strlen(s) : 0) + 1;
-	free(s);
-	if (*bytes > ACC_LIST_BYTES) {
-		json_decref(item);
-		return true;
+	json_t *list = json_array();
+	int rc = SQLITE_ERROR;
+	size_t bytes = 0;
+	bool cut = false;
+	while (st != NULL && !cut && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		json_t *item = row_fn(st);
+		char *text = json_dumps(item, JSON_COMPACT);
+		bytes += (text ? strlen(text) : 0) + 1;
+		free(text);
+		if ((cut = bytes > ACC_LIST_BYTES))
+			json_decref(item);
+		else
+			json_array_append_new(list, item);
 	}
-	json_array_append_new(list, item);
-	return false;
+	sqlite3_finalize(st);
+	if (!cut && rc != SQLITE_DONE) {
+		json_decref(list);
+		acc_fail(a, req, "internal", "database error");
+		return;
+	}
+	json_t *f = json_pack("{s:o, s:b}", key, list, "truncated", cut);
+	acc_ok(a, req, &f);
+}
+
+static json_t *acc_domain_row(sqlite3_stmt *st)
+{
+	const char *pm = (const char *)sqlite3_column_text(st, 3);
+	return json_pack("{s:s, s:I, s:I, s:o, s:I}",
+			 "name", (const char *)sqlite3_column_text(st, 0),
+			 "users", (json_int_t)sqlite3_column_int64(st, 1),
+			 "aliases", (json_int_t)sqlite3_column_int64(st, 2),
+			 "postmaster", pm ? json_string(pm) : json_null(),
+			 "created", (json_int_t)sqlite3_column_int64(st, 4));
+}
+
+static json_t *acc_user_row(sqlite3_stmt *st)
+{
+	return json_pack("{s:s, s:I, s:I, s:b, s:I}",
+			 "address", (const char *)sqlite3_column_text(st, 0),
+			 "quota_bytes", (json_int_t)sqlite3_column_int64(st, 1),
+			 "used_bytes", (json_int_t)sqlite3_column_int64(st, 2),
+			 "has_password", sqlite3_column_int(st, 3),
+			 "created", (json_int_t)sqlite3_column_int64(st, 4));
+}
+
+static json_t *acc_alias_row(sqlite3_stmt *st)
+{
+	return json_pack("{s:s, s:s}", "address", (const char *)sqlite3_column_text(st, 0),
+			 "target", (const char *)sqlite3_column_text(st, 1));
 }
 
 static void acc_domain_list(bus_req_t **req, void *arg)
@@ -366,31 +410,7 @@ static void acc_domain_list(bus_req_t **req, void *arg)
 				    "(SELECT count(*) FROM aliases l WHERE l.domain_id = d.id), "
 				    "d.postmaster, d.created FROM domains d ORDER BY d.name LIMIT ?1",
 				    "i", (int64_t)ACC_LIST_MAX);
-	json_t *list = json_array();
-	int rc;
-	size_t bytes = 0;
-	bool cut = false;
-	while (st != NULL && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *pm = (const char *)sqlite3_column_text(st, 3);
-		if ((cut = acc_list_add(list, json_pack("{s:s, s:I, s:I, s:o, s:I}",
-			"name", (const char *)sqlite3_column_text(st, 0),
-			"users", (json_int_t)sqlite3_column_int64(st, 1),
-			"aliases", (json_int_t)sqlite3_column_int64(st, 2),
-			"postmaster", pm ? json_string(pm) : json_null(),
-			"created", (json_int_t)sqlite3_column_int64(st, 4)), &bytes))) {
-			rc = SQLITE_DONE;
-			break;
-		}
-	}
-	if (st == NULL || rc != SQLITE_DONE) {
-		sqlite3_finalize(st);
-		json_decref(list);
-		acc_fail(a, req, "internal", "database error");
-		return;
-	}
-	sqlite3_finalize(st);
-	json_t *f = json_pack("{s:o, s:b}", "domains", list, "truncated", cut);
-	acc_ok(a, req, &f);
+	acc_list_reply(a, req, st, "domains", acc_domain_row);
 }
 
 /* ---- users ---------------------------------------------------------------------- */
@@ -528,30 +548,7 @@ static void acc_user_list(bus_req_t **req, void *arg)
 				    "ON d.id = u.domain_id WHERE ?1 IS NULL OR d.name = ?1 "
 				    "ORDER BY d.name, u.localpart LIMIT ?2", "si",
 				    in != NULL ? dom : NULL, (int64_t)ACC_LIST_MAX);
-	json_t *list = json_array();
-	int rc;
-	size_t bytes = 0;
-	bool cut = false;
-	while (st != NULL && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if ((cut = acc_list_add(list, json_pack("{s:s, s:I, s:I, s:b, s:I}",
-			"address", (const char *)sqlite3_column_text(st, 0),
-			"quota_bytes", (json_int_t)sqlite3_column_int64(st, 1),
-			"used_bytes", (json_int_t)sqlite3_column_int64(st, 2),
-			"has_password", sqlite3_column_int(st, 3),
-			"created", (json_int_t)sqlite3_column_int64(st, 4)), &bytes))) {
-			rc = SQLITE_DONE;
-			break;
-		}
-	}
-	if (st == NULL || rc != SQLITE_DONE) {
-		sqlite3_finalize(st);
-		json_decref(list);
-		acc_fail(a, req, "internal", "database error");
-		return;
-	}
-	sqlite3_finalize(st);
-	json_t *f = json_pack("{s:o, s:b}", "users", list, "truncated", cut);
-	acc_ok(a, req, &f);
+	acc_list_reply(a, req, st, "users", acc_user_row);
 }
 
 static json_t *acc_user_passwd_change(accounts_t *a, void *ctx, struct acc_err *e)
@@ -803,26 +800,7 @@ static void acc_alias_list(bus_req_t **req, void *arg)
 				    "JOIN domains d ON d.id = l.domain_id WHERE ?1 IS NULL OR d.name = ?1 "
 				    "ORDER BY d.name, l.localpart, l.target LIMIT ?2", "si",
 				    in != NULL ? dom : NULL, (int64_t)ACC_LIST_MAX);
-	json_t *list = json_array();
-	int rc = SQLITE_ERROR;
-	size_t bytes = 0;
-	bool cut = false;
-	while (st != NULL && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if ((cut = acc_list_add(list, json_pack("{s:s, s:s}",
-			"address", (const char *)sqlite3_column_text(st, 0),
-			"target", (const char *)sqlite3_column_text(st, 1)), &bytes))) {
-			rc = SQLITE_DONE;
-			break;
-		}
-	}
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE) {
-		json_decref(list);
-		acc_fail(a, req, "internal", "database error");
-		return;
-	}
-	json_t *f = json_pack("{s:o, s:b}", "aliases", list, "truncated", cut);
-	acc_ok(a, req, &f);
+	acc_list_reply(a, req, st, "aliases", acc_alias_row);
 }
 
 /* ---- the service -------------------------------------------------------------- */
