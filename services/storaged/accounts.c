@@ -4,6 +4,9 @@
  *   storaged.domain.{add,del,list}   storaged.user.{add,del,list,passwd,verify}
  *   storaged.alias.{add,del,list}
  *
+ * and holds storaged's one handler table (the storaged.mailbox.* handlers
+ * live in mailbox.c and share the helpers declared in storaged.h).
+ *
  * Each handler begins with one strict bus_req_unpack, validates names with
  * acc_name_check, and touches the database only through prepared
  * statements. A state-changing request goes through acc_commit: one
@@ -33,27 +36,9 @@
 #define ACC_LOCAL_MAX 64
 #define ACC_DOMAIN_MAX 253
 #define ACC_LABEL_MAX 63
-#define ACC_ADDR_MAX (ACC_LOCAL_MAX + 1 + ACC_DOMAIN_MAX + 1)
 #define ACC_QUOTA_MAX (1LL << 50)
-#define ACC_LIST_MAX 10000
 #define ACC_CACHE_MAX 1024
 #define ACC_CACHE_TTL_S 60
-
-struct accounts {
-	db_t *db;
-	kdfpool_t *kdf;
-	bus_control_t *ctl;
-	hmap_t *cache;        /* 32-byte digest -> int64_t * expiry (unix s) */
-	uint64_t ok, error, invalid, cache_hits;
-};
-
-/* A change inside acc_commit: returns a new result object, or NULL with
- * an error code (and message) set. */
-struct acc_err {
-	const char *code;
-	char msg[160];
-};
-typedef json_t *(*acc_change_fn)(accounts_t *a, void *ctx, struct acc_err *e);
 
 /* A request parked while the KDF pool works. */
 struct acc_job {
@@ -67,13 +52,13 @@ struct acc_job {
 
 /* ---- replies, counted by outcome -------------------------------------- */
 
-static void acc_ok(accounts_t *a, bus_req_t **req, json_t **fields)
+void acc_ok(accounts_t *a, bus_req_t **req, json_t **fields)
 {
 	a->ok++;
 	bus_reply(req, fields, NULL, 0);
 }
 
-static void acc_fail(accounts_t *a, bus_req_t **req, const char *code, const char *msg)
+void acc_fail(accounts_t *a, bus_req_t **req, const char *code, const char *msg)
 {
 	if (strcmp(code, "invalid") == 0)
 		a->invalid++;
@@ -81,11 +66,6 @@ static void acc_fail(accounts_t *a, bus_req_t **req, const char *code, const cha
 		a->error++;
 	bus_reply_error(req, code, "%s", msg);
 }
-
-/* bus_req_unpack that counts its "invalid" replies. */
-#define ACC_UNPACK(a, req, ...) \
-	(bus_control_count((a)->ctl), \
-	 bus_req_unpack(req, __VA_ARGS__) < 0 ? ((a)->invalid++, -1) : 0)
 
 /* ---- validation ----------------------------------------------------------- */
 
@@ -157,7 +137,7 @@ static const char *acc_name_check(const char *in, bool address, char *out, char 
 }
 
 /* Checks in and replies "invalid" when it fails; 0 or -1 (req consumed). */
-static int acc_name(accounts_t *a, bus_req_t **req, const char *field, const char *in,
+int acc_name(accounts_t *a, bus_req_t **req, const char *field, const char *in,
 		    bool address, char *out, char **at)
 {
 	char msg[160];
@@ -175,7 +155,7 @@ static int acc_name(accounts_t *a, bus_req_t **req, const char *field, const cha
  * Prepares sql and binds its parameters from fmt: 's' a string (NULL
  * binds NULL), 'i' an int64. NULL on error (logged).
  */
-static sqlite3_stmt *acc_prep(accounts_t *a, const char *sql, const char *fmt, ...)
+sqlite3_stmt *acc_prep(accounts_t *a, const char *sql, const char *fmt, ...)
 {
 	sqlite3_stmt *st = NULL;
 	va_list ap;
@@ -196,7 +176,7 @@ static sqlite3_stmt *acc_prep(accounts_t *a, const char *sql, const char *fmt, .
 
 /* Runs a statement that returns no rows: SQLITE_DONE, or the error code
  * (extended) — SQLITE_CONSTRAINT_UNIQUE for a duplicate. */
-static int acc_run(accounts_t *a, sqlite3_stmt *st)
+int acc_run(accounts_t *a, sqlite3_stmt *st)
 {
 	if (st == NULL)
 		return SQLITE_ERROR;
@@ -224,9 +204,7 @@ static int64_t acc_domain_id(accounts_t *a, const char *name)
 	return id;
 }
 
-static void acc_set(struct acc_err *e, const char *code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void acc_set(struct acc_err *e, const char *code, const char *fmt, ...)
+void acc_set(struct acc_err *e, const char *code, const char *fmt, ...)
 {
 	va_list ap;
 	e->code = code;
@@ -242,7 +220,7 @@ static void acc_set(struct acc_err *e, const char *code, const char *fmt, ...)
  * nothing; else change(), idem_store, COMMIT, and only then the reply.
  * Any failure rolls back and replies the error (errors are not stored).
  */
-static void acc_commit(accounts_t *a, bus_req_t **req, acc_change_fn change, void *ctx)
+void acc_commit(accounts_t *a, bus_req_t **req, acc_change_fn change, void *ctx)
 {
 	const char *type = bus_req_type(*req);
 	const char *idem = json_string_value(json_object_get(bus_req_env(*req), "idem"));
@@ -342,11 +320,8 @@ static void acc_domain_del(bus_req_t **req, void *arg)
  * say "truncated"; paging comes with the mailbox work. */
 #define ACC_LIST_BYTES (48 * 1024)
 
-/* Builds one list item from the current row (new reference). */
-typedef json_t *(*acc_row_fn)(sqlite3_stmt *st);
-
 /* Replies {key: [row_fn(row)...], truncated} from st (finalized here). */
-static void acc_list_reply(accounts_t *a, bus_req_t **req, sqlite3_stmt *st, const char *key,
+void acc_list_reply(accounts_t *a, bus_req_t **req, sqlite3_stmt *st, const char *key,
 			   acc_row_fn row_fn)
 {
 	json_t *list = json_array();
@@ -431,6 +406,9 @@ static json_t *acc_user_add_change(accounts_t *a, void *ctx, struct acc_err *e)
 					 dom, j->address, j->hash, (int64_t)j->quota, now));
 	if (rc == SQLITE_CONSTRAINT_UNIQUE)
 		acc_set(e, "exists", "user %s@%s exists", j->address, at + 1);
+	/* Every user starts with INBOX and the special-use mailboxes. */
+	if (rc == SQLITE_DONE && mailbox_defaults(a, sqlite3_last_insert_rowid(db_handle(a->db))) < 0)
+		rc = SQLITE_ERROR;
 	/* The first user of a domain becomes its postmaster. */
 	if (rc == SQLITE_DONE)
 		rc = acc_run(a, acc_prep(a, "UPDATE domains SET postmaster = ?1 WHERE id = ?2 "
@@ -817,6 +795,11 @@ const bus_handler_t accounts_handlers[] = {
 	{ "storaged.alias.add", acc_alias_add },
 	{ "storaged.alias.del", acc_alias_del },
 	{ "storaged.alias.list", acc_alias_list },
+	{ "storaged.mailbox.create", mailbox_create },
+	{ "storaged.mailbox.delete", mailbox_delete },
+	{ "storaged.mailbox.rename", mailbox_rename },
+	{ "storaged.mailbox.subscribe", mailbox_subscribe },
+	{ "storaged.mailbox.list", mailbox_list },
 	{ NULL, NULL },
 };
 

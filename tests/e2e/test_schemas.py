@@ -61,6 +61,8 @@ WORKER = {"pid": 4242, "started": 1732540000000, "uptime_ms": 5000, "requests": 
           "inflight": 1, "credit": 63, "role": "echo"}
 BUSD = {"pid": 100, "started": 1732539990000, "uptime_ms": 15000, "requests": 99,
         "errors": 2, "queued": 0}
+MBX = {"name": "INBOX", "special_use": None,
+       "subscribed": True, "uidvalidity": 1, "uidnext": 1, "highestmodseq": 1}
 SHA = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 # wire type -> (request fields, ok reply fields), one per request schema.
@@ -121,6 +123,25 @@ REQUESTS = {
     "storaged.alias.list": (
         {},
         {"aliases": [{"address": "postmaster@example.org", "target": "alice@example.org"}]}),
+    "storaged.mailbox.create": (
+        {"idem": "k-8", "address": "alice@example.org", "name": "Work/2024"},
+        {"mailbox": {"name": "Work/2024", "special_use": None, "subscribed": True,
+                     "uidvalidity": 1732540000, "uidnext": 1, "highestmodseq": 1}}),
+    "storaged.mailbox.delete": (
+        {"idem": "k-9", "address": "alice@example.org", "name": "Work/2024"}, {"deleted": True}),
+    "storaged.mailbox.rename": (
+        {"idem": "k-10", "address": "alice@example.org", "from": "Work", "to": "Old/Work"},
+        {"renamed": True}),
+    "storaged.mailbox.subscribe": (
+        {"idem": "k-11", "address": "alice@example.org", "name": "Junk", "subscribed": False},
+        {"subscribed": False}),
+    "storaged.mailbox.list": (
+        {"address": "alice@example.org"},
+        {"mailboxes": [{"name": "INBOX", "special_use": None, "subscribed": True,
+                        "uidvalidity": 1732540000, "uidnext": 1, "highestmodseq": 1},
+                       {"name": "Sent", "special_use": "\\Sent", "subscribed": False,
+                        "uidvalidity": U53, "uidnext": U53, "highestmodseq": U53}],
+         "truncated": False}),
 }
 
 # Further valid envelopes: events, busd.error, and request variants.
@@ -156,6 +177,13 @@ VALID = [
     ok("storaged.user.verify", valid=True),
     err("storaged.user.add", code="exists", error="user alice@example.org exists"),
     err("storaged.user.add", code="not_found", error="domain example.com is not hosted"),
+    # mailbox names: storaged checks them, the schema only bounds them
+    env("storaged.mailbox.create", idem="k", address="a@example.org", name="a//b*%"),
+    env("storaged.mailbox.rename", idem="k", address="a@example.org", **{"from": "x", "to": "\u00e9t\u00e9"}),
+    ok("storaged.mailbox.list", mailboxes=[]),
+    ok("storaged.mailbox.list", mailboxes=[], truncated=True),
+    ok("storaged.mailbox.subscribe", subscribed=True),
+    err("storaged.mailbox.delete", code="has_children", error="mailbox a has children"),
 ]
 
 EVENTS = {"busd.worker.joined", "busd.worker.left", "echo.event.fired"}
@@ -265,6 +293,28 @@ INVALID = [
         "address": "a@example.org", "quota_bytes": 0, "created": 0}, password="x")),
     ("listed domain without dot", ok("storaged.domain.list", domains=[
         {"name": "localhost", "users": 0, "aliases": 0, "postmaster": None, "created": 0}])),
+    ("mailbox.create without idem", env("storaged.mailbox.create", address="a@example.org", name="x")),
+    ("mailbox.create without name", env("storaged.mailbox.create", idem="k", address="a@example.org")),
+    ("empty mailbox name", env("storaged.mailbox.delete", idem="k", address="a@example.org", name="")),
+    ("mailbox name too long", env("storaged.mailbox.create", idem="k", address="a@example.org",
+                                  name="n" * 1025)),
+    ("rename without to", env("storaged.mailbox.rename", idem="k", address="a@example.org",
+                              **{"from": "x"})),
+    ("subscribe without subscribed", env("storaged.mailbox.subscribe", idem="k",
+                                         address="a@example.org", name="x")),
+    ("list without address", env("storaged.mailbox.list")),
+    ("create ok without mailbox", ok("storaged.mailbox.create")),
+    ("renamed false", ok("storaged.mailbox.rename", renamed=False)),
+    ("uidvalidity zero", ok("storaged.mailbox.create", mailbox=dict(MBX, uidvalidity=0))),
+    ("uidnext over 2^53-1", ok("storaged.mailbox.create", mailbox=dict(MBX, uidnext=U53 + 1))),
+    ("modseq not an integer", ok("storaged.mailbox.create", mailbox=dict(MBX, highestmodseq="1"))),
+    ("unknown special-use", ok("storaged.mailbox.list", mailboxes=[dict(MBX, special_use="\\Flagged")])),
+    ("listed mailbox without subscribed", ok("storaged.mailbox.list", mailboxes=[
+        {"name": "INBOX", "special_use": None, "uidvalidity": 1, "uidnext": 1, "highestmodseq": 1}])),
+    ("extra mailbox field", ok("storaged.mailbox.list", mailboxes=[dict(MBX, messages=0)])),
+    ("truncated not a bool", ok("storaged.mailbox.list", mailboxes=[], truncated=1)),
+    ("too many mailboxes", ok("storaged.mailbox.list", mailboxes=[
+        dict(MBX, name="m%d" % i) for i in range(10001)])),
     ("too many domains", ok("storaged.domain.list", domains=[
         {"name": "d%d.example" % i, "users": 0, "aliases": 0, "postmaster": None, "created": 0}
         for i in range(10001)])),

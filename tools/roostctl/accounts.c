@@ -1,6 +1,7 @@
 /*
- * accounts.c — roostctl domain, user, alias: the mail accounts storaged
- * keeps (proto/schemas/storaged.{domain,user,alias}.*.json).
+ * accounts.c — roostctl domain, user, alias, mailbox: the mail accounts
+ * storaged keeps and their mailboxes
+ * (proto/schemas/storaged.{domain,user,alias,mailbox}.*.json).
  *
  * One table row per subcommand: the message type it sends, the request
  * fields its positional arguments fill, the options it takes and how its
@@ -33,11 +34,13 @@ enum acct_opt {
 	ACCT_OPT_PASSWORD = 1,  /* --password-stdin accepted */
 	ACCT_OPT_NEED_PW = 2,   /* --password-stdin required */
 	ACCT_OPT_QUOTA = 4,     /* --quota BYTES accepted */
+	ACCT_OPT_SUB = 8,       /* sends "subscribed": true */
+	ACCT_OPT_UNSUB = 16,    /* sends "subscribed": false */
 };
 
 /* What the command line said, once parsed. */
 struct acct_args {
-	const char *pos[2];
+	const char *pos[3];
 	int npos;
 	bool password_stdin;
 	bool has_quota;
@@ -45,11 +48,11 @@ struct acct_args {
 };
 
 struct acct_verb {
-	const char *family;          /* "domain", "user", "alias" */
+	const char *family;          /* "domain", "user", "alias", "mailbox" */
 	const char *verb;            /* "add", ... */
 	enum msg_type type;
 	int min_pos, max_pos;
-	const char *fields[2];       /* request field of each positional argument */
+	const char *fields[3];       /* request field of each positional argument */
 	unsigned opts;
 	const char *args_help;       /* "ADDRESS [--password-stdin] ..." */
 	int (*print)(const json_t *reply, const struct acct_args *a);
@@ -63,6 +66,9 @@ static int print_verify(const json_t *reply, const struct acct_args *a);
 static int print_alias_added(const json_t *reply, const struct acct_args *a);
 static int print_aliases(const json_t *reply, const struct acct_args *a);
 static int print_done(const json_t *reply, const struct acct_args *a);
+static int print_mailbox_created(const json_t *reply, const struct acct_args *a);
+static int print_mailboxes(const json_t *reply, const struct acct_args *a);
+static int print_mailbox_done(const json_t *reply, const struct acct_args *a);
 
 static const struct acct_verb verbs[] = {
 	{ "domain", "add", MSG_STORAGED_DOMAIN_ADD, 1, 1, { "name" }, 0, "NAME", print_domain_added },
@@ -86,6 +92,18 @@ static const struct acct_verb verbs[] = {
 	  "ADDRESS TARGET", print_done },
 	{ "alias", "list", MSG_STORAGED_ALIAS_LIST, 0, 1, { "domain" }, 0,
 	  "[DOMAIN]     ADDRESS, TARGET", print_aliases },
+	{ "mailbox", "list", MSG_STORAGED_MAILBOX_LIST, 1, 1, { "address" }, 0,
+	  "ADDRESS     NAME, SPECIAL-USE, SUBSCRIBED, UIDVALIDITY, UIDNEXT", print_mailboxes },
+	{ "mailbox", "create", MSG_STORAGED_MAILBOX_CREATE, 2, 2, { "address", "name" }, 0,
+	  "ADDRESS NAME", print_mailbox_created },
+	{ "mailbox", "delete", MSG_STORAGED_MAILBOX_DELETE, 2, 2, { "address", "name" }, 0,
+	  "ADDRESS NAME", print_mailbox_done },
+	{ "mailbox", "rename", MSG_STORAGED_MAILBOX_RENAME, 3, 3, { "address", "from", "to" }, 0,
+	  "ADDRESS FROM TO   (its children move too)", print_mailbox_done },
+	{ "mailbox", "subscribe", MSG_STORAGED_MAILBOX_SUBSCRIBE, 2, 2, { "address", "name" },
+	  ACCT_OPT_SUB, "ADDRESS NAME", print_mailbox_done },
+	{ "mailbox", "unsubscribe", MSG_STORAGED_MAILBOX_SUBSCRIBE, 2, 2, { "address", "name" },
+	  ACCT_OPT_UNSUB, "ADDRESS NAME", print_mailbox_done },
 };
 
 /* The usage of one family (every verb), or of one verb if v is not NULL. */
@@ -172,6 +190,9 @@ static int acct_parse(const struct acct_verb *v, const char *what, int argc, cha
 		bool opt = opts && strncmp(argv[i], "--", 2) == 0;
 		if (opt && argv[i][2] == '\0') {
 			opts = false;
+		} else if (!opt && argv[i][0] == '\0') {
+			/* never sent: every field the schemas define is 1 character or more */
+			return ctl_fail("%s: empty argument (try --help)", what);
 		} else if (!opt && a->npos < v->max_pos) {
 			a->pos[a->npos++] = argv[i];
 		} else if (!opt) {
@@ -211,6 +232,8 @@ static json_t *acct_request_new(const struct acct_verb *v, const char *what, con
 		json_object_set_new(req, v->fields[i], json_string(a->pos[i]));
 	if (a->has_quota)
 		json_object_set_new(req, "quota_bytes", json_integer((json_int_t)a->quota));
+	if (v->opts & (ACCT_OPT_SUB | ACCT_OPT_UNSUB))
+		json_object_set_new(req, "subscribed", json_boolean(v->opts & ACCT_OPT_SUB));
 	if (mt->flags & MSGF_IDEMPOTENT) {
 		const char *idem = acct_idem();
 		if (idem == NULL) {
@@ -285,8 +308,8 @@ static int acct_run(struct ctl *ctl, const struct acct_verb *v, int argc, char *
 	} else {
 		rc = v->print(reply, &a);
 		if (json_is_true(json_object_get(reply, "truncated")))
-			fprintf(stderr, "roostctl: %s %s: list cut short to fit one reply; list one domain "
-				"at a time\n", v->family, v->verb);
+			fprintf(stderr, "roostctl: %s %s: list cut short to fit one reply%s\n", v->family,
+				v->verb, v->type == MSG_STORAGED_MAILBOX_LIST ? "" : "; list one domain at a time");
 	}
 	json_decref(reply);
 	return rc;
@@ -318,6 +341,11 @@ int cmd_user(struct ctl *ctl, int argc, char **argv)
 int cmd_alias(struct ctl *ctl, int argc, char **argv)
 {
 	return acct_family(ctl, "alias", argc, argv);
+}
+
+int cmd_mailbox(struct ctl *ctl, int argc, char **argv)
+{
+	return acct_family(ctl, "mailbox", argc, argv);
 }
 
 /* ---- human output --------------------------------------------------- */
@@ -425,5 +453,40 @@ static int print_done(const json_t *reply, const struct acct_args *a)
 		printf("password of %s changed\n", a->pos[0]);
 	else
 		printf("%s deleted\n", a->pos[0]);
+	return 0;
+}
+
+static int print_mailbox_created(const json_t *reply, const struct acct_args *a)
+{
+	const json_t *m = json_object_get(reply, "mailbox");
+	printf("mailbox %s of %s created (uidvalidity %lld)\n", str(m, "name"), a->pos[0],
+	       num(m, "uidvalidity"));
+	return 0;
+}
+
+/* NAME, SPECIAL-USE or -, yes|no (subscribed), UIDVALIDITY, UIDNEXT. */
+static int print_mailboxes(const json_t *reply, const struct acct_args *a)
+{
+	(void)a;
+	size_t i;
+	json_t *m;
+	json_array_foreach(json_object_get(reply, "mailboxes"), i, m)
+		printf("%s\t%s\t%s\t%lld\t%lld\n", str(m, "name"), str(m, "special_use"),
+		       json_is_true(json_object_get(m, "subscribed")) ? "yes" : "no",
+		       num(m, "uidvalidity"), num(m, "uidnext"));
+	return 0;
+}
+
+/* delete, rename, subscribe, unsubscribe: what was done, in the operator's words. */
+static int print_mailbox_done(const json_t *reply, const struct acct_args *a)
+{
+	const json_t *sub = json_object_get(reply, "subscribed");
+	if (a->npos == 3)
+		printf("mailbox %s of %s renamed to %s\n", a->pos[1], a->pos[0], a->pos[2]);
+	else if (json_is_boolean(sub))
+		printf("mailbox %s of %s %s\n", a->pos[1], a->pos[0],
+		       json_is_true(sub) ? "subscribed" : "unsubscribed");
+	else
+		printf("mailbox %s of %s deleted\n", a->pos[1], a->pos[0]);
 	return 0;
 }

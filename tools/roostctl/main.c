@@ -26,6 +26,7 @@ static const struct command {
 	{ "domain", cmd_domain, "domain add|del|list: the mail domains storaged hosts" },
 	{ "user", cmd_user, "user add|del|list|passwd|verify: mailbox users" },
 	{ "alias", cmd_alias, "alias add|del|list: addresses forwarded to others" },
+	{ "mailbox", cmd_mailbox, "mailbox list|create|delete|rename|subscribe|unsubscribe: a user's mailboxes" },
 	{ NULL, NULL, NULL },
 };
 
