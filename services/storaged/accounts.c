@@ -213,6 +213,18 @@ void acc_set(struct acc_err *e, const char *code, const char *fmt, ...)
 	va_end(ap);
 }
 
+bool acc_changed(accounts_t *a, struct acc_err *e, const char *fmt, ...)
+{
+	va_list ap;
+	if (sqlite3_changes(db_handle(a->db)) > 0)
+		return true;
+	e->code = "not_found";
+	va_start(ap, fmt);
+	vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+	va_end(ap);
+	return false;
+}
+
 /* ---- the transaction around every change --------------------------------- */
 
 /*
@@ -299,10 +311,8 @@ static json_t *acc_domain_del_change(accounts_t *a, void *ctx, struct acc_err *e
 	/* Users and aliases go with it (ON DELETE CASCADE). */
 	if (acc_run(a, acc_prep(a, "DELETE FROM domains WHERE name = ?1", "s", name)) != SQLITE_DONE)
 		return NULL;
-	if (sqlite3_changes(db_handle(a->db)) == 0) {
-		acc_set(e, "not_found", "no domain %s", name);
+	if (!acc_changed(a, e, "no domain %s", name))
 		return NULL;
-	}
 	return json_pack("{s:b}", "deleted", 1);
 }
 
@@ -496,10 +506,8 @@ static json_t *acc_user_del_change(accounts_t *a, void *ctx, struct acc_err *e)
 	*at = '@';
 	if (rc != SQLITE_DONE)
 		return NULL;
-	if (sqlite3_changes(db_handle(a->db)) == 0) {
-		acc_set(e, "not_found", "no user %s", addr);
+	if (!acc_changed(a, e, "no user %s", addr))
 		return NULL;
-	}
 	return json_pack("{s:b}", "deleted", 1);
 }
 
@@ -540,10 +548,8 @@ static json_t *acc_user_passwd_change(accounts_t *a, void *ctx, struct acc_err *
 	*at = '@';
 	if (rc != SQLITE_DONE)
 		return NULL;
-	if (sqlite3_changes(db_handle(a->db)) == 0) {
-		acc_set(e, "not_found", "no user %s", j->address);
+	if (!acc_changed(a, e, "no user %s", j->address))
 		return NULL;
-	}
 	return json_pack("{s:b}", "changed", 1);
 }
 
@@ -752,10 +758,8 @@ static json_t *acc_alias_del_change(accounts_t *a, void *ctx, struct acc_err *e)
 	*at = '@';
 	if (rc != SQLITE_DONE)
 		return NULL;
-	if (sqlite3_changes(db_handle(a->db)) == 0) {
-		acc_set(e, "not_found", "no alias %s -> %s", al->address, al->target);
+	if (!acc_changed(a, e, "no alias %s -> %s", al->address, al->target))
 		return NULL;
-	}
 	return json_pack("{s:b}", "deleted", 1);
 }
 

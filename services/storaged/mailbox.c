@@ -375,10 +375,8 @@ static json_t *mbx_subscribe_change(accounts_t *a, void *ctx, struct acc_err *e)
 					    "AND name = ?2", "isi", uid, r->name,
 					    (int64_t)(r->subscribed != 0))) != SQLITE_DONE)
 		return NULL;
-	if (sqlite3_changes(db_handle(a->db)) == 0) {
-		acc_set(e, "not_found", "no mailbox %s", r->name);
+	if (!acc_changed(a, e, "no mailbox %s", r->name))
 		return NULL;
-	}
 	return json_pack("{s:b}", "subscribed", r->subscribed != 0);
 }
 

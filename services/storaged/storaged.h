@@ -80,6 +80,10 @@ int acc_name(accounts_t *a, bus_req_t **req, const char *field, const char *in,
 sqlite3_stmt *acc_prep(accounts_t *a, const char *sql, const char *fmt, ...);
 /* Steps and finalizes st: SQLITE_DONE (or ROW), else the extended code. */
 int acc_run(accounts_t *a, sqlite3_stmt *st);
+/* True if the last statement changed a row; else sets not_found with the
+ * formatted reason ("no user x@y") and returns false. */
+bool acc_changed(accounts_t *a, struct acc_err *e, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 void acc_set(struct acc_err *e, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* One transaction: idem lookup, change(), idem row, COMMIT, then reply. */
