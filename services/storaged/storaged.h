@@ -104,6 +104,23 @@ void mailbox_list(bus_req_t **req, void *arg);
  * Archive) of a new user inside the caller's transaction: 0 or -1. */
 int mailbox_defaults(accounts_t *a, int64_t user_id);
 
+/* ---- queue.c: the outbound queue ---- */
+
+/* Enqueues the complete blob blob_id for sender ("" for a bounce) and
+ * rcpts (a JSON array of address strings, borrowed, 1..1000), inside the
+ * caller's transaction (message.c calls it for storaged.message.store's
+ * "enqueue"); origin is smtpd's transaction id or NULL. The new entry's
+ * id, or -1 with e set (invalid, internal). */
+int64_t queue_add(accounts_t *a, int64_t blob_id, const char *sender, const json_t *rcpts,
+		  const char *origin, struct acc_err *e);
+/* The storaged.queue.* handlers (arg: accounts_t). */
+void queue_take(bus_req_t **req, void *arg);
+void queue_update(bus_req_t **req, void *arg);
+void queue_list(bus_req_t **req, void *arg);
+void queue_show(bus_req_t **req, void *arg);
+void queue_retry(bus_req_t **req, void *arg);
+void queue_delete(bus_req_t **req, void *arg);
+
 /*
  * The stored result for idem: 1 and a new reference in *result_out if it
  * answered the same type, 0 if unknown, -2 if it answered another type,
