@@ -6,12 +6,14 @@
  * service.
  *
  * Table of contents: configuration, the data directory (0750), umask 077
- * (the database holds password hashes), the database, the KDF pool, the
- * bus worker and its control worker, dropping root, the loop.
+ * (the database holds password hashes), the data directory's lock (one
+ * storaged per data_dir; roostctl restore takes it too), the database, the
+ * KDF pool, the bus worker and its control worker, dropping root, the loop.
  */
 #include "storaged.h"
 
 #include "config.h"
+#include "datadir.h"
 #include "log.h"
 #include "service.h"
 #include "util.h"
@@ -31,6 +33,11 @@ int main(int argc, char **argv)
 	if (service_mkdir(data, 0750, (gid_t)-1, err, sizeof err) < 0)
 		fatal("data_dir", "why=%s", log_quote(err));
 	umask(077);  /* roost.db and its WAL hold password hashes */
+	int lock = datadir_lock(data, err, sizeof err);
+	if (lock == -2)
+		fatal("data_dir", "data_dir=%s why=\"another storaged uses this data_dir\"", log_quote(data));
+	if (lock < 0)
+		fatal("data_dir", "why=%s", log_quote(err));
 	if (snprintf(path, sizeof path, "%s/roost.db", data) >= (int)sizeof path)
 		fatal("data_dir", "data_dir=%s why=\"too long\"", log_quote(data));
 	db_t *db = db_open(path, err, sizeof err);
@@ -64,6 +71,7 @@ int main(int argc, char **argv)
 	db_close(&db);
 	bus_zmq_term();
 	config_free(&cfg);
+	close(lock);
 	log_info("stopped", "pid=%d", (int)getpid());
 	return 0;
 }
