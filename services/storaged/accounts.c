@@ -804,6 +804,10 @@ const bus_handler_t accounts_handlers[] = {
 	{ "storaged.mailbox.rename", mailbox_rename },
 	{ "storaged.mailbox.subscribe", mailbox_subscribe },
 	{ "storaged.mailbox.list", mailbox_list },
+	{ "storaged.backup.start", backup_start },
+	{ "storaged.backup.status", backup_status },
+	{ "storaged.backup.read", backup_read },
+	{ "storaged.backup.finish", backup_finish },
 	{ NULL, NULL },
 };
 

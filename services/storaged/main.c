@@ -2,13 +2,14 @@
  * storaged — Roost's storage service (DESIGN.md "Processes"): the only
  * process that writes the database. It answers the accounts requests
  * (storaged.{domain,user,alias}.*, accounts.c) and the mailbox requests
- * (storaged.mailbox.*, mailbox.c), and runs storaged.control like every
- * service.
+ * (storaged.mailbox.*, mailbox.c), the online backups (storaged.backup.*,
+ * backup.c), and runs storaged.control like every service.
  *
  * Table of contents: configuration, the data directory (0750), umask 077
  * (the database holds password hashes), the data directory's lock (one
  * storaged per data_dir; roostctl restore takes it too), the database, the
- * KDF pool, the bus worker and its control worker, dropping root, the loop.
+ * KDF pool, backups, the bus worker and its control worker, dropping root,
+ * the loop.
  */
 #include "storaged.h"
 
@@ -50,6 +51,7 @@ int main(int argc, char **argv)
 	if (kdf == NULL)
 		fatal("kdfpool", "why=\"cannot start the password hashing threads\"");
 	accounts_t *acc = accounts_new(db, kdf);
+	acc->backup = backup_new(loop, db, data);
 	bus_control_t *ctl = bus_control_new(loop, dir, "storaged", accounts_stats, NULL, acc);
 	bus_worker_t *w = bus_worker_new(loop, dir, "storaged", accounts_handlers, acc, 0);
 	if (w == NULL || ctl == NULL)
@@ -66,6 +68,7 @@ int main(int argc, char **argv)
 	kdfpool_free(&kdf);
 	bus_worker_free(&w);
 	bus_control_free(&ctl);
+	backup_free(&acc->backup);
 	accounts_free(&acc);
 	loop_free(&loop);
 	db_close(&db);

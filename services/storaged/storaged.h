@@ -8,6 +8,7 @@
  * same machinery, which accounts.c shares through the acc_* helpers below.
  * idem.c keeps the replies of state-changing requests under their idem key
  * so that a retried request changes nothing and gets the same answer.
+ * backup.c makes online snapshots for roostctl backup (storaged.backup.*).
  *
  * Ownership: accounts_new() borrows db and kdf (they must outlive it);
  * accounts_free() frees and nulls. accounts_handlers is static data.
@@ -30,6 +31,7 @@
 #define ACC_LIST_MAX 10000                 /* rows in a list reply, at most */
 
 typedef struct accounts accounts_t;
+typedef struct backup backup_t;
 
 /* storaged's request state, shared by accounts.c and mailbox.c. */
 struct accounts {
@@ -37,6 +39,7 @@ struct accounts {
 	kdfpool_t *kdf;
 	bus_control_t *ctl;
 	struct hmap *cache;   /* 32-byte digest -> expiry (unix s), verify cache */
+	backup_t *backup;     /* backup.c's snapshots (borrowed; NULL: none) */
 	uint64_t ok, error, invalid, cache_hits;
 };
 
@@ -103,6 +106,19 @@ void mailbox_list(bus_req_t **req, void *arg);
 /* Creates the default mailboxes (INBOX, Sent, Drafts, Junk, Trash,
  * Archive) of a new user inside the caller's transaction: 0 or -1. */
 int mailbox_defaults(accounts_t *a, int64_t user_id);
+
+/* ---- backup.c ---- */
+
+/* Online snapshots for roostctl backup under <data_dir>/backup/; removes
+ * what an earlier run left there. Borrows loop and db; free it before
+ * db_close. */
+backup_t *backup_new(loop_t *loop, db_t *db, const char *data_dir);
+void backup_free(backup_t **b);
+/* The storaged.backup.* handlers (arg: accounts_t, its backup set). */
+void backup_start(bus_req_t **req, void *arg);
+void backup_status(bus_req_t **req, void *arg);
+void backup_read(bus_req_t **req, void *arg);
+void backup_finish(bus_req_t **req, void *arg);
 
 /*
  * The stored result for idem: 1 and a new reference in *result_out if it

@@ -64,6 +64,7 @@ BUSD = {"pid": 100, "started": 1732539990000, "uptime_ms": 15000, "requests": 99
 MBX = {"name": "INBOX", "special_use": None,
        "subscribed": True, "uidvalidity": 1, "uidnext": 1, "highestmodseq": 1}
 SHA = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+BKID = "20241125T130000Z-0123abcd"
 
 # wire type -> (request fields, ok reply fields), one per request schema.
 REQUESTS = {
@@ -142,6 +143,16 @@ REQUESTS = {
                        {"name": "Sent", "special_use": "\\Sent", "subscribed": False,
                         "uidvalidity": U53, "uidnext": U53, "highestmodseq": U53}],
          "truncated": False}),
+    "storaged.backup.start": ({"idem": "k-12"}, {"backup": BKID, "state": "running"}),
+    "storaged.backup.status": (
+        {"backup": BKID},
+        {"backup": BKID, "state": "done", "schema": 2,
+         "files": [{"name": "roost.db", "size": 4096, "sha256": SHA},
+                   {"name": "tls/live/cert.pem", "size": 0, "sha256": SHA}]}),
+    "storaged.backup.read": (
+        {"backup": BKID, "name": "tls/live/cert.pem", "offset": 0, "length": 1048576},
+        {"size": 3000000, "offset": 2097152, "length": 902848}),
+    "storaged.backup.finish": ({"backup": BKID}, {"deleted": True}),
 }
 
 # Further valid envelopes: events, busd.error, and request variants.
@@ -184,6 +195,14 @@ VALID = [
     ok("storaged.mailbox.list", mailboxes=[], truncated=True),
     ok("storaged.mailbox.subscribe", subscribed=True),
     err("storaged.mailbox.delete", code="has_children", error="mailbox a has children"),
+    # backups: running and failed snapshots have no files; the operator's id is checked by storaged
+    ok("storaged.backup.status", backup=BKID, state="running", schema=2),
+    ok("storaged.backup.status", backup=BKID, state="failed", schema=2, error="disk full"),
+    ok("storaged.backup.start", backup=BKID, state="done"),
+    env("storaged.backup.read", backup="../x", name="../roost.db", offset=0, length=0),
+    ok("storaged.backup.read", size=0, offset=0, length=0),
+    ok("storaged.backup.finish", deleted=False),
+    err("storaged.backup.start", code="busy", error="backup 20241125T130000Z-0123abcd is running"),
 ]
 
 EVENTS = {"busd.worker.joined", "busd.worker.left", "echo.event.fired"}
@@ -315,6 +334,19 @@ INVALID = [
     ("truncated not a bool", ok("storaged.mailbox.list", mailboxes=[], truncated=1)),
     ("too many mailboxes", ok("storaged.mailbox.list", mailboxes=[
         dict(MBX, name="m%d" % i) for i in range(10001)])),
+    ("backup.start without idem", env("storaged.backup.start")),
+    ("backup.start with a field", env("storaged.backup.start", idem="k", dir="/tmp")),
+    ("backup id malformed", ok("storaged.backup.start", backup="../etc", state="running")),
+    ("backup unknown state", ok("storaged.backup.status", backup=BKID, state="paused", schema=1)),
+    ("backup done without files", ok("storaged.backup.status", backup=BKID, state="done", schema=1)),
+    ("backup file outside", ok("storaged.backup.status", backup=BKID, state="done", schema=1, files=[
+        {"name": "../roost.db", "size": 1, "sha256": SHA}])),
+    ("backup sha upper case", ok("storaged.backup.status", backup=BKID, state="done", schema=1, files=[
+        {"name": "roost.db", "size": 1, "sha256": SHA.upper()}])),
+    ("backup read over 1 MiB", env("storaged.backup.read", backup=BKID, name="roost.db", offset=0,
+                                   length=1048577)),
+    ("backup read without offset", env("storaged.backup.read", backup=BKID, name="roost.db", length=1)),
+    ("backup finish without id", env("storaged.backup.finish")),
     ("too many domains", ok("storaged.domain.list", domains=[
         {"name": "d%d.example" % i, "users": 0, "aliases": 0, "postmaster": None, "created": 0}
         for i in range(10001)])),
