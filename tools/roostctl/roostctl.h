@@ -30,6 +30,16 @@ int ctl_bus_present(const struct ctl *ctl);
  */
 json_t *ctl_call_new(const struct ctl *ctl, const char *service, json_t **req);
 
+#define CTL_STORAGED_RETRIES 2   /* resends after a timeout (same id, same idem) */
+
+/*
+ * Sends *req (stolen) to storaged, resending after a timeout; returns its
+ * ok reply (new reference; the raw frame, malloc'd, in *raw if raw is not
+ * NULL), or NULL after one line "roostctl: <what>: <code>: <error>".
+ */
+json_t *ctl_storaged_call_new(const struct ctl *ctl, const char *what, json_t **req, void **raw,
+			      size_t *rawlen);
+
 int cmd_bus(struct ctl *ctl, int argc, char **argv);
 int cmd_status(struct ctl *ctl, int argc, char **argv);
 int cmd_domain(struct ctl *ctl, int argc, char **argv);
