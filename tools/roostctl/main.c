@@ -27,6 +27,8 @@ static const struct command {
 	{ "user", cmd_user, "user add|del|list|passwd|verify: mailbox users" },
 	{ "alias", cmd_alias, "alias add|del|list: addresses forwarded to others" },
 	{ "mailbox", cmd_mailbox, "mailbox list|create|delete|rename|subscribe|unsubscribe: a user's mailboxes" },
+	{ "backup", cmd_backup, "backup DIR: an online backup of storaged's data into DIR" },
+	{ "restore", cmd_restore, "restore DIR: put a backup back (storaged stopped)" },
 	{ NULL, NULL, NULL },
 };
 
