@@ -77,10 +77,12 @@ def snapshot_lists(b):
     return out
 
 
-def stop_storaged(b, p=None):
+def stop_storaged(b, p=None, sig=signal.SIGTERM):
+    """Stops storaged and waits until busd no longer lists it."""
     p = p or b.storaged
-    p.kill(signal.SIGTERM)
-    assert p.wait(timeout=WAIT) == 0, p.log()
+    p.kill(sig)
+    rc = p.wait(timeout=WAIT)
+    assert rc == 0 or sig == signal.SIGKILL, p.log()
 
     def gone():
         return not any(s["name"] == "storaged" and s["workers"] for s in b.status()["services"])
@@ -296,14 +298,29 @@ def test_second_start_is_busy(sd):
     # a resent first start gets the same snapshot
     again, _ = c.call("storaged", {"type": "storaged.backup.start", "idem": "first"})
     assert again["status"] == "ok" and again["backup"] == ra["backup"], again
-    # and roostctl says so in one line
-    line = one_line_error(run_ctl(sd, "backup", os.path.join(sd.tmp, "bk2")))
-    assert ": busy:" in line or "busy" in line, line
     env, _ = c.call("storaged", {"type": "storaged.backup.finish", "backup": ra["backup"]})
     assert env["status"] == "ok" and env["deleted"] is True, env
     env, _ = c.call("storaged", {"type": "storaged.backup.finish", "backup": ra["backup"]})
     assert env["status"] == "ok" and env["deleted"] is False, env
     assert os.listdir(os.path.join(sd.data_dir, "backup")) == []
+
+
+def test_unfinished_snapshots_are_bounded(sd):
+    """Done snapshots nobody finished fill the few places: then busy too."""
+    c = sd.client()
+    ids = []
+    for i in range(4):
+        st, _ = c.call("storaged", {"type": "storaged.backup.start", "idem": "s%d" % i})
+        assert st["status"] == "ok", st
+        wait_done(c, st["backup"])
+        ids.append(st["backup"])
+    assert len(set(ids)) == 4
+    st, _ = c.call("storaged", {"type": "storaged.backup.start", "idem": "s4"})
+    assert st["status"] == "error" and st["code"] == "busy", st
+    line = one_line_error(run_ctl(sd, "backup", os.path.join(sd.tmp, "bk")))
+    assert line.startswith("roostctl: backup: busy:"), line
+    c.call("storaged", {"type": "storaged.backup.finish", "backup": ids[0]})
+    make_backup(sd, os.path.join(sd.tmp, "bk2"))
 
 
 def wait_done(c, bid):
@@ -356,8 +373,7 @@ def test_snapshots_left_by_a_crash_are_removed(sd):
     st, _ = c.call("storaged", {"type": "storaged.backup.start", "idem": "crash"})
     wait_done(c, st["backup"])
     assert os.listdir(os.path.join(sd.data_dir, "backup")) == [st["backup"]]
-    sd.storaged.kill(signal.SIGKILL)
-    sd.storaged.wait(timeout=WAIT)
+    stop_storaged(sd, sig=signal.SIGKILL)
     sd.storaged = start_storaged(sd)
     assert not os.path.exists(os.path.join(sd.data_dir, "backup", st["backup"]))
     env, _ = c.call("storaged", {"type": "storaged.backup.status", "backup": st["backup"]})
