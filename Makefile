@@ -76,10 +76,6 @@ $(BUILD)/bin/busd: $(BUSD_SRC:%.c=$(BUILD)/obj/%.o) $(LIBROOST)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-$(BUILD)/bin/roostctl: $(ROOSTCTL_SRC:%.c=$(BUILD)/obj/%.o) $(LIBROOST)
-	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
-
 $(BUILD)/bin/roost-run: $(RUN_SRC:%.c=$(BUILD)/obj/%.o) $(LIBROOST)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
@@ -111,6 +107,14 @@ $(BUILD)/bin/storaged: $(BUILD)/obj/services/storaged/main.o $(LIBSTORAGED) $(LI
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(STORAGED_LIBS) -o $@
 
 $(BUILD)/obj/tests/unit/%.o: CPPFLAGS += -Iservices/storaged
+
+# roostctl restore works on storaged's data directory itself (its lock,
+# its schema version): roostctl links storaged's library too.
+$(BUILD)/obj/tools/roostctl/%.o: CPPFLAGS += -Iservices/storaged
+
+$(BUILD)/bin/roostctl: $(ROOSTCTL_SRC:%.c=$(BUILD)/obj/%.o) $(LIBSTORAGED) $(LIBROOST)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(STORAGED_LIBS) -o $@
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBSTORAGED) $(LIBROOST)
 	@mkdir -p $(dir $@)

@@ -745,6 +745,10 @@ const bus_handler_t accounts_handlers[] = {
 	{ "storaged.message.store", message_store },
 	{ "storaged.message.fetch", message_fetch },
 	{ "storaged.message.list", message_list },
+	{ "storaged.backup.start", backup_start },
+	{ "storaged.backup.status", backup_status },
+	{ "storaged.backup.read", backup_read },
+	{ "storaged.backup.finish", backup_finish },
 	{ NULL, NULL },
 };
 

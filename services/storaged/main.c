@@ -2,16 +2,19 @@
  * storaged — Roost's storage service (DESIGN.md "Processes"): the only
  * process that writes the database. It answers the accounts requests
  * (storaged.{domain,user,alias}.*, accounts.c) and the mailbox requests
- * (storaged.mailbox.*, mailbox.c), and runs storaged.control like every
- * service.
+ * (storaged.mailbox.*, mailbox.c), the online backups (storaged.backup.*,
+ * backup.c), and runs storaged.control like every service.
  *
  * Table of contents: configuration, the data directory (0750), umask 077
- * (the database holds password hashes), the database, the KDF pool, the
- * bus worker and its control worker, dropping root, the loop.
+ * (the database holds password hashes), the data directory's lock (one
+ * storaged per data_dir; roostctl restore takes it too), the database, the
+ * KDF pool, backups, the bus worker and its control worker, dropping root,
+ * the loop.
  */
 #include "storaged.h"
 
 #include "config.h"
+#include "datadir.h"
 #include "log.h"
 #include "service.h"
 #include "util.h"
@@ -31,6 +34,11 @@ int main(int argc, char **argv)
 	if (service_mkdir(data, 0750, (gid_t)-1, err, sizeof err) < 0)
 		fatal("data_dir", "why=%s", log_quote(err));
 	umask(077);  /* roost.db and its WAL hold password hashes */
+	int lock = datadir_lock(data, err, sizeof err);
+	if (lock == -2)
+		fatal("data_dir", "data_dir=%s why=\"another storaged uses this data_dir\"", log_quote(data));
+	if (lock < 0)
+		fatal("data_dir", "why=%s", log_quote(err));
 	if (snprintf(path, sizeof path, "%s/roost.db", data) >= (int)sizeof path)
 		fatal("data_dir", "data_dir=%s why=\"too long\"", log_quote(data));
 	db_t *db = db_open(path, err, sizeof err);
@@ -54,6 +62,7 @@ int main(int argc, char **argv)
 	acc->max_message_size = max_size;
 	acc->min_free_space = min_free;
 	acc->data_dir = data;
+	acc->backup = backup_new(loop, db, data);
 	bus_control_t *ctl = bus_control_new(loop, dir, "storaged", accounts_stats, NULL, acc);
 	bus_worker_t *w = bus_worker_new(loop, dir, "storaged", accounts_handlers, acc, 0);
 	if (w == NULL || ctl == NULL || pub == NULL)
@@ -72,12 +81,14 @@ int main(int argc, char **argv)
 	acc_flush(acc);
 	bus_worker_free(&w);
 	bus_control_free(&ctl);
+	backup_free(&acc->backup);
 	accounts_free(&acc);
 	bus_pub_free(&pub);
 	loop_free(&loop);
 	db_close(&db);
 	bus_zmq_term();
 	config_free(&cfg);
+	close(lock);
 	log_info("stopped", "pid=%d", (int)getpid());
 	return 0;
 }

@@ -8,6 +8,7 @@
  * same machinery, which accounts.c shares through the acc_* helpers below.
  * idem.c keeps the replies of state-changing requests under their idem key
  * so that a retried request changes nothing and gets the same answer.
+ * backup.c makes online snapshots for roostctl backup (storaged.backup.*).
  *
  * Ownership: accounts_new() borrows db and kdf (they must outlive it);
  * accounts_free() frees and nulls. accounts_handlers is static data.
@@ -31,6 +32,7 @@
 
 typedef struct accounts accounts_t;
 struct message_state;
+typedef struct backup backup_t;
 
 /* The open group-commit transaction (batch.c). */
 struct batch {
@@ -56,6 +58,7 @@ struct accounts {
 	int64_t max_message_size;    /* bytes; 0: the default (64 MiB) */
 	int64_t min_free_space;      /* bytes the data dir's file system keeps free */
 	const char *data_dir;        /* borrowed: where roost.db lives (statvfs) */
+	backup_t *backup;     /* backup.c's snapshots (borrowed; NULL: none) */
 	uint64_t ok, error, invalid, cache_hits, commits, batched;
 };
 
@@ -195,6 +198,18 @@ void queue_list(bus_req_t **req, void *arg);
 void queue_show(bus_req_t **req, void *arg);
 void queue_retry(bus_req_t **req, void *arg);
 void queue_delete(bus_req_t **req, void *arg);
+/* ---- backup.c ---- */
+
+/* Online snapshots for roostctl backup under <data_dir>/backup/; removes
+ * what an earlier run left there. Borrows loop and db; free it before
+ * db_close. */
+backup_t *backup_new(loop_t *loop, db_t *db, const char *data_dir);
+void backup_free(backup_t **b);
+/* The storaged.backup.* handlers (arg: accounts_t, its backup set). */
+void backup_start(bus_req_t **req, void *arg);
+void backup_status(bus_req_t **req, void *arg);
+void backup_read(bus_req_t **req, void *arg);
+void backup_finish(bus_req_t **req, void *arg);
 
 /*
  * The stored result for idem: 1 and a new reference in *result_out if it

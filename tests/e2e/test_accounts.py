@@ -31,8 +31,9 @@ def start_storaged(b):
     def ready():
         if not p.alive():
             raise RuntimeError("storaged exited with %s:\n%s" % (p.popen.returncode, p.log()))
-        st = b.status()
-        return any(s["name"] == "storaged" and s["workers"] for s in st["services"])
+        # this storaged's pid: a killed one may still be listed until its
+        # heartbeats are missed
+        return p.pid in b.worker_pids("storaged")
     buslib.wait_until(ready, interval=0.2, what="storaged registered with busd")
     return p
 

@@ -64,6 +64,7 @@ BUSD = {"pid": 100, "started": 1732539990000, "uptime_ms": 15000, "requests": 99
 MBX = {"name": "INBOX", "special_use": None,
        "subscribed": True, "uidvalidity": 1, "uidnext": 1, "highestmodseq": 1}
 SHA = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+BKID = "20241125T130000Z-0123abcd"
 
 # wire type -> (request fields, ok reply fields), one per request schema.
 REQUESTS = {
@@ -167,6 +168,16 @@ REQUESTS = {
                        "internaldate": 1732540000, "date_sent": None, "body_offset": 120,
                        "headers": {"subject": "Hello", "from": "Bob <bob@example.org>"}}],
          "uidvalidity": 1732540000, "uidnext": 10, "highestmodseq": 12, "next": 9}),
+    "storaged.backup.start": ({"idem": "k-12"}, {"backup": BKID, "state": "running"}),
+    "storaged.backup.status": (
+        {"backup": BKID},
+        {"backup": BKID, "state": "done", "schema": 2,
+         "files": [{"name": "roost.db", "size": 4096, "sha256": SHA},
+                   {"name": "tls/live/cert.pem", "size": 0, "sha256": SHA}]}),
+    "storaged.backup.read": (
+        {"backup": BKID, "name": "tls/live/cert.pem", "offset": 0, "length": 1048576},
+        {"size": 3000000, "offset": 2097152, "length": 902848}),
+    "storaged.backup.finish": ({"backup": BKID}, {"deleted": True}),
 }
 
 # Further valid envelopes: events, busd.error, and request variants.
@@ -219,6 +230,14 @@ VALID = [
         uidvalidity=1732540000, kind="new", uids="7", highestmodseq=12),
     env("storaged.mailbox.changed", address="alice@example.org", mailbox="Work/2024",
         uidvalidity=1, kind="expunge", uids="1:3,5", highestmodseq=1),
+    # backups: running and failed snapshots have no files; the operator's id is checked by storaged
+    ok("storaged.backup.status", backup=BKID, state="running", schema=2),
+    ok("storaged.backup.status", backup=BKID, state="failed", schema=2, error="disk full"),
+    ok("storaged.backup.start", backup=BKID, state="done"),
+    env("storaged.backup.read", backup="../x", name="../roost.db", offset=0, length=0),
+    ok("storaged.backup.read", size=0, offset=0, length=0),
+    ok("storaged.backup.finish", deleted=False),
+    err("storaged.backup.start", code="busy", error="backup 20241125T130000Z-0123abcd is running"),
 ]
 
 EVENTS = {"busd.worker.joined", "busd.worker.left", "echo.event.fired", "storaged.mailbox.changed"}
@@ -377,6 +396,19 @@ INVALID = [
                                     uidvalidity=1, kind="moved", uids="1", highestmodseq=1)),
     ("changed without uids", env("storaged.mailbox.changed", address="a@b.c", mailbox="INBOX",
                                  uidvalidity=1, kind="new", highestmodseq=1)),
+    ("backup.start without idem", env("storaged.backup.start")),
+    ("backup.start with a field", env("storaged.backup.start", idem="k", dir="/tmp")),
+    ("backup id malformed", ok("storaged.backup.start", backup="../etc", state="running")),
+    ("backup unknown state", ok("storaged.backup.status", backup=BKID, state="paused", schema=1)),
+    ("backup done without files", ok("storaged.backup.status", backup=BKID, state="done", schema=1)),
+    ("backup file outside", ok("storaged.backup.status", backup=BKID, state="done", schema=1, files=[
+        {"name": "../roost.db", "size": 1, "sha256": SHA}])),
+    ("backup sha upper case", ok("storaged.backup.status", backup=BKID, state="done", schema=1, files=[
+        {"name": "roost.db", "size": 1, "sha256": SHA.upper()}])),
+    ("backup read over 1 MiB", env("storaged.backup.read", backup=BKID, name="roost.db", offset=0,
+                                   length=1048577)),
+    ("backup read without offset", env("storaged.backup.read", backup=BKID, name="roost.db", length=1)),
+    ("backup finish without id", env("storaged.backup.finish")),
     ("too many domains", ok("storaged.domain.list", domains=[
         {"name": "d%d.example" % i, "users": 0, "aliases": 0, "postmaster": None, "created": 0}
         for i in range(10001)])),

@@ -1,7 +1,8 @@
 /*
  * roostctl.h — the operator's command line. main.c holds the command table
  * and the shared options; each family of subcommands has its own file
- * (bus.c: bus tail, bus ping, status; accounts.c: domain, user, alias, mailbox).
+ * (bus.c: bus tail, bus ping, status; accounts.c: domain, user, alias, mailbox;
+ * backup.c: backup, restore).
  */
 #ifndef ROOST_ROOSTCTL_H
 #define ROOST_ROOSTCTL_H
@@ -30,11 +31,23 @@ int ctl_bus_present(const struct ctl *ctl);
  */
 json_t *ctl_call_new(const struct ctl *ctl, const char *service, json_t **req);
 
+#define CTL_STORAGED_RETRIES 2   /* resends after a timeout (same id, same idem) */
+
+/*
+ * Sends *req (stolen) to storaged, resending after a timeout; returns its
+ * ok reply (new reference; the raw frame, malloc'd, in *raw if raw is not
+ * NULL), or NULL after one line "roostctl: <what>: <code>: <error>".
+ */
+json_t *ctl_storaged_call_new(const struct ctl *ctl, const char *what, json_t **req, void **raw,
+			      size_t *rawlen);
+
 int cmd_bus(struct ctl *ctl, int argc, char **argv);
 int cmd_status(struct ctl *ctl, int argc, char **argv);
 int cmd_domain(struct ctl *ctl, int argc, char **argv);
 int cmd_user(struct ctl *ctl, int argc, char **argv);
 int cmd_alias(struct ctl *ctl, int argc, char **argv);
 int cmd_mailbox(struct ctl *ctl, int argc, char **argv);
+int cmd_backup(struct ctl *ctl, int argc, char **argv);
+int cmd_restore(struct ctl *ctl, int argc, char **argv);
 
 #endif
