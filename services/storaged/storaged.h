@@ -76,10 +76,16 @@ void acc_fail(accounts_t *a, bus_req_t **req, const char *code, const char *msg)
  * replying "invalid" naming field. */
 int acc_name(accounts_t *a, bus_req_t **req, const char *field, const char *in,
 	     bool address, char *out, char **at);
+/* The same without a request: 0, or -1 with e "invalid" naming field. */
+int acc_name_err(struct acc_err *e, const char *field, const char *in, bool address, char *out,
+		 char **at);
 /* Prepares sql binding fmt's parameters ('s' string or NULL, 'i' int64). */
 sqlite3_stmt *acc_prep(accounts_t *a, const char *sql, const char *fmt, ...);
 /* Steps and finalizes st: SQLITE_DONE (or ROW), else the extended code. */
 int acc_run(accounts_t *a, sqlite3_stmt *st);
+/* Column 0 of the first row of st (finalized here) as int64; -1 if no row
+ * or on error. */
+int64_t acc_int(sqlite3_stmt *st);
 /* True if the last statement changed a row; else sets not_found with the
  * formatted reason ("no user x@y") and returns false. */
 bool acc_changed(accounts_t *a, struct acc_err *e, const char *fmt, ...)
@@ -88,6 +94,11 @@ void acc_set(struct acc_err *e, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* One transaction: idem lookup, change(), idem row, COMMIT, then reply. */
 void acc_commit(accounts_t *a, bus_req_t **req, acc_change_fn change, void *ctx);
+/* The rows of st (finalized here) as row_fn items while their compact JSON
+ * fits max_bytes (*cut when it stopped early; *bytes what they take);
+ * NULL on a database error. */
+json_t *acc_rows_new(sqlite3_stmt *st, acc_row_fn row_fn, size_t max_bytes, size_t *bytes,
+		     bool *cut);
 /* Replies {key: [row_fn(row)...], truncated} from st (finalized here). */
 void acc_list_reply(accounts_t *a, bus_req_t **req, sqlite3_stmt *st, const char *key,
 		    acc_row_fn row_fn);
