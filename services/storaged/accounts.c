@@ -5,7 +5,8 @@
  *   storaged.alias.{add,del,list}
  *
  * and holds storaged's one handler table (the storaged.mailbox.* handlers
- * live in mailbox.c and share the helpers declared in storaged.h).
+ * live in mailbox.c, storaged.queue.* in queue.c; they share the helpers
+ * declared in storaged.h).
  *
  * Each handler begins with one strict bus_req_unpack, validates names with
  * acc_name_check, and touches the database only through prepared
@@ -840,6 +841,12 @@ const bus_handler_t accounts_handlers[] = {
 	{ "storaged.mailbox.rename", mailbox_rename },
 	{ "storaged.mailbox.subscribe", mailbox_subscribe },
 	{ "storaged.mailbox.list", mailbox_list },
+	{ "storaged.queue.take", queue_take },
+	{ "storaged.queue.update", queue_update },
+	{ "storaged.queue.list", queue_list },
+	{ "storaged.queue.show", queue_show },
+	{ "storaged.queue.retry", queue_retry },
+	{ "storaged.queue.delete", queue_delete },
 	{ NULL, NULL },
 };
 

@@ -1,8 +1,9 @@
 /*
  * storaged — Roost's storage service (DESIGN.md "Processes"): the only
  * process that writes the database. It answers the accounts requests
- * (storaged.{domain,user,alias}.*, accounts.c) and the mailbox requests
- * (storaged.mailbox.*, mailbox.c), and runs storaged.control like every
+ * (storaged.{domain,user,alias}.*, accounts.c), the mailbox requests
+ * (storaged.mailbox.*, mailbox.c) and the outbound queue's
+ * (storaged.queue.*, queue.c), and runs storaged.control like every
  * service.
  *
  * Table of contents: configuration, the data directory (0750), umask 077

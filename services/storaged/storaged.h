@@ -6,6 +6,8 @@
  * database (db.h), hashing passwords off the loop (kdfpool.h).
  * mailbox.c answers storaged.mailbox.* (/tmp/mailbox_spec.md) with the
  * same machinery, which accounts.c shares through the acc_* helpers below.
+ * queue.c keeps the outbound queue (queue_add for storaged.message.store,
+ * storaged.queue.* for smtpd's delivery client and roostctl).
  * idem.c keeps the replies of state-changing requests under their idem key
  * so that a retried request changes nothing and gets the same answer.
  *
@@ -124,6 +126,16 @@ int mailbox_defaults(accounts_t *a, int64_t user_id);
  * id, or -1 with e set (invalid, internal). */
 int64_t queue_add(accounts_t *a, int64_t blob_id, const char *sender, const json_t *rcpts,
 		  const char *origin, struct acc_err *e);
+/*
+ * One storaged.queue.* request of type without the bus, at now_ms (unix
+ * ms): fields (borrowed; the request's own, no envelope keys) are checked
+ * strictly, then applied inside the caller's transaction (take, update,
+ * retry, delete) or read (list, show). The reply's fields (new reference),
+ * or NULL with e set (invalid, not_found, lease_lost, internal). The
+ * handlers below run it; the unit tests too, with a clock of their own.
+ */
+json_t *queue_run_new(accounts_t *a, const char *type, const json_t *fields, int64_t now_ms,
+		      struct acc_err *e);
 /* The storaged.queue.* handlers (arg: accounts_t). */
 void queue_take(bus_req_t **req, void *arg);
 void queue_update(bus_req_t **req, void *arg);
