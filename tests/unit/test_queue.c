@@ -28,6 +28,7 @@
 
 #define HOUR 3600
 #define LEASE 60000  /* ms */
+#define TOK 64       /* room for a lease token */
 
 struct fx {
 	char dir[64];
@@ -216,16 +217,14 @@ static json_t *nth(json_t *r, size_t i)
 	return json_array_get(json_object_get(r, "entries"), i);
 }
 
-/* Takes the one entry due at now_ms and returns its token (static buffer). */
-static const char *take_token(struct fx *fx, const char *worker, int64_t now_ms, int64_t id)
+/* Takes the one entry due at now_ms, which must be id; its token in tok. */
+static void take_token(struct fx *fx, const char *worker, int64_t now_ms, int64_t id, char tok[TOK])
 {
-	static char token[64];
 	json_t *r = take(fx, worker, now_ms, 100);
 	assert_int_equal(taken(r), 1);
 	assert_int_equal(field_int(nth(r, 0), "id"), id);
-	snprintf(token, sizeof token, "%s", field_str(nth(r, 0), "token"));
+	snprintf(tok, TOK, "%s", field_str(nth(r, 0), "token"));
 	json_decref(r);
-	return token;
 }
 
 /* update with one result (error may be NULL); the reply or NULL with e. */
@@ -367,15 +366,16 @@ static void test_lease_exclusion(void **state)
 	struct acc_err e;
 	int64_t a = entry(fx, "bob@example.net", "carol@example.com", NULL);
 	int64_t t = now();
-	char t1[64];
-	snprintf(t1, sizeof t1, "%s", take_token(fx, "w1", t, a));
+	char t1[TOK];
+	take_token(fx, "w1", t, a, t1);
 	/* held: nobody else gets it until the lease has run out */
 	for (int64_t dt = 0; dt <= LEASE; dt += LEASE / 4) {
 		json_t *r = take(fx, "w2", t + dt, 10);
 		assert_int_equal(taken(r), 0);
 		json_decref(r);
 	}
-	const char *t2 = take_token(fx, "w2", t + LEASE + 1, a);
+	char t2[TOK];
+	take_token(fx, "w2", t + LEASE + 1, a, t2);
 	assert_string_not_equal(t1, t2);
 	/* w1's lease is lost; w2's token works */
 	fails(fx, "lease_lost", "storaged.queue.update", t + LEASE + 2, "{s:I, s:s, s:[{s:s, s:s}]}",
@@ -398,7 +398,7 @@ static void test_token_check(void **state)
 	/* never taken: no token is current */
 	fails(fx, "lease_lost", "storaged.queue.update", t, "{s:I, s:s, s:[]}", "queue_id",
 	      (json_int_t)a, "token", "0123456789abcdef0123456789abcdef", "results");
-	snprintf(tok, sizeof tok, "%s", take_token(fx, "w1", t, a));
+	take_token(fx, "w1", t, a, tok);
 	fails(fx, "lease_lost", "storaged.queue.update", t, "{s:I, s:s, s:[]}", "queue_id",
 	      (json_int_t)a, "token", "0123456789abcdef0123456789abcdef", "results");
 	fails(fx, "lease_lost", "storaged.queue.update", t, "{s:I, s:s, s:[]}", "queue_id",
@@ -422,8 +422,8 @@ static void test_release_false(void **state)
 	struct acc_err e;
 	int64_t a = entry(fx, "bob@example.net", "carol@example.com", NULL);
 	int64_t t = now();
-	char tok[64];
-	snprintf(tok, sizeof tok, "%s", take_token(fx, "w1", t, a));
+	char tok[TOK];
+	take_token(fx, "w1", t, a, tok);
 	json_t *r = run(fx, "storaged.queue.update", t + 1, &e, "{s:I, s:s, s:b, s:[{s:s, s:s}]}",
 			"queue_id", (json_int_t)a, "token", tok, "release", 0, "results", "rcpt",
 			"bob@example.net", "status", "delivered");
@@ -456,7 +456,8 @@ static void test_backoff_schedule(void **state)
 	int64_t a = entry(fx, "bob@example.net", NULL);
 	int64_t t = now();
 	for (size_t k = 0; k < ARRAY_LEN(want); k++) {
-		const char *tok = take_token(fx, "w", t, a);
+		char tok[TOK];
+		take_token(fx, "w", t, a, tok);
 		json_t *r = update1(fx, a, tok, t, "bob@example.net", "deferred", "451 4.7.1 later", &e);
 		assert_non_null(r);
 		assert_int_equal(field_int(r, "remaining"), 1);
@@ -481,13 +482,14 @@ static void test_expiry(void **state)
 	int64_t a = entry(fx, "bob@example.net", "carol@example.com", NULL);
 	int64_t exp = q_int(fx, "SELECT expires FROM queue WHERE id = %lld", (long long)a);
 	/* deferred shortly before expiry: one last try at expiry, not later */
-	const char *tok = take_token(fx, "w", (exp - 100) * 1000, a);
+	char tok[TOK];
+	take_token(fx, "w", (exp - 100) * 1000, a, tok);
 	json_t *r = update1(fx, a, tok, (exp - 100) * 1000, "bob@example.net", "deferred", "451 later", &e);
 	assert_non_null(r);
 	json_decref(r);
 	assert_int_equal(q_int(fx, "SELECT next_attempt FROM queue_rcpts WHERE rcpt = 'bob@example.net'"), exp);
 	/* deferred at expiry: failed, with the reason */
-	tok = take_token(fx, "w", exp * 1000, a);
+	take_token(fx, "w", exp * 1000, a, tok);
 	r = run(fx, "storaged.queue.update", exp * 1000, &e, "{s:I, s:s, s:[{s:s, s:s, s:s}, {s:s, s:s}]}",
 		"queue_id", (json_int_t)a, "token", tok, "results", "rcpt", "bob@example.net", "status",
 		"deferred", "error", "451 4.4.1 no answer", "rcpt", "carol@example.com", "status",
@@ -545,8 +547,8 @@ static void test_update_is_atomic(void **state)
 	struct fx *fx = *state;
 	int64_t a = entry(fx, "bob@example.net", "carol@example.com", NULL);
 	int64_t t = now();
-	char tok[64];
-	snprintf(tok, sizeof tok, "%s", take_token(fx, "w", t, a));
+	char tok[TOK];
+	take_token(fx, "w", t, a, tok);
 	/* the first result is fine, the second is not: nothing changes */
 	fails(fx, "invalid", "storaged.queue.update", t, "{s:I, s:s, s:[{s:s, s:s}, {s:s, s:s}]}",
 	      "queue_id", (json_int_t)a, "token", tok, "results", "rcpt", "bob@example.net", "status",
@@ -569,7 +571,8 @@ static void test_retry(void **state)
 	assert_non_null(r);
 	assert_int_equal(field_int(r, "updated"), 2);
 	json_decref(r);
-	assert_int_equal(q_int(fx, "SELECT count(*) FROM queue_rcpts WHERE next_attempt = %lld", (long long)(t / 1000)), 2);
+	assert_int_equal(q_int(fx, "SELECT count(*) FROM queue_rcpts WHERE next_attempt = %lld",
+			       (long long)(t / 1000)), 2);
 	r = take(fx, "w", t, 10);
 	assert_int_equal(taken(r), 1);
 	assert_int_equal(field_int(nth(r, 0), "id"), a);
@@ -581,7 +584,8 @@ static void test_retry(void **state)
 	assert_non_null(r);
 	assert_int_equal(field_int(r, "updated"), 2);
 	json_decref(r);
-	assert_int_equal(q_int(fx, "SELECT count(*) FROM queue_rcpts WHERE next_attempt = %lld", (long long)(t / 1000 + 5)), 2);
+	assert_int_equal(q_int(fx, "SELECT count(*) FROM queue_rcpts WHERE next_attempt = %lld",
+			       (long long)(t / 1000 + 5)), 2);
 	fails(fx, "not_found", "storaged.queue.retry", t, "{s:I}", "queue_id", (json_int_t)(b + 100));
 	fails(fx, "invalid", "storaged.queue.retry", t, "{}");
 	fails(fx, "invalid", "storaged.queue.retry", t, "{s:b}", "all", 0);
@@ -595,8 +599,8 @@ static void test_delete(void **state)
 	struct acc_err e;
 	int64_t a = entry(fx, "bob@example.net", NULL);
 	int64_t t = now();
-	char tok[64];
-	snprintf(tok, sizeof tok, "%s", take_token(fx, "w", t, a));
+	char tok[TOK];
+	take_token(fx, "w", t, a, tok);
 	json_t *r = run(fx, "storaged.queue.delete", t, &e, "{s:I}", "queue_id", (json_int_t)a);
 	assert_non_null(r);
 	assert_int_equal(field_int(r, "queue_id"), a);
@@ -664,10 +668,11 @@ static void test_show(void **state)
 	struct acc_err e;
 	int64_t a = entry(fx, "bob@example.net", "carol@example.com", NULL);
 	int64_t t = now();
-	const char *tok = take_token(fx, "smtpd-7", t, a);
+	char tok[TOK];
+	take_token(fx, "smtpd-7", t, a, tok);
 	json_t *r = update1(fx, a, tok, t, "carol@example.com", "deferred", "451 greylisted", &e);
 	json_decref(r);
-	tok = take_token(fx, "smtpd-7", t, a);
+	take_token(fx, "smtpd-7", t, a, tok);
 	r = run(fx, "storaged.queue.show", t, &e, "{s:I}", "queue_id", (json_int_t)a);
 	assert_non_null(r);
 	assert_false(json_is_true(json_object_get(r, "truncated")));
@@ -768,8 +773,8 @@ static void test_bad_requests(void **state)
 	fails(fx, "invalid", T, t, "{s:s, s:s, s:i}", "worker", "w", "max", "1", "lease_ms", LEASE);
 	/* nothing was leased by any of them */
 	assert_int_equal(q_int(fx, "SELECT lease_until FROM queue WHERE id = %lld", (long long)a), 0);
-	char tok[64];
-	snprintf(tok, sizeof tok, "%s", take_token(fx, "w", t, a));
+	char tok[TOK];
+	take_token(fx, "w", t, a, tok);
 	bad_results(fx, a, tok, t, json_pack("[{s:s, s:s}]", "rcpt", "bob@example.net", "status", "bounced"));
 	bad_results(fx, a, tok, t, json_pack("[{s:s, s:s}]", "rcpt", "bob@example.net", "status", "deferred"));
 	bad_results(fx, a, tok, t, json_pack("[{s:s, s:s}]", "rcpt", "bob@example.net", "status", "failed"));
