@@ -27,6 +27,7 @@ static const struct command {
 	{ "user", cmd_user, "user add|del|list|passwd|verify: mailbox users" },
 	{ "alias", cmd_alias, "alias add|del|list: addresses forwarded to others" },
 	{ "mailbox", cmd_mailbox, "mailbox list|create|delete|rename|subscribe|unsubscribe: a user's mailboxes" },
+	{ "queue", cmd_queue, "queue list|show|retry|delete: outbound mail waiting for delivery" },
 	{ NULL, NULL, NULL },
 };
 

@@ -1,7 +1,8 @@
 /*
  * roostctl.h — the operator's command line. main.c holds the command table
  * and the shared options; each family of subcommands has its own file
- * (bus.c: bus tail, bus ping, status; accounts.c: domain, user, alias, mailbox).
+ * (bus.c: bus tail, bus ping, status; accounts.c: domain, user, alias, mailbox;
+ * queue.c: queue).
  */
 #ifndef ROOST_ROOSTCTL_H
 #define ROOST_ROOSTCTL_H
@@ -10,6 +11,7 @@
 #include <stdbool.h>
 
 #include "config.h"
+#include "msgtypes.h"
 
 struct ctl {
 	config_t *cfg;
@@ -30,11 +32,25 @@ int ctl_bus_present(const struct ctl *ctl);
  */
 json_t *ctl_call_new(const struct ctl *ctl, const char *service, json_t **req);
 
+/* accounts.c's request helpers, which queue.c shares. */
+/* A request envelope of type (new reference), carrying this invocation's
+ * idempotency key if the type changes state; NULL after printing why. */
+json_t *acct_env_new(enum msg_type type, const char *what);
+/* Sends *req (stolen) to storaged, resending after a timeout; its ok reply
+ * (new reference), or NULL after one line "roostctl: WHAT: code: reason". */
+json_t *acct_call_new(const struct ctl *ctl, const char *what, json_t **req);
+/* Unix seconds as "2024-11-25T13:00:00Z" into buf. */
+const char *acct_when(long long secs, char *buf, size_t size);
+/* A reply's string field, "-" if absent or null; an integer field, 0 if absent. */
+const char *acct_str(const json_t *obj, const char *key);
+long long acct_num(const json_t *obj, const char *key);
+
 int cmd_bus(struct ctl *ctl, int argc, char **argv);
 int cmd_status(struct ctl *ctl, int argc, char **argv);
 int cmd_domain(struct ctl *ctl, int argc, char **argv);
 int cmd_user(struct ctl *ctl, int argc, char **argv);
 int cmd_alias(struct ctl *ctl, int argc, char **argv);
 int cmd_mailbox(struct ctl *ctl, int argc, char **argv);
+int cmd_queue(struct ctl *ctl, int argc, char **argv);
 
 #endif
