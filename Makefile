@@ -24,7 +24,7 @@ endif
 CC ?= cc
 PYTHON := /usr/bin/python3
 PKG_LIBS := libzmq jansson
-CPPFLAGS := -D_GNU_SOURCE -DROOST_VERSION=\"$(VERSION)\" -Iproto -I$(BUILD)/gen
+CPPFLAGS := -D_GNU_SOURCE -DROOST_VERSION=\"$(VERSION)\" -Iproto -Ilib -I$(BUILD)/gen
 CFLAGS := -std=c11 $(OPT) -g -Wall -Wextra $(if $(filter 1,$(WERROR)),-Werror) $(SANFLAGS) \
 	$(shell pkg-config --cflags $(PKG_LIBS) 2>/dev/null)
 LDFLAGS := $(SANFLAGS)
@@ -35,7 +35,9 @@ DEB_PKGS := gcc make pkg-config libzmq3-dev libjansson-dev libsqlite3-dev libssl
 	libcmocka-dev python3 python3-pytest python3-zmq python3-jsonschema
 
 PROTO_SRC := $(wildcard proto/*.c)
-PROTO_OBJ := $(PROTO_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/msgtypes.o
+# proto/ (the bus) and lib/ (mail formats) go into one archive every binary links.
+PROTO_OBJ := $(PROTO_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/msgtypes.o \
+	$(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard lib/*.c))
 LIBROOST := $(BUILD)/lib/libroost.a
 GEN_H := $(BUILD)/gen/msgtypes.h
 SCHEMAS := $(wildcard proto/schemas/*.json)

@@ -55,6 +55,7 @@ static const char *const config_keys[] = {
 	"bus_acl",              /* which peers may register or call which services */
 	"bus_group",            /* group owning the bus directory (mode 0750) */
 	"max_message_size",     /* largest message accepted, in bytes */
+	"min_free_space",       /* storaged refuses messages ("disk full") below this many free bytes */
 	"run_user",             /* user a service started as root switches to after binding */
 	"services",             /* make run: which services the supervisor starts */
 };

@@ -10,9 +10,10 @@
  *
  * Each handler begins with one strict bus_req_unpack, validates names with
  * acc_name_check, and touches the database only through prepared
- * statements. A state-changing request goes through acc_commit: one
- * BEGIN IMMEDIATE transaction holding the idempotency check, the change and
- * the idempotency row; the reply is sent after COMMIT.
+ * statements. A state-changing request goes through acc_commit (batch.c):
+ * one savepoint in the group-commit transaction holding the idempotency
+ * check, the change and the idempotency row; the reply is sent after
+ * COMMIT.
  *
  * user.add and user.passwd hash the password on the KDF pool first: the
  * request is parked in a struct acc_job (we own it until the callback
@@ -50,23 +51,6 @@ struct acc_job {
 	const char *hash;               /* during the hash callback only */
 	unsigned char key[32];          /* verify: the cache key */
 };
-
-/* ---- replies, counted by outcome -------------------------------------- */
-
-void acc_ok(accounts_t *a, bus_req_t **req, json_t **fields)
-{
-	a->ok++;
-	bus_reply(req, fields, NULL, 0);
-}
-
-void acc_fail(accounts_t *a, bus_req_t **req, const char *code, const char *msg)
-{
-	if (strcmp(code, "invalid") == 0)
-		a->invalid++;
-	else
-		a->error++;
-	bus_reply_error(req, code, "%s", msg);
-}
 
 /* ---- validation ----------------------------------------------------------- */
 
@@ -117,7 +101,7 @@ static const char *acc_local_check(const char *s, size_t len)
  * checks it as an address (local@domain) or, if !address, a domain name.
  * For an address *at points at the '@' in out. NULL, or why not.
  */
-static const char *acc_name_check(const char *in, bool address, char *out, char **at)
+const char *acc_name_check(const char *in, bool address, char *out, char **at)
 {
 	size_t len = strlen(in);
 	if (len >= ACC_ADDR_MAX)
@@ -204,11 +188,6 @@ int64_t acc_int(sqlite3_stmt *st)
 	return v;
 }
 
-static int acc_exec(accounts_t *a, const char *sql)
-{
-	return sqlite3_exec(db_handle(a->db), sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
-}
-
 /* The id of a hosted domain, 0 if we do not host it, -1 on error. */
 static int64_t acc_domain_id(accounts_t *a, const char *name)
 {
@@ -240,48 +219,6 @@ bool acc_changed(accounts_t *a, struct acc_err *e, const char *fmt, ...)
 	vsnprintf(e->msg, sizeof e->msg, fmt, ap);
 	va_end(ap);
 	return false;
-}
-
-/* ---- the transaction around every change --------------------------------- */
-
-/*
- * BEGIN IMMEDIATE; a known idem replies its stored result and changes
- * nothing; else change(), idem_store, COMMIT, and only then the reply.
- * Any failure rolls back and replies the error (errors are not stored).
- */
-void acc_commit(accounts_t *a, bus_req_t **req, acc_change_fn change, void *ctx)
-{
-	const char *type = bus_req_type(*req);
-	const char *idem = json_string_value(json_object_get(bus_req_env(*req), "idem"));
-	struct acc_err e = { "internal", "database error" };
-	json_t *result = NULL;
-	if (acc_exec(a, "BEGIN IMMEDIATE") < 0) {
-		log_warn("db", "op=begin why=%s", log_quote(sqlite3_errmsg(db_handle(a->db))));
-		acc_fail(a, req, "internal", "database busy or failing");
-		return;
-	}
-	int found = idem != NULL ? idem_lookup(a->db, idem, type, &result) : 0;
-	if (found == 1) {
-		acc_exec(a, "ROLLBACK");  /* nothing to change: a retry */
-		acc_ok(a, req, &result);
-		return;
-	}
-	if (found == -2)
-		acc_set(&e, "invalid", "idem already used by another request type");
-	else if (found == 0)
-		result = change(a, ctx, &e);
-	if (result != NULL && idem != NULL && idem_store(a->db, idem, type, result) < 0)
-		json_decref(result), result = NULL, acc_set(&e, "internal", "database error");
-	if (result != NULL && acc_exec(a, "COMMIT") < 0) {
-		log_warn("db", "op=commit why=%s", log_quote(sqlite3_errmsg(db_handle(a->db))));
-		json_decref(result), result = NULL, acc_set(&e, "internal", "commit failed");
-	}
-	if (result == NULL) {
-		acc_exec(a, "ROLLBACK");
-		acc_fail(a, req, e.code, e.msg);
-		return;
-	}
-	acc_ok(a, req, &result);
 }
 
 /* A stored result for idem, replied before any KDF work; 1 if replied. */
@@ -841,6 +778,10 @@ const bus_handler_t accounts_handlers[] = {
 	{ "storaged.mailbox.rename", mailbox_rename },
 	{ "storaged.mailbox.subscribe", mailbox_subscribe },
 	{ "storaged.mailbox.list", mailbox_list },
+	{ "storaged.mailbox.status", mailbox_status },
+	{ "storaged.message.store", message_store },
+	{ "storaged.message.fetch", message_fetch },
+	{ "storaged.message.list", message_list },
 	{ "storaged.queue.take", queue_take },
 	{ "storaged.queue.update", queue_update },
 	{ "storaged.queue.list", queue_list },
@@ -850,11 +791,13 @@ const bus_handler_t accounts_handlers[] = {
 	{ NULL, NULL },
 };
 
-accounts_t *accounts_new(db_t *db, kdfpool_t *kdf)
+accounts_t *accounts_new(loop_t *loop, db_t *db, kdfpool_t *kdf, bus_pub_t *pub)
 {
 	accounts_t *a = xcalloc(1, sizeof *a);
+	a->loop = loop;
 	a->db = db;
 	a->kdf = kdf;
+	a->pub = pub;
 	a->cache = hmap_new();
 	return a;
 }
@@ -863,6 +806,8 @@ void accounts_free(accounts_t **a)
 {
 	if (a == NULL || *a == NULL)
 		return;
+	batch_free(*a);
+	message_free(*a);
 	hmap_free(&(*a)->cache);
 	free(*a);
 	*a = NULL;
@@ -888,4 +833,7 @@ void accounts_stats(json_t *stats, void *arg)
 							 "error", (json_int_t)a->error, "invalid", (json_int_t)a->invalid));
 	json_object_set_new(stats, "verify_cache", json_pack("{s:I, s:I}", "entries",
 		(json_int_t)hmap_count(a->cache), "hits", (json_int_t)a->cache_hits));
+	json_object_set_new(stats, "commits", json_pack("{s:I, s:I}", "transactions",
+		(json_int_t)a->commits, "requests", (json_int_t)a->batched));
+	message_stats(stats, a);
 }

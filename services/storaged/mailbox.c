@@ -28,7 +28,6 @@
 #include <strings.h>
 #include <time.h>
 
-#define MBX_NAME_MAX 255
 #define MBX_LEVELS_MAX 16
 #define MBX_PER_USER_MAX 10000
 
@@ -141,6 +140,43 @@ static int mbx_insert(accounts_t *a, int64_t uid, const char *name, const char *
 	return acc_run(a, acc_prep(a, "INSERT INTO mailboxes (user_id, name, special_use, uidvalidity, "
 				   "created) VALUES (?1, ?2, ?3, ?4, ?5)", "issii", uid, name,
 				   special_use, uv, (int64_t)time(NULL)));
+}
+
+int mailbox_lookup(accounts_t *a, const char *addr, const char *name, struct mbx_ref *m,
+		   struct acc_err *e)
+{
+	char canon[MBX_NAME_MAX + 1];
+	const char *why = mbx_name_check(name, canon);
+	memset(m, 0, sizeof *m);
+	if (why != NULL) {
+		acc_set(e, "invalid", "mailbox name %s", why);
+		return -1;
+	}
+	if ((m->user_id = mbx_user(a, addr, e)) <= 0)
+		return m->user_id == 0 ? 0 : -1;
+	sqlite3_stmt *st = acc_prep(a, "SELECT m.id, m.uidvalidity, m.uidnext, m.highestmodseq, "
+				    "u.quota_bytes, u.used_bytes FROM mailboxes m JOIN users u "
+				    "ON u.id = m.user_id WHERE m.user_id = ?1 AND m.name = ?2",
+				    "is", m->user_id, canon);
+	int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
+	if (rc == SQLITE_ROW) {
+		m->id = sqlite3_column_int64(st, 0);
+		m->uidvalidity = sqlite3_column_int64(st, 1);
+		m->uidnext = sqlite3_column_int64(st, 2);
+		m->highestmodseq = sqlite3_column_int64(st, 3);
+		m->quota = sqlite3_column_int64(st, 4);
+		m->used = sqlite3_column_int64(st, 5);
+		memcpy(m->name, canon, strlen(canon) + 1);
+	}
+	sqlite3_finalize(st);
+	if (rc == SQLITE_ROW)
+		return 1;
+	if (rc == SQLITE_DONE) {
+		acc_set(e, "not_found", "no mailbox %s of %s", canon, addr);
+		return 0;
+	}
+	acc_set(e, "internal", "database error");
+	return -1;
 }
 
 #define MBX_COLUMNS "name, special_use, subscribed, uidvalidity, uidnext, highestmodseq"

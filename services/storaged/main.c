@@ -1,10 +1,10 @@
 /*
  * storaged — Roost's storage service (DESIGN.md "Processes"): the only
  * process that writes the database. It answers the accounts requests
- * (storaged.{domain,user,alias}.*, accounts.c), the mailbox requests
- * (storaged.mailbox.*, mailbox.c) and the outbound queue's
- * (storaged.queue.*, queue.c), and runs storaged.control like every
- * service.
+ * (storaged.{domain,user,alias}.*, accounts.c), the mailbox and message
+ * requests (storaged.mailbox.*, mailbox.c; storaged.message.*, message.c)
+ * and the outbound queue's (storaged.queue.*, queue.c), and runs
+ * storaged.control like every service.
  *
  * Table of contents: configuration, the data directory (0750), umask 077
  * (the database holds password hashes), the database, the KDF pool, the
@@ -24,7 +24,7 @@
 int main(int argc, char **argv)
 {
 	static const service_opts_t opts = { "storaged", "The Roost storage service: accounts, "
-					     "and later mailboxes and messages." };
+					     "mailboxes, messages and the outbound queue." };
 	char err[512], path[4096];
 	config_t *cfg = service_init(&opts, argc, argv);
 	const char *data = config_data_dir(cfg);
@@ -38,29 +38,43 @@ int main(int argc, char **argv)
 	if (db == NULL)
 		fatal("db", "why=%s", log_quote(err));
 	int pruned = idem_prune(db, IDEM_MAX_AGE_S);
+	int orphans = message_gc(db);  /* blobs a crash left half-written */
+	long max_size, min_free;
+	if (config_get_int(cfg, "max_message_size", 64L << 20, 0, 1L << 40, &max_size, err,
+			   sizeof err) < 0 ||
+	    config_get_int(cfg, "min_free_space", 64L << 20, 0, 1L << 40, &min_free, err,
+			   sizeof err) < 0)
+		fatal("config", "why=%s", log_quote(err));
 
 	loop_t *loop = loop_new();
 	kdfpool_t *kdf = kdfpool_new(loop, KDFPOOL_DEFAULT_THREADS);
 	if (kdf == NULL)
 		fatal("kdfpool", "why=\"cannot start the password hashing threads\"");
-	accounts_t *acc = accounts_new(db, kdf);
+	bus_pub_t *pub = bus_pub_new(dir);  /* storaged.mailbox.changed */
+	accounts_t *acc = accounts_new(loop, db, kdf, pub);
+	acc->max_message_size = max_size;
+	acc->min_free_space = min_free;
+	acc->data_dir = data;
 	bus_control_t *ctl = bus_control_new(loop, dir, "storaged", accounts_stats, NULL, acc);
 	bus_worker_t *w = bus_worker_new(loop, dir, "storaged", accounts_handlers, acc, 0);
-	if (w == NULL || ctl == NULL)
+	if (w == NULL || ctl == NULL || pub == NULL)
 		fatal("bus", "bus_dir=%s why=\"cannot create bus sockets\"", log_quote(dir));
 	accounts_set_control(acc, ctl);
 	service_drop_root(cfg);
 	service_stop_on_signals(loop);
-	log_info("ready", "db=%s schema=%d idem_pruned=%d pid=%d", log_quote(path), db_version(db),
-		 pruned, (int)getpid());
+	log_info("ready", "db=%s schema=%d idem_pruned=%d blobs_dropped=%d pid=%d", log_quote(path),
+		 db_version(db), pruned, orphans, (int)getpid());
 
 	loop_run(loop);
 
-	/* The pool first: its last callbacks still reply through the worker. */
+	/* The pool first: its last callbacks still reply through the worker;
+	 * then the last batch commits and replies. */
 	kdfpool_free(&kdf);
+	acc_flush(acc);
 	bus_worker_free(&w);
 	bus_control_free(&ctl);
 	accounts_free(&acc);
+	bus_pub_free(&pub);
 	loop_free(&loop);
 	db_close(&db);
 	bus_zmq_term();

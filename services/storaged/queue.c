@@ -1,7 +1,8 @@
 /*
  * queue.c — the outbound queue (DESIGN.md "Mail flow: Outbound"):
  *
- *   queue_add                        inside storaged.message.store (enqueue)
+ *   queue_add                        storaged.message.store's enqueue, in the
+ *                                    savepoint that stores the blob
  *   storaged.queue.{take,update}     smtpd's delivery client   (idempotent)
  *   storaged.queue.{retry,delete}    roostctl                  (idempotent)
  *   storaged.queue.{list,show}       roostctl
@@ -13,9 +14,10 @@
  * (triggers; the blob goes with its last reference).
  *
  * Leases. take hands each entry it returns to one worker until lease_until
- * (unix ms) under a fresh random token, in one BEGIN IMMEDIATE transaction,
- * and only takes entries whose lease has run out: two workers never hold
- * one entry at once. The token stays current until the next take replaces
+ * (unix ms) under a fresh random token, in one transaction (acc_commit: a
+ * savepoint of the group commit; takes of one batch see each other's
+ * leases), and only takes entries whose lease has run out: two workers
+ * never hold one entry at once. The token stays current until the next take replaces
  * it (or update releases it); update is refused (lease_lost) without the
  * current token. An update after lease_until whose token is still current
  * is accepted: nobody took the entry since, its deliveries happened, and
@@ -33,8 +35,8 @@
  *
  * Time. Each handler reads the clock once and hands it down (queue_run_new),
  * so the unit tests drive the clock. A take that finds nothing due is
- * answered without a transaction: idle polls cost no fsync and no
- * idempotency row.
+ * answered without a change: idle polls cost no commit and no idempotency
+ * row.
  */
 #include "storaged.h"
 
@@ -210,21 +212,21 @@ static json_t *qu_list_row(sqlite3_stmt *st)
 /* ---- add --------------------------------------------------------------------------- */
 
 /* Checks sender (lower-cased into low), rcpts and origin of queue_add: 0,
- * or -1 with e invalid. */
+ * or -1 with e invalid naming storaged.message.store's enqueue fields. */
 static int qu_add_check(const char *sender, const json_t *rcpts, const char *origin, char *low,
 			struct acc_err *e)
 {
-	char addr[ACC_ADDR_MAX], field[32];
+	char addr[ACC_ADDR_MAX], field[48];
 	size_t i, n = json_array_size(rcpts);
 	const json_t *r;
-	if ((sender[0] != '\0' && acc_name_err(e, "sender", sender, true, low, NULL) < 0) ||
+	if ((sender[0] != '\0' && acc_name_err(e, "enqueue.sender", sender, true, low, NULL) < 0) ||
 	    qu_check(origin == NULL || qu_token_ok(origin, QU_ORIGIN_MAX), e,
-		     "origin must be 1..128 printable characters without space") < 0 ||
+		     "enqueue.origin must be 1..128 printable characters without space") < 0 ||
 	    qu_check(json_is_array(rcpts) && n >= 1 && n <= QU_RCPTS_MAX, e,
-		     "rcpts must hold 1..1000 addresses") < 0)
+		     "enqueue.recipients must hold 1..1000 addresses") < 0)
 		return -1;
 	json_array_foreach(rcpts, i, r) {
-		snprintf(field, sizeof field, "rcpts[%zu]", i);
+		snprintf(field, sizeof field, "enqueue.recipients[%zu]", i);
 		if (!json_is_string(r)) {
 			acc_set(e, "invalid", "%s: not a string", field);
 			return -1;

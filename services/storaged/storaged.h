@@ -32,21 +32,41 @@
 #define ACC_LIST_MAX 10000                 /* rows in a list reply, at most */
 
 typedef struct accounts accounts_t;
+struct message_state;
 
-/* storaged's request state, shared by accounts.c and mailbox.c. */
+/* The open group-commit transaction (batch.c). */
+struct batch {
+	bool open;
+	loop_timer_t *timer;     /* the 0 ms flush at the end of the iteration */
+	struct parked *v;        /* replies waiting for COMMIT */
+	size_t n, cap;
+	json_t *events;          /* events published after COMMIT */
+	uint64_t gen;            /* batches finished so far */
+	size_t bytes;            /* written in this batch */
+};
+
+/* storaged's request state, shared by all its modules. */
 struct accounts {
+	loop_t *loop;
 	db_t *db;
 	kdfpool_t *kdf;
 	bus_control_t *ctl;
+	bus_pub_t *pub;          /* "mailbox changed" events; NULL: none */
 	struct hmap *cache;   /* 32-byte digest -> expiry (unix s), verify cache */
-	uint64_t ok, error, invalid, cache_hits;
+	struct batch batch;
+	struct message_state *msg;   /* message.c: uploads in progress */
+	int64_t max_message_size;    /* bytes; 0: the default (64 MiB) */
+	int64_t min_free_space;      /* bytes the data dir's file system keeps free */
+	const char *data_dir;        /* borrowed: where roost.db lives (statvfs) */
+	uint64_t ok, error, invalid, cache_hits, commits, batched;
 };
 
 /* The handler table for bus_worker_new (accounts and mailboxes); its arg
  * is an accounts_t. */
 extern const bus_handler_t accounts_handlers[];
 
-accounts_t *accounts_new(db_t *db, kdfpool_t *kdf);
+/* loop, db, kdf and pub (NULL: no events) are borrowed. */
+accounts_t *accounts_new(loop_t *loop, db_t *db, kdfpool_t *kdf, bus_pub_t *pub);
 void accounts_free(accounts_t **a);
 /* Requests are counted on ctl too (control.stats "requests"); NULL: not. */
 void accounts_set_control(accounts_t *a, bus_control_t *ctl);
@@ -70,9 +90,14 @@ typedef json_t *(*acc_row_fn)(sqlite3_stmt *st);
 	(bus_control_count((a)->ctl), \
 	 bus_req_unpack(req, __VA_ARGS__) < 0 ? ((a)->invalid++, -1) : 0)
 
-/* Replies ok with *fields (stolen) / an error, counted by outcome. */
+/* Replies ok with *fields (stolen) / an error, counted by outcome; while
+ * a batch is open the reply waits for its COMMIT (batch.c). */
 void acc_ok(accounts_t *a, bus_req_t **req, json_t **fields);
 void acc_fail(accounts_t *a, bus_req_t **req, const char *code, const char *msg);
+/* Publishes *event (stolen) after the open batch commits (now if none). */
+void acc_event(accounts_t *a, json_t **event);
+/* The check behind acc_name, without a reply: NULL, or why not. */
+const char *acc_name_check(const char *in, bool address, char *out, char **at);
 /* Lower-cases in into out (ACC_ADDR_MAX bytes) and checks it as an address
  * (or a domain if !address); *at (if at) points at the '@'. 0, or -1 after
  * replying "invalid" naming field. */
@@ -94,8 +119,22 @@ bool acc_changed(accounts_t *a, struct acc_err *e, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void acc_set(struct acc_err *e, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-/* One transaction: idem lookup, change(), idem row, COMMIT, then reply. */
+/* One request in the group commit (batch.c): idem lookup, change(), idem
+ * row in a savepoint; the reply follows the COMMIT. */
 void acc_commit(accounts_t *a, bus_req_t **req, acc_change_fn change, void *ctx);
+/* The same without the idempotency check and row. */
+void acc_write(accounts_t *a, bus_req_t **req, acc_change_fn change, void *ctx);
+/* Opens the batch if none is: 0, or -1 (database busy or failing). */
+int acc_begin(accounts_t *a);
+/* Counts bytes written in the open batch (a large batch commits early). */
+void acc_wrote(accounts_t *a, size_t bytes);
+/* Commits the open batch and sends its replies and events (a read that
+ * replies with a raw frame calls it first). */
+void acc_flush(accounts_t *a);
+/* Rolls the open batch back: every reply of it becomes an error
+ * (disk_full for SQLITE_FULL). */
+void acc_abort(accounts_t *a, int sqlite_rc);
+void batch_free(accounts_t *a);
 /* The rows of st (finalized here) as row_fn items while their compact JSON
  * fits max_bytes (*cut when it stopped early; *bytes what they take);
  * NULL on a database error. */
@@ -113,9 +152,45 @@ void mailbox_delete(bus_req_t **req, void *arg);
 void mailbox_rename(bus_req_t **req, void *arg);
 void mailbox_subscribe(bus_req_t **req, void *arg);
 void mailbox_list(bus_req_t **req, void *arg);
+/* A mailbox as message operations need it (mailbox_lookup). */
+#define MBX_NAME_MAX 255
+struct mbx_ref {
+	int64_t id, user_id, uidvalidity, uidnext, highestmodseq;
+	int64_t quota, used;          /* the owner's quota_bytes (0: none) and used_bytes */
+	char name[MBX_NAME_MAX + 1];  /* as stored ("INBOX" spelt so) */
+};
+/* Finds mailbox name (checked here) of the user addr (checked, lower-case)
+ * inside the caller's transaction or read: 1, 0 with e not_found (no such
+ * user or mailbox), -1 with e invalid (bad name) or internal. */
+int mailbox_lookup(accounts_t *a, const char *addr, const char *name, struct mbx_ref *m,
+		   struct acc_err *e);
 /* Creates the default mailboxes (INBOX, Sent, Drafts, Junk, Trash,
  * Archive) of a new user inside the caller's transaction: 0 or -1. */
 int mailbox_defaults(accounts_t *a, int64_t user_id);
+
+/* ---- message.c: messages ---- */
+
+/* The storaged.message.* handlers and storaged.mailbox.status. */
+void message_store(bus_req_t **req, void *arg);
+void message_fetch(bus_req_t **req, void *arg);
+void message_list(bus_req_t **req, void *arg);
+void mailbox_status(bus_req_t **req, void *arg);
+/* System flags (\Seen...) and keywords of a JSON array of strings (NULL:
+ * none): the bit mask (1 \Seen, 2 \Answered, 4 \Flagged, 8 \Deleted,
+ * 16 \Draft) and the keywords sorted, space-separated, into kw. 0, or -1
+ * with e invalid. */
+#define MSG_FLAGS_MAX 64
+int msg_flags_parse(const json_t *flags, int *bits, char *kw, size_t kwcap, struct acc_err *e);
+/* The JSON array of strings for a mask and keyword text (new reference). */
+json_t *msg_flags_json(int bits, const char *kw);
+/* Deletes blobs left incomplete by a crash (at start): the number, or -1. */
+int message_gc(db_t *db);
+/* The batch was rolled back: uploads that wrote into it are dropped. */
+void message_batch_failed(accounts_t *a);
+/* A batch committed: cleans up after an earlier failed one, if any. */
+void message_batch_committed(accounts_t *a);
+void message_stats(json_t *stats, accounts_t *a);
+void message_free(accounts_t *a);
 
 /* ---- queue.c: the outbound queue ---- */
 

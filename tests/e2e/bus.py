@@ -30,6 +30,8 @@ import zmq
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 BIN = os.environ.get("ROOST_BIN") or os.path.join(ROOT, "build", "bin")
 PYTHON = "/usr/bin/python3"
+# make test SANITIZE=1 runs build/san/bin: memory numbers there are ASan's, not ours.
+SANITIZED = os.path.normpath(BIN).endswith(os.path.join("san", "bin"))
 
 CLIENT_TAG = b"RBC1"
 WORKER_TAG = b"RBW1"

@@ -142,6 +142,31 @@ REQUESTS = {
                        {"name": "Sent", "special_use": "\\Sent", "subscribed": False,
                         "uidvalidity": U53, "uidnext": U53, "highestmodseq": U53}],
          "truncated": False}),
+    "storaged.mailbox.status": (
+        {"address": "alice@example.org", "mailbox": "INBOX"},
+        {"mailbox": "INBOX", "uidvalidity": 1732540000, "uidnext": 5, "highestmodseq": 9,
+         "messages": 4, "unseen": 1, "deleted": 0, "size": 10240, "first_unseen": 4}),
+    "storaged.message.store": (
+        {"idem": "q-1", "chunk": {"stream": "st1", "seq": 0, "last": True},
+         "deliveries": [{"address": "alice@example.org"},
+                        {"address": "bob@example.org", "mailbox": "Work", "flags": ["\\Seen", "$Label1"],
+                         "prefix": "Delivered-To: bob@example.org\r\n"}],
+         "internaldate": 1732540000,
+         "enqueue": {"sender": "alice@example.org", "recipients": ["carol@example.net"],
+                     "origin": "Q1A2B3"}},
+        {"bytes": 4096, "size": 4096, "sha256": SHA, "queued": 1,
+         "stored": [{"address": "alice@example.org", "mailbox": "INBOX", "uidvalidity": 1732540000,
+                     "uid": 1, "modseq": 2}]}),
+    "storaged.message.fetch": (
+        {"address": "alice@example.org", "mailbox": "INBOX", "uid": 1, "offset": 0, "length": 1048576},
+        {"size": 4096, "offset": 0, "length": 4096, "body_offset": 120, "sha256": SHA, "uid": 1}),
+    "storaged.message.list": (
+        {"address": "alice@example.org", "mailbox": "INBOX", "uids": "1:5,7,9:*",
+         "changedsince": 3, "headers": True, "limit": 100},
+        {"messages": [{"uid": 1, "flags": ["\\Seen"], "modseq": 4, "size": 4096,
+                       "internaldate": 1732540000, "date_sent": None, "body_offset": 120,
+                       "headers": {"subject": "Hello", "from": "Bob <bob@example.org>"}}],
+         "uidvalidity": 1732540000, "uidnext": 10, "highestmodseq": 12, "next": 9}),
     "storaged.queue.take": (
         {"idem": "k-12", "worker": "smtpd-4242", "max": 10, "lease_ms": 300000},
         {"entries": [{"id": 7, "blob": 3, "sender": "alice@example.org", "origin": "q-1a2b",
@@ -225,6 +250,16 @@ VALID = [
     ok("storaged.mailbox.list", mailboxes=[], truncated=True),
     ok("storaged.mailbox.subscribe", subscribed=True),
     err("storaged.mailbox.delete", code="has_children", error="mailbox a has children"),
+    # messages
+    env("storaged.message.store", idem="q", deliveries=[], enqueue={"sender": "", "recipients": ["a@b.c"]}),
+    ok("storaged.message.store", bytes=262144),       # a chunk's acknowledgement
+    err("storaged.message.store", code="mailbox_full", error="mailbox full: a@b.c is over quota"),
+    env("storaged.message.fetch", blob=7, offset=1048576),
+    ok("storaged.message.list", messages=[], uidvalidity=1, uidnext=1, highestmodseq=1),
+    env("storaged.mailbox.changed", address="alice@example.org", mailbox="INBOX",
+        uidvalidity=1732540000, kind="new", uids="7", highestmodseq=12),
+    env("storaged.mailbox.changed", address="alice@example.org", mailbox="Work/2024",
+        uidvalidity=1, kind="expunge", uids="1:3,5", highestmodseq=1),
     # the queue: storaged checks addresses; results may be empty (release only)
     env("storaged.queue.update", idem="k", queue_id=1, token="t", results=[]),
     env("storaged.queue.update", idem="k", queue_id=1, token="t",
@@ -242,7 +277,7 @@ VALID = [
     err("storaged.queue.delete", code="not_found", error="no queue entry 1"),
 ]
 
-EVENTS = {"busd.worker.joined", "busd.worker.left", "echo.event.fired"}
+EVENTS = {"busd.worker.joined", "busd.worker.left", "echo.event.fired", "storaged.mailbox.changed"}
 REPLIES = {"busd.error"}
 
 LONG = "x" * 4097
@@ -371,6 +406,33 @@ INVALID = [
     ("truncated not a bool", ok("storaged.mailbox.list", mailboxes=[], truncated=1)),
     ("too many mailboxes", ok("storaged.mailbox.list", mailboxes=[
         dict(MBX, name="m%d" % i) for i in range(10001)])),
+    ("store without idem", env("storaged.message.store", deliveries=[])),
+    ("store without deliveries", env("storaged.message.store", idem="k")),
+    ("delivery without address", env("storaged.message.store", idem="k", deliveries=[{"mailbox": "INBOX"}])),
+    ("delivery with unknown field", env("storaged.message.store", idem="k",
+                                        deliveries=[{"address": "a@b.c", "folder": "x"}])),
+    ("too many deliveries", env("storaged.message.store", idem="k",
+                                deliveries=[{"address": "a@b.c"}] * 101)),
+    ("prefix too long", env("storaged.message.store", idem="k",
+                            deliveries=[{"address": "a@b.c", "prefix": "X" * 4097}])),
+    ("enqueue without recipients", env("storaged.message.store", idem="k", deliveries=[],
+                                       enqueue={"sender": ""})),
+    ("store ok without bytes", ok("storaged.message.store", size=1)),
+    ("fetch length over 1 MiB", env("storaged.message.fetch", blob=1, length=1048577)),
+    ("fetch uid zero", env("storaged.message.fetch", address="a@b.c", mailbox="INBOX", uid=0)),
+    ("fetch with chunk", env("storaged.message.fetch", blob=1, chunk=CHUNK)),
+    ("list with bad uids", env("storaged.message.list", address="a@b.c", mailbox="INBOX", uids="1-5")),
+    ("list limit 1001", env("storaged.message.list", address="a@b.c", mailbox="INBOX", limit=1001)),
+    ("listed message without flags", ok("storaged.message.list", uidvalidity=1, uidnext=1,
+                                        highestmodseq=1, messages=[{"uid": 1, "modseq": 1, "size": 0,
+                                                                    "internaldate": 0}])),
+    ("status without deleted", ok("storaged.mailbox.status", mailbox="INBOX", uidvalidity=1,
+                                  uidnext=1, highestmodseq=1, messages=0, unseen=0, size=0,
+                                  first_unseen=None)),
+    ("changed of unknown kind", env("storaged.mailbox.changed", address="a@b.c", mailbox="INBOX",
+                                    uidvalidity=1, kind="moved", uids="1", highestmodseq=1)),
+    ("changed without uids", env("storaged.mailbox.changed", address="a@b.c", mailbox="INBOX",
+                                 uidvalidity=1, kind="new", highestmodseq=1)),
     ("take without idem", env("storaged.queue.take", worker="w", max=1, lease_ms=1000)),
     ("take max 0", env("storaged.queue.take", idem="k", worker="w", max=0, lease_ms=1000)),
     ("take max over 100", env("storaged.queue.take", idem="k", worker="w", max=101, lease_ms=1000)),

@@ -51,7 +51,7 @@ static int fx_setup(void **state)
 		fprintf(stderr, "%s\n", err);
 		return -1;
 	}
-	fx->a = accounts_new(fx->db, NULL);
+	fx->a = accounts_new(NULL, fx->db, NULL, NULL);
 	*state = fx;
 	return 0;
 }
