@@ -53,7 +53,7 @@
 
 #define QU_LIFETIME_S (5 * 24 * 3600)   /* queued mail gives up after this */
 #define QU_RCPTS_MAX 1000               /* recipients of an entry, results of an update */
-#define QU_ORIGIN_MAX 128               /* smtpd's transaction id */
+#define QU_ORIGIN_MAX 64                /* smtpd's transaction id */
 #define QU_WORKER_MAX 64
 #define QU_TOKEN_BYTES 16               /* random bytes of a lease token (hex on the wire) */
 #define QU_TOKEN_MAX 64
@@ -221,7 +221,7 @@ static int qu_add_check(const char *sender, const json_t *rcpts, const char *ori
 	const json_t *r;
 	if ((sender[0] != '\0' && acc_name_err(e, "enqueue.sender", sender, true, low, NULL) < 0) ||
 	    qu_check(origin == NULL || qu_token_ok(origin, QU_ORIGIN_MAX), e,
-		     "enqueue.origin must be 1..128 printable characters without space") < 0 ||
+		     "enqueue.origin must be 1..64 printable characters without space") < 0 ||
 	    qu_check(json_is_array(rcpts) && n >= 1 && n <= QU_RCPTS_MAX, e,
 		     "enqueue.recipients must hold 1..1000 addresses") < 0)
 		return -1;

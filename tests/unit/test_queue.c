@@ -292,6 +292,8 @@ static void test_add_bad_input(void **state)
 	add_fails(fx, "invalid", b, "a@example.org", json_pack("[s, s]", "b@example.org", "c..d@x.org"), NULL);
 	add_fails(fx, "invalid", b, "a@example.org", json_pack("[s]", "b@example.org"), "with space");
 	add_fails(fx, "invalid", b, "a@example.org", json_pack("[s]", "b@example.org"), "");
+	add_fails(fx, "invalid", b, "a@example.org", json_pack("[s]", "b@example.org"),
+		  "q-012345678901234567890123456789012345678901234567890123456789012");  /* 65 */
 	add_fails(fx, "internal", 9999, "a@example.org", json_pack("[s]", "b@example.org"), NULL);
 	exec_fmt(fx, "UPDATE blobs SET complete = 0 WHERE id = %lld", (long long)b);
 	add_fails(fx, "internal", b, "a@example.org", json_pack("[s]", "b@example.org"), NULL);
