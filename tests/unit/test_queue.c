@@ -227,6 +227,16 @@ static void take_token(struct fx *fx, const char *worker, int64_t now_ms, int64_
 	json_decref(r);
 }
 
+/* An entry for bob and carol taken by worker at *t = now(): its id, and
+ * the lease token in tok. */
+static int64_t taken_entry(struct fx *fx, const char *worker, int64_t *t, char tok[TOK])
+{
+	int64_t id = entry(fx, "bob@example.net", "carol@example.com", NULL);
+	*t = now();
+	take_token(fx, worker, *t, id, tok);
+	return id;
+}
+
 /* update with one result (error may be NULL); the reply or NULL with e. */
 static json_t *update1(struct fx *fx, int64_t id, const char *token, int64_t now_ms,
 		       const char *rcpt, const char *status, const char *error, struct acc_err *e)
@@ -366,10 +376,9 @@ static void test_lease_exclusion(void **state)
 {
 	struct fx *fx = *state;
 	struct acc_err e;
-	int64_t a = entry(fx, "bob@example.net", "carol@example.com", NULL);
-	int64_t t = now();
+	int64_t t;
 	char t1[TOK];
-	take_token(fx, "w1", t, a, t1);
+	int64_t a = taken_entry(fx, "w1", &t, t1);
 	/* held: nobody else gets it until the lease has run out */
 	for (int64_t dt = 0; dt <= LEASE; dt += LEASE / 4) {
 		json_t *r = take(fx, "w2", t + dt, 10);
@@ -396,7 +405,7 @@ static void test_token_check(void **state)
 	struct acc_err e;
 	int64_t a = entry(fx, "bob@example.net", "carol@example.com", NULL);
 	int64_t t = now();
-	char tok[64];
+	char tok[TOK];
 	/* never taken: no token is current */
 	fails(fx, "lease_lost", "storaged.queue.update", t, "{s:I, s:s, s:[]}", "queue_id",
 	      (json_int_t)a, "token", "0123456789abcdef0123456789abcdef", "results");
@@ -422,10 +431,9 @@ static void test_release_false(void **state)
 {
 	struct fx *fx = *state;
 	struct acc_err e;
-	int64_t a = entry(fx, "bob@example.net", "carol@example.com", NULL);
-	int64_t t = now();
+	int64_t t;
 	char tok[TOK];
-	take_token(fx, "w1", t, a, tok);
+	int64_t a = taken_entry(fx, "w1", &t, tok);
 	json_t *r = run(fx, "storaged.queue.update", t + 1, &e, "{s:I, s:s, s:b, s:[{s:s, s:s}]}",
 			"queue_id", (json_int_t)a, "token", tok, "release", 0, "results", "rcpt",
 			"bob@example.net", "status", "delivered");
@@ -547,10 +555,9 @@ static void test_done_frees_blob(void **state)
 static void test_update_is_atomic(void **state)
 {
 	struct fx *fx = *state;
-	int64_t a = entry(fx, "bob@example.net", "carol@example.com", NULL);
-	int64_t t = now();
+	int64_t t;
 	char tok[TOK];
-	take_token(fx, "w", t, a, tok);
+	int64_t a = taken_entry(fx, "w", &t, tok);
 	/* the first result is fine, the second is not: nothing changes */
 	fails(fx, "invalid", "storaged.queue.update", t, "{s:I, s:s, s:[{s:s, s:s}, {s:s, s:s}]}",
 	      "queue_id", (json_int_t)a, "token", tok, "results", "rcpt", "bob@example.net", "status",
@@ -668,10 +675,9 @@ static void test_show(void **state)
 {
 	struct fx *fx = *state;
 	struct acc_err e;
-	int64_t a = entry(fx, "bob@example.net", "carol@example.com", NULL);
-	int64_t t = now();
+	int64_t t;
 	char tok[TOK];
-	take_token(fx, "smtpd-7", t, a, tok);
+	int64_t a = taken_entry(fx, "smtpd-7", &t, tok);
 	json_t *r = update1(fx, a, tok, t, "carol@example.com", "deferred", "451 greylisted", &e);
 	json_decref(r);
 	take_token(fx, "smtpd-7", t, a, tok);
