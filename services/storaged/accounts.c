@@ -5,7 +5,8 @@
  *   storaged.alias.{add,del,list}
  *
  * and holds storaged's one handler table (the storaged.mailbox.* handlers
- * live in mailbox.c and share the helpers declared in storaged.h).
+ * live in mailbox.c, storaged.queue.* in queue.c; they share the helpers
+ * declared in storaged.h).
  *
  * Each handler begins with one strict bus_req_unpack, validates names with
  * acc_name_check, and touches the database only through prepared
@@ -120,16 +121,25 @@ const char *acc_name_check(const char *in, bool address, char *out, char **at)
 	return why;
 }
 
+/* Checks in; 0, or -1 with e "invalid" naming field. */
+int acc_name_err(struct acc_err *e, const char *field, const char *in, bool address, char *out,
+		 char **at)
+{
+	const char *why = acc_name_check(in, address, out, at);
+	if (why == NULL)
+		return 0;
+	acc_set(e, "invalid", "%s: %s", field, why);
+	return -1;
+}
+
 /* Checks in and replies "invalid" when it fails; 0 or -1 (req consumed). */
 int acc_name(accounts_t *a, bus_req_t **req, const char *field, const char *in,
 		    bool address, char *out, char **at)
 {
-	char msg[160];
-	const char *why = acc_name_check(in, address, out, at);
-	if (why == NULL)
+	struct acc_err e;
+	if (acc_name_err(&e, field, in, address, out, at) == 0)
 		return 0;
-	snprintf(msg, sizeof msg, "%s: %s", field, why);
-	acc_fail(a, req, "invalid", msg);
+	acc_fail(a, req, e.code, e.msg);
 	return -1;
 }
 
@@ -169,6 +179,13 @@ int acc_run(accounts_t *a, sqlite3_stmt *st)
 		rc = sqlite3_extended_errcode(db_handle(a->db));
 	sqlite3_finalize(st);
 	return rc;
+}
+
+int64_t acc_int(sqlite3_stmt *st)
+{
+	int64_t v = st && sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+	sqlite3_finalize(st);
+	return v;
 }
 
 /* The id of a hosted domain, 0 if we do not host it, -1 on error. */
@@ -267,27 +284,47 @@ static void acc_domain_del(bus_req_t **req, void *arg)
  * say "truncated"; paging comes with the mailbox work. */
 #define ACC_LIST_BYTES (48 * 1024)
 
+/*
+ * The rows of st (finalized here) as an array of row_fn items, stopping
+ * before their compact JSON (one byte more each, for the comma) would pass
+ * max_bytes: *cut then. *bytes: what the items take. NULL on a database
+ * error.
+ */
+json_t *acc_rows_new(sqlite3_stmt *st, acc_row_fn row_fn, size_t max_bytes, size_t *bytes,
+		     bool *cut)
+{
+	json_t *list = json_array();
+	int rc = SQLITE_ERROR;
+	*bytes = 0;
+	*cut = false;
+	while (st != NULL && !*cut && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		json_t *item = row_fn(st);
+		char *text = json_dumps(item, JSON_COMPACT);
+		size_t n = (text ? strlen(text) : 0) + 1;
+		free(text);
+		if ((*cut = *bytes + n > max_bytes)) {
+			json_decref(item);
+		} else {
+			*bytes += n;
+			json_array_append_new(list, item);
+		}
+	}
+	sqlite3_finalize(st);
+	if (!*cut && rc != SQLITE_DONE) {
+		json_decref(list);
+		return NULL;
+	}
+	return list;
+}
+
 /* Replies {key: [row_fn(row)...], truncated} from st (finalized here). */
 void acc_list_reply(accounts_t *a, bus_req_t **req, sqlite3_stmt *st, const char *key,
 			   acc_row_fn row_fn)
 {
-	json_t *list = json_array();
-	int rc = SQLITE_ERROR;
-	size_t bytes = 0;
-	bool cut = false;
-	while (st != NULL && !cut && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-		json_t *item = row_fn(st);
-		char *text = json_dumps(item, JSON_COMPACT);
-		bytes += (text ? strlen(text) : 0) + 1;
-		free(text);
-		if ((cut = bytes > ACC_LIST_BYTES))
-			json_decref(item);
-		else
-			json_array_append_new(list, item);
-	}
-	sqlite3_finalize(st);
-	if (!cut && rc != SQLITE_DONE) {
-		json_decref(list);
+	size_t bytes;
+	bool cut;
+	json_t *list = acc_rows_new(st, row_fn, ACC_LIST_BYTES, &bytes, &cut);
+	if (list == NULL) {
 		acc_fail(a, req, "internal", "database error");
 		return;
 	}
@@ -749,6 +786,12 @@ const bus_handler_t accounts_handlers[] = {
 	{ "storaged.backup.status", backup_status },
 	{ "storaged.backup.read", backup_read },
 	{ "storaged.backup.finish", backup_finish },
+	{ "storaged.queue.take", queue_take },
+	{ "storaged.queue.update", queue_update },
+	{ "storaged.queue.list", queue_list },
+	{ "storaged.queue.show", queue_show },
+	{ "storaged.queue.retry", queue_retry },
+	{ "storaged.queue.delete", queue_delete },
 	{ NULL, NULL },
 };
 
@@ -781,10 +824,7 @@ void accounts_set_control(accounts_t *a, bus_control_t *ctl)
 
 static json_int_t acc_count(accounts_t *a, const char *sql)
 {
-	sqlite3_stmt *st = acc_prep(a, sql, "");
-	json_int_t n = st && sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-	sqlite3_finalize(st);
-	return n;
+	return acc_int(acc_prep(a, sql, ""));
 }
 
 void accounts_stats(json_t *stats, void *arg)

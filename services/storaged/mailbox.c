@@ -120,14 +120,6 @@ static int64_t mbx_user(accounts_t *a, const char *addr, struct acc_err *e)
 	return id;
 }
 
-/* An int64 from a one-row query (st finalized here); -1 on error. */
-static int64_t mbx_int(sqlite3_stmt *st)
-{
-	int64_t v = st && sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-	sqlite3_finalize(st);
-	return v;
-}
-
 /* The next UIDVALIDITY, max(counter + 1, now), now also the counter; -1
  * on error. Call inside the change's transaction. */
 static int64_t mbx_uidvalidity(accounts_t *a)
@@ -135,7 +127,7 @@ static int64_t mbx_uidvalidity(accounts_t *a)
 	if (acc_run(a, acc_prep(a, "UPDATE counters SET value = max(value + 1, ?1) "
 				"WHERE name = 'uidvalidity'", "i", (int64_t)time(NULL))) != SQLITE_DONE)
 		return -1;
-	return mbx_int(acc_prep(a, "SELECT value FROM counters WHERE name = 'uidvalidity'", ""));
+	return acc_int(acc_prep(a, "SELECT value FROM counters WHERE name = 'uidvalidity'", ""));
 }
 
 /* Inserts a mailbox with a fresh UIDVALIDITY: SQLITE_DONE, or the error
@@ -218,7 +210,7 @@ static json_t *mbx_create_change(accounts_t *a, void *ctx, struct acc_err *e)
 	int64_t uid = mbx_user(a, r->address, e);
 	if (uid <= 0)
 		return NULL;
-	int64_t n = mbx_int(acc_prep(a, "SELECT count(*) FROM mailboxes WHERE user_id = ?1", "i", uid));
+	int64_t n = acc_int(acc_prep(a, "SELECT count(*) FROM mailboxes WHERE user_id = ?1", "i", uid));
 	if (n < 0)
 		return NULL;
 	if (n >= MBX_PER_USER_MAX) {
@@ -267,13 +259,13 @@ static json_t *mbx_delete_change(accounts_t *a, void *ctx, struct acc_err *e)
 	int64_t uid = mbx_user(a, r->address, e), id, children;
 	if (uid <= 0)
 		return NULL;
-	id = mbx_int(acc_prep(a, "SELECT coalesce((SELECT id FROM mailboxes WHERE user_id = ?1 AND "
+	id = acc_int(acc_prep(a, "SELECT coalesce((SELECT id FROM mailboxes WHERE user_id = ?1 AND "
 			      "name = ?2), 0)", "is", uid, r->name));
 	if (id == 0)
 		acc_set(e, "not_found", "no mailbox %s", r->name);
 	if (id <= 0)
 		return NULL;
-	children = mbx_int(acc_prep(a, "SELECT count(*) FROM mailboxes WHERE " MBX_CHILDREN, "is",
+	children = acc_int(acc_prep(a, "SELECT count(*) FROM mailboxes WHERE " MBX_CHILDREN, "is",
 				    uid, r->name));
 	if (children > 0)
 		acc_set(e, "has_children", "mailbox %s has children", r->name);
@@ -359,7 +351,7 @@ static json_t *mbx_rename_change(accounts_t *a, void *ctx, struct acc_err *e)
 	size_t n = 0;
 	int rc = SQLITE_DONE;
 	if (uid > 0)
-		found = mbx_int(acc_prep(a, "SELECT count(*) FROM mailboxes WHERE user_id = ?1 AND "
+		found = acc_int(acc_prep(a, "SELECT count(*) FROM mailboxes WHERE user_id = ?1 AND "
 					 "name = ?2", "is", uid, r->name));
 	if (found == 0)
 		acc_set(e, "not_found", "no mailbox %s", r->name);

@@ -1,9 +1,11 @@
 /*
  * storaged — Roost's storage service (DESIGN.md "Processes"): the only
  * process that writes the database. It answers the accounts requests
- * (storaged.{domain,user,alias}.*, accounts.c) and the mailbox requests
- * (storaged.mailbox.*, mailbox.c), the online backups (storaged.backup.*,
- * backup.c), and runs storaged.control like every service.
+ * (storaged.{domain,user,alias}.*, accounts.c), the mailbox and message
+ * requests (storaged.mailbox.*, mailbox.c; storaged.message.*, message.c),
+ * the outbound queue's (storaged.queue.*, queue.c) and the online backups
+ * (storaged.backup.*, backup.c), and runs storaged.control like every
+ * service.
  *
  * Table of contents: configuration, the data directory (0750), umask 077
  * (the database holds password hashes), the data directory's lock (one

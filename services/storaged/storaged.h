@@ -6,6 +6,8 @@
  * database (db.h), hashing passwords off the loop (kdfpool.h).
  * mailbox.c answers storaged.mailbox.* (/tmp/mailbox_spec.md) with the
  * same machinery, which accounts.c shares through the acc_* helpers below.
+ * queue.c keeps the outbound queue (queue_add for storaged.message.store,
+ * storaged.queue.* for smtpd's delivery client and roostctl).
  * idem.c keeps the replies of state-changing requests under their idem key
  * so that a retried request changes nothing and gets the same answer.
  * backup.c makes online snapshots for roostctl backup (storaged.backup.*).
@@ -104,10 +106,16 @@ const char *acc_name_check(const char *in, bool address, char *out, char **at);
  * replying "invalid" naming field. */
 int acc_name(accounts_t *a, bus_req_t **req, const char *field, const char *in,
 	     bool address, char *out, char **at);
+/* The same without a request: 0, or -1 with e "invalid" naming field. */
+int acc_name_err(struct acc_err *e, const char *field, const char *in, bool address, char *out,
+		 char **at);
 /* Prepares sql binding fmt's parameters ('s' string or NULL, 'i' int64). */
 sqlite3_stmt *acc_prep(accounts_t *a, const char *sql, const char *fmt, ...);
 /* Steps and finalizes st: SQLITE_DONE (or ROW), else the extended code. */
 int acc_run(accounts_t *a, sqlite3_stmt *st);
+/* Column 0 of the first row of st (finalized here) as int64; -1 if no row
+ * or on error. */
+int64_t acc_int(sqlite3_stmt *st);
 /* True if the last statement changed a row; else sets not_found with the
  * formatted reason ("no user x@y") and returns false. */
 bool acc_changed(accounts_t *a, struct acc_err *e, const char *fmt, ...)
@@ -130,6 +138,11 @@ void acc_flush(accounts_t *a);
  * (disk_full for SQLITE_FULL). */
 void acc_abort(accounts_t *a, int sqlite_rc);
 void batch_free(accounts_t *a);
+/* The rows of st (finalized here) as row_fn items while their compact JSON
+ * fits max_bytes (*cut when it stopped early; *bytes what they take);
+ * NULL on a database error. */
+json_t *acc_rows_new(sqlite3_stmt *st, acc_row_fn row_fn, size_t max_bytes, size_t *bytes,
+		     bool *cut);
 /* Replies {key: [row_fn(row)...], truncated} from st (finalized here). */
 void acc_list_reply(accounts_t *a, bus_req_t **req, sqlite3_stmt *st, const char *key,
 		    acc_row_fn row_fn);
@@ -191,6 +204,16 @@ void message_free(accounts_t *a);
  * id, or -1 with e set (invalid, internal). */
 int64_t queue_add(accounts_t *a, int64_t blob_id, const char *sender, const json_t *rcpts,
 		  const char *origin, struct acc_err *e);
+/*
+ * One storaged.queue.* request of type without the bus, at now_ms (unix
+ * ms): fields (borrowed; the request's own, no envelope keys) are checked
+ * strictly, then applied inside the caller's transaction (take, update,
+ * retry, delete) or read (list, show). The reply's fields (new reference),
+ * or NULL with e set (invalid, not_found, lease_lost, internal). The
+ * handlers below run it; the unit tests too, with a clock of their own.
+ */
+json_t *queue_run_new(accounts_t *a, const char *type, const json_t *fields, int64_t now_ms,
+		      struct acc_err *e);
 /* The storaged.queue.* handlers (arg: accounts_t). */
 void queue_take(bus_req_t **req, void *arg);
 void queue_update(bus_req_t **req, void *arg);

@@ -25,7 +25,9 @@ TIMEOUT = ["--timeout", "30000"]
 
 
 def start_storaged(b):
-    """Starts storaged on bus b and waits until busd lists it."""
+    """Starts storaged on bus b and waits until busd lists this process (a
+    storaged killed just before may still be listed until its heartbeats
+    are missed)."""
     p = b.spawn("storaged", [buslib.binary("storaged")])
 
     def ready():

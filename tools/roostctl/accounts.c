@@ -138,6 +138,22 @@ static const char *acct_idem(void)
 	return idem;
 }
 
+json_t *acct_env_new(enum msg_type type, const char *what)
+{
+	const struct msgtype *mt = &msgtypes[type];
+	json_t *req = bus_env_new(mt->name);
+	if (!(mt->flags & MSGF_IDEMPOTENT))
+		return req;
+	const char *idem = acct_idem();
+	if (idem == NULL) {
+		json_decref(req);
+		ctl_fail("%s: no random idempotency key: %s", what, strerror(errno));
+		return NULL;
+	}
+	json_object_set_new(req, "idem", json_string(idem));
+	return req;
+}
+
 /*
  * Reads the password: one line of stdin, its newline (and a CR before it)
  * stripped. Returns a malloc'd string, or NULL after printing why.
@@ -225,23 +241,15 @@ static int acct_parse(const struct acct_verb *v, const char *what, int argc, cha
  */
 static json_t *acct_request_new(const struct acct_verb *v, const char *what, const struct acct_args *a)
 {
-	const struct msgtype *mt = &msgtypes[v->type];
-	json_t *req = bus_env_new(mt->name);
+	json_t *req = acct_env_new(v->type, what);
+	if (req == NULL)
+		return NULL;
 	for (int i = 0; i < a->npos; i++)
 		json_object_set_new(req, v->fields[i], json_string(a->pos[i]));
 	if (a->has_quota)
 		json_object_set_new(req, "quota_bytes", json_integer((json_int_t)a->quota));
 	if (v->opts & (ACCT_OPT_SUB | ACCT_OPT_UNSUB))
 		json_object_set_new(req, "subscribed", json_boolean(v->opts & ACCT_OPT_SUB));
-	if (mt->flags & MSGF_IDEMPOTENT) {
-		const char *idem = acct_idem();
-		if (idem == NULL) {
-			json_decref(req);
-			ctl_fail("%s: no random idempotency key: %s", what, strerror(errno));
-			return NULL;
-		}
-		json_object_set_new(req, "idem", json_string(idem));
-	}
 	if (a->password_stdin) {
 		char *pw = acct_read_password(what);
 		if (pw == NULL) {
@@ -323,23 +331,28 @@ int cmd_mailbox(struct ctl *ctl, int argc, char **argv)
 
 /* ---- human output --------------------------------------------------- */
 
-/* Unix seconds as "2024-11-25T13:00:00Z" into buf. */
-static const char *acct_time(const json_t *t, char *buf, size_t size)
+const char *acct_when(long long secs, char *buf, size_t size)
 {
-	time_t s = (time_t)json_integer_value(t);
+	time_t s = (time_t)secs;
 	struct tm tm;
 	if (gmtime_r(&s, &tm) == NULL || strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-		snprintf(buf, size, "%lld", (long long)s);
+		snprintf(buf, size, "%lld", secs);
 	return buf;
 }
 
-static const char *str(const json_t *obj, const char *key)
+/* A JSON integer of unix seconds as acct_when writes it. */
+static const char *acct_time(const json_t *t, char *buf, size_t size)
+{
+	return acct_when((long long)json_integer_value(t), buf, size);
+}
+
+const char *acct_str(const json_t *obj, const char *key)
 {
 	const char *s = json_string_value(json_object_get(obj, key));
 	return s ? s : "-";
 }
 
-static long long num(const json_t *obj, const char *key)
+long long acct_num(const json_t *obj, const char *key)
 {
 	return (long long)json_integer_value(json_object_get(obj, key));
 }
@@ -347,7 +360,7 @@ static long long num(const json_t *obj, const char *key)
 static int print_domain_added(const json_t *reply, const struct acct_args *a)
 {
 	(void)a;
-	printf("domain %s added\n", str(json_object_get(reply, "domain"), "name"));
+	printf("domain %s added\n", acct_str(json_object_get(reply, "domain"), "name"));
 	return 0;
 }
 
@@ -358,15 +371,15 @@ static int print_domains(const json_t *reply, const struct acct_args *a)
 	json_t *d;
 	char when[32];
 	json_array_foreach(json_object_get(reply, "domains"), i, d)
-		printf("%s\t%lld\t%lld\t%s\t%s\n", str(d, "name"), num(d, "users"), num(d, "aliases"),
-		       str(d, "postmaster"), acct_time(json_object_get(d, "created"), when, sizeof when));
+		printf("%s\t%lld\t%lld\t%s\t%s\n", acct_str(d, "name"), acct_num(d, "users"), acct_num(d, "aliases"),
+		       acct_str(d, "postmaster"), acct_time(json_object_get(d, "created"), when, sizeof when));
 	return 0;
 }
 
 static int print_user_added(const json_t *reply, const struct acct_args *a)
 {
 	const json_t *u = json_object_get(reply, "user");
-	printf("user %s added%s\n", str(u, "address"),
+	printf("user %s added%s\n", acct_str(u, "address"),
 	       a->password_stdin ? "" : " (no password yet: roostctl user passwd)");
 	return 0;
 }
@@ -378,12 +391,12 @@ static int print_users(const json_t *reply, const struct acct_args *a)
 	json_t *u;
 	char when[32], quota[32];
 	json_array_foreach(json_object_get(reply, "users"), i, u) {
-		long long q = num(u, "quota_bytes");
+		long long q = acct_num(u, "quota_bytes");
 		if (q == 0)
 			snprintf(quota, sizeof quota, "unlimited");
 		else
 			snprintf(quota, sizeof quota, "%lld", q);
-		printf("%s\t%s\t%lld\t%s\t%s\n", str(u, "address"), quota, num(u, "used_bytes"),
+		printf("%s\t%s\t%lld\t%s\t%s\n", acct_str(u, "address"), quota, acct_num(u, "used_bytes"),
 		       json_is_true(json_object_get(u, "has_password")) ? "password" : "no-password",
 		       acct_time(json_object_get(u, "created"), when, sizeof when));
 	}
@@ -402,7 +415,7 @@ static int print_alias_added(const json_t *reply, const struct acct_args *a)
 {
 	(void)a;
 	const json_t *al = json_object_get(reply, "alias");
-	printf("alias %s -> %s added\n", str(al, "address"), str(al, "target"));
+	printf("alias %s -> %s added\n", acct_str(al, "address"), acct_str(al, "target"));
 	return 0;
 }
 
@@ -412,7 +425,7 @@ static int print_aliases(const json_t *reply, const struct acct_args *a)
 	size_t i;
 	json_t *al;
 	json_array_foreach(json_object_get(reply, "aliases"), i, al)
-		printf("%s\t%s\n", str(al, "address"), str(al, "target"));
+		printf("%s\t%s\n", acct_str(al, "address"), acct_str(al, "target"));
 	return 0;
 }
 
@@ -432,8 +445,8 @@ static int print_done(const json_t *reply, const struct acct_args *a)
 static int print_mailbox_created(const json_t *reply, const struct acct_args *a)
 {
 	const json_t *m = json_object_get(reply, "mailbox");
-	printf("mailbox %s of %s created (uidvalidity %lld)\n", str(m, "name"), a->pos[0],
-	       num(m, "uidvalidity"));
+	printf("mailbox %s of %s created (uidvalidity %lld)\n", acct_str(m, "name"), a->pos[0],
+	       acct_num(m, "uidvalidity"));
 	return 0;
 }
 
@@ -444,9 +457,9 @@ static int print_mailboxes(const json_t *reply, const struct acct_args *a)
 	size_t i;
 	json_t *m;
 	json_array_foreach(json_object_get(reply, "mailboxes"), i, m)
-		printf("%s\t%s\t%s\t%lld\t%lld\n", str(m, "name"), str(m, "special_use"),
+		printf("%s\t%s\t%s\t%lld\t%lld\n", acct_str(m, "name"), acct_str(m, "special_use"),
 		       json_is_true(json_object_get(m, "subscribed")) ? "yes" : "no",
-		       num(m, "uidvalidity"), num(m, "uidnext"));
+		       acct_num(m, "uidvalidity"), acct_num(m, "uidnext"));
 	return 0;
 }
 

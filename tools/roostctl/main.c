@@ -29,6 +29,7 @@ static const struct command {
 	{ "mailbox", cmd_mailbox, "mailbox list|create|delete|rename|subscribe|unsubscribe: a user's mailboxes" },
 	{ "backup", cmd_backup, "backup DIR: an online backup of storaged's data into DIR" },
 	{ "restore", cmd_restore, "restore DIR: put a backup back (storaged stopped)" },
+	{ "queue", cmd_queue, "queue list|show|retry|delete: outbound mail waiting for delivery" },
 	{ NULL, NULL, NULL },
 };
 

@@ -2,7 +2,7 @@
  * roostctl.h — the operator's command line. main.c holds the command table
  * and the shared options; each family of subcommands has its own file
  * (bus.c: bus tail, bus ping, status; accounts.c: domain, user, alias, mailbox;
- * backup.c: backup, restore).
+ * backup.c: backup, restore; queue.c: queue).
  */
 #ifndef ROOST_ROOSTCTL_H
 #define ROOST_ROOSTCTL_H
@@ -11,6 +11,7 @@
 #include <stdbool.h>
 
 #include "config.h"
+#include "msgtypes.h"
 
 struct ctl {
 	config_t *cfg;
@@ -41,6 +42,16 @@ json_t *ctl_call_new(const struct ctl *ctl, const char *service, json_t **req);
 json_t *ctl_storaged_call_new(const struct ctl *ctl, const char *what, json_t **req, void **raw,
 			      size_t *rawlen);
 
+/* accounts.c's request helpers, which queue.c shares. */
+/* A request envelope of type (new reference), carrying this invocation's
+ * idempotency key if the type changes state; NULL after printing why. */
+json_t *acct_env_new(enum msg_type type, const char *what);
+/* Unix seconds as "2024-11-25T13:00:00Z" into buf. */
+const char *acct_when(long long secs, char *buf, size_t size);
+/* A reply's string field, "-" if absent or null; an integer field, 0 if absent. */
+const char *acct_str(const json_t *obj, const char *key);
+long long acct_num(const json_t *obj, const char *key);
+
 int cmd_bus(struct ctl *ctl, int argc, char **argv);
 int cmd_status(struct ctl *ctl, int argc, char **argv);
 int cmd_domain(struct ctl *ctl, int argc, char **argv);
@@ -49,5 +60,6 @@ int cmd_alias(struct ctl *ctl, int argc, char **argv);
 int cmd_mailbox(struct ctl *ctl, int argc, char **argv);
 int cmd_backup(struct ctl *ctl, int argc, char **argv);
 int cmd_restore(struct ctl *ctl, int argc, char **argv);
+int cmd_queue(struct ctl *ctl, int argc, char **argv);
 
 #endif
