@@ -5,7 +5,9 @@
  *   storaged.alias.{add,del,list}
  *
  * and holds storaged's one handler table (the storaged.mailbox.* handlers
- * live in mailbox.c and share the helpers declared in storaged.h).
+ * live in mailbox.c and share the helpers declared in storaged.h). The
+ * lists come in pages ordered by name: a cut reply says where the next one
+ * starts.
  *
  * Each handler begins with one strict bus_req_unpack, validates names with
  * acc_name_check, and touches the database only through prepared
@@ -327,14 +329,19 @@ static void acc_domain_del(bus_req_t **req, void *arg)
 }
 
 /* Lists stop before the reply could outgrow a bus envelope (64 KiB) and
- * say "truncated"; paging comes with the mailbox work. */
+ * say "truncated"; the paged ones say where the next page starts. */
 #define ACC_LIST_BYTES (48 * 1024)
 
-/* Replies {key: [row_fn(row)...], truncated} from st (finalized here). */
-void acc_list_reply(accounts_t *a, bus_req_t **req, sqlite3_stmt *st, const char *key,
-			   acc_row_fn row_fn)
+/*
+ * Replies {key: [row_fn(row)...], truncated} from st (finalized here). If
+ * the list is cut and cursor is not NULL (item fields, NULL-terminated),
+ * the last item's cursor[0] goes in "next" and each further cursor[i] in
+ * "next_<cursor[i]>": what the client sends as after, after_<...>.
+ */
+void acc_list_page(accounts_t *a, bus_req_t **req, sqlite3_stmt *st, const char *key,
+		   acc_row_fn row_fn, const char *const *cursor)
 {
-	json_t *list = json_array();
+	json_t *list = json_array(), *last = NULL;
 	int rc = SQLITE_ERROR;
 	size_t bytes = 0;
 	bool cut = false;
@@ -346,7 +353,7 @@ void acc_list_reply(accounts_t *a, bus_req_t **req, sqlite3_stmt *st, const char
 		if ((cut = bytes > ACC_LIST_BYTES))
 			json_decref(item);
 		else
-			json_array_append_new(list, item);
+			json_array_append_new(list, last = item);
 	}
 	sqlite3_finalize(st);
 	if (!cut && rc != SQLITE_DONE) {
@@ -355,7 +362,18 @@ void acc_list_reply(accounts_t *a, bus_req_t **req, sqlite3_stmt *st, const char
 		return;
 	}
 	json_t *f = json_pack("{s:o, s:b}", key, list, "truncated", cut);
+	for (size_t i = 0; cut && last != NULL && cursor != NULL && cursor[i] != NULL; i++) {
+		char name[64];
+		snprintf(name, sizeof name, i == 0 ? "next" : "next_%s", cursor[i]);
+		json_object_set(f, name, json_object_get(last, cursor[i]));
+	}
 	acc_ok(a, req, &f);
+}
+
+void acc_list_reply(accounts_t *a, bus_req_t **req, sqlite3_stmt *st, const char *key,
+		    acc_row_fn row_fn)
+{
+	acc_list_page(a, req, st, key, row_fn, NULL);
 }
 
 static json_t *acc_domain_row(sqlite3_stmt *st)
@@ -388,14 +406,18 @@ static json_t *acc_alias_row(sqlite3_stmt *st)
 static void acc_domain_list(bus_req_t **req, void *arg)
 {
 	accounts_t *a = arg;
-	if (ACC_UNPACK(a, req, "{}") < 0)
+	const char *in = NULL;
+	char after[ACC_ADDR_MAX];
+	if (ACC_UNPACK(a, req, "{s?s}", "after", &in) < 0 ||
+	    (in != NULL && acc_name(a, req, "after", in, false, after, NULL) < 0))
 		return;
 	sqlite3_stmt *st = acc_prep(a, "SELECT d.name, "
 				    "(SELECT count(*) FROM users u WHERE u.domain_id = d.id), "
 				    "(SELECT count(*) FROM aliases l WHERE l.domain_id = d.id), "
-				    "d.postmaster, d.created FROM domains d ORDER BY d.name LIMIT ?1",
-				    "i", (int64_t)ACC_LIST_MAX);
-	acc_list_reply(a, req, st, "domains", acc_domain_row);
+				    "d.postmaster, d.created FROM domains d "
+				    "WHERE ?2 IS NULL OR d.name > ?2 ORDER BY d.name LIMIT ?1",
+				    "is", (int64_t)ACC_LIST_MAX, in != NULL ? after : NULL);
+	acc_list_page(a, req, st, "domains", acc_domain_row, (const char *[]){ "name", NULL });
 }
 
 /* ---- users ---------------------------------------------------------------------- */
@@ -521,20 +543,57 @@ static void acc_user_del(bus_req_t **req, void *arg)
 	acc_commit(a, req, acc_user_del_change, addr);
 }
 
+/* The filter and cursor of a user or alias list request, checked;
+ * the pointers are NULL where the request has no such field. */
+struct acc_page {
+	char buf[3][ACC_ADDR_MAX];
+	const char *domain, *after_local, *after_domain, *after_target;
+};
+
+/*
+ * Unpacks {domain?, after?} (and after_target? if targets) into p:
+ * after is an address, split into its local part and domain so that the
+ * list can go on from (domain, local part). 0, or -1 after replying.
+ */
+static int acc_page_args(accounts_t *a, bus_req_t **req, struct acc_page *p, bool targets)
+{
+	const char *dom = NULL, *after = NULL, *target = NULL;
+	char *at = NULL;
+	memset(p, 0, sizeof *p);
+	if ((targets ? ACC_UNPACK(a, req, "{s?s, s?s, s?s}", "domain", &dom, "after", &after,
+				  "after_target", &target)
+		     : ACC_UNPACK(a, req, "{s?s, s?s}", "domain", &dom, "after", &after)) < 0 ||
+	    (dom != NULL && acc_name(a, req, "domain", dom, false, p->buf[0], NULL) < 0) ||
+	    (after != NULL && acc_name(a, req, "after", after, true, p->buf[1], &at) < 0) ||
+	    (target != NULL && acc_name(a, req, "after_target", target, true, p->buf[2], NULL) < 0))
+		return -1;
+	if (target != NULL && after == NULL) {
+		acc_fail(a, req, "invalid", "after_target needs after");
+		return -1;
+	}
+	p->domain = dom != NULL ? p->buf[0] : NULL;
+	if (at != NULL) {
+		*at = '\0';
+		p->after_local = p->buf[1];
+		p->after_domain = at + 1;
+	}
+	p->after_target = target != NULL ? p->buf[2] : NULL;
+	return 0;
+}
+
 static void acc_user_list(bus_req_t **req, void *arg)
 {
 	accounts_t *a = arg;
-	const char *in = NULL;
-	char dom[ACC_ADDR_MAX];
-	if (ACC_UNPACK(a, req, "{s?s}", "domain", &in) < 0 ||
-	    (in != NULL && acc_name(a, req, "domain", in, false, dom, NULL) < 0))
+	struct acc_page p;
+	if (acc_page_args(a, req, &p, false) < 0)
 		return;
 	sqlite3_stmt *st = acc_prep(a, "SELECT u.localpart || '@' || d.name, u.quota_bytes, u.used_bytes, "
 				    "u.password IS NOT NULL, u.created FROM users u JOIN domains d "
-				    "ON d.id = u.domain_id WHERE ?1 IS NULL OR d.name = ?1 "
-				    "ORDER BY d.name, u.localpart LIMIT ?2", "si",
-				    in != NULL ? dom : NULL, (int64_t)ACC_LIST_MAX);
-	acc_list_reply(a, req, st, "users", acc_user_row);
+				    "ON d.id = u.domain_id WHERE (?1 IS NULL OR d.name = ?1) AND "
+				    "(?3 IS NULL OR (d.name, u.localpart) > (?3, ?4)) "
+				    "ORDER BY d.name, u.localpart LIMIT ?2", "siss",
+				    p.domain, (int64_t)ACC_LIST_MAX, p.after_domain, p.after_local);
+	acc_list_page(a, req, st, "users", acc_user_row, (const char *[]){ "address", NULL });
 }
 
 static json_t *acc_user_passwd_change(accounts_t *a, void *ctx, struct acc_err *e)
@@ -773,16 +832,19 @@ static void acc_alias_del(bus_req_t **req, void *arg)
 static void acc_alias_list(bus_req_t **req, void *arg)
 {
 	accounts_t *a = arg;
-	const char *in = NULL;
-	char dom[ACC_ADDR_MAX];
-	if (ACC_UNPACK(a, req, "{s?s}", "domain", &in) < 0 ||
-	    (in != NULL && acc_name(a, req, "domain", in, false, dom, NULL) < 0))
+	struct acc_page p;
+	if (acc_page_args(a, req, &p, true) < 0)
 		return;
+	/* Without after_target every target of after is behind us. */
 	sqlite3_stmt *st = acc_prep(a, "SELECT l.localpart || '@' || d.name, l.target FROM aliases l "
-				    "JOIN domains d ON d.id = l.domain_id WHERE ?1 IS NULL OR d.name = ?1 "
-				    "ORDER BY d.name, l.localpart, l.target LIMIT ?2", "si",
-				    in != NULL ? dom : NULL, (int64_t)ACC_LIST_MAX);
-	acc_list_reply(a, req, st, "aliases", acc_alias_row);
+				    "JOIN domains d ON d.id = l.domain_id WHERE (?1 IS NULL OR d.name = ?1) "
+				    "AND (?3 IS NULL OR (?5 IS NULL AND (d.name, l.localpart) > (?3, ?4)) "
+				    "OR (d.name, l.localpart, l.target) > (?3, ?4, ?5)) "
+				    "ORDER BY d.name, l.localpart, l.target LIMIT ?2", "sisss",
+				    p.domain, (int64_t)ACC_LIST_MAX, p.after_domain, p.after_local,
+				    p.after_target);
+	acc_list_page(a, req, st, "aliases", acc_alias_row,
+		      (const char *[]){ "address", "target", NULL });
 }
 
 /* ---- the service -------------------------------------------------------------- */

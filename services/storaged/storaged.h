@@ -91,6 +91,11 @@ void acc_commit(accounts_t *a, bus_req_t **req, acc_change_fn change, void *ctx)
 /* Replies {key: [row_fn(row)...], truncated} from st (finalized here). */
 void acc_list_reply(accounts_t *a, bus_req_t **req, sqlite3_stmt *st, const char *key,
 		    acc_row_fn row_fn);
+/* The same for a paged list: when cut, the last item's cursor[0] is
+ * replied as "next", each further cursor[i] as "next_<cursor[i]>"
+ * (cursor: item field names, NULL-terminated). */
+void acc_list_page(accounts_t *a, bus_req_t **req, sqlite3_stmt *st, const char *key,
+		   acc_row_fn row_fn, const char *const *cursor);
 
 /* ---- mailbox.c ---- */
 

@@ -114,6 +114,7 @@ REQUESTS = {
         {"changed": True}),
     "storaged.user.verify": (
         {"address": "alice@example.org", "password": "s3cret"}, {"valid": False}),
+
     "storaged.alias.add": (
         {"idem": "k-6", "address": "postmaster@example.org", "target": "alice@example.org"},
         {"alias": {"address": "postmaster@example.org", "target": "alice@example.org"}}),
@@ -184,6 +185,15 @@ VALID = [
     ok("storaged.mailbox.list", mailboxes=[], truncated=True),
     ok("storaged.mailbox.subscribe", subscribed=True),
     err("storaged.mailbox.delete", code="has_children", error="mailbox a has children"),
+    # paged lists
+    env("storaged.domain.list", after="example.org"),
+    ok("storaged.domain.list", domains=[], truncated=True, next="example.org"),
+    env("storaged.user.list", domain="example.org", after="alice@example.org"),
+    ok("storaged.user.list", users=[], truncated=True, next="alice@example.org"),
+    env("storaged.alias.list", after="info@example.org", after_target="a@elsewhere.example"),
+    env("storaged.alias.list", after="info@example.org"),
+    ok("storaged.alias.list", aliases=[], truncated=True, next="info@example.org",
+       next_target="a@elsewhere.example"),
 ]
 
 EVENTS = {"busd.worker.joined", "busd.worker.left", "echo.event.fired"}
@@ -315,6 +325,9 @@ INVALID = [
     ("truncated not a bool", ok("storaged.mailbox.list", mailboxes=[], truncated=1)),
     ("too many mailboxes", ok("storaged.mailbox.list", mailboxes=[
         dict(MBX, name="m%d" % i) for i in range(10001)])),
+    ("after_target without after", env("storaged.alias.list", after_target="a@example.org")),
+    ("empty after", env("storaged.user.list", after="")),
+    ("next not a name", ok("storaged.domain.list", domains=[], truncated=True, next="Example.org")),
     ("too many domains", ok("storaged.domain.list", domains=[
         {"name": "d%d.example" % i, "users": 0, "aliases": 0, "postmaster": None, "created": 0}
         for i in range(10001)])),

@@ -9,6 +9,9 @@
  * one random token per invocation: the synchronous call resends the same
  * envelope on a retry, so storaged applies the change at most once.
  *
+ * Lists storaged sends in pages (domains, users, aliases) are fetched whole,
+ * page after page, and printed as one.
+ *
  * Passwords come from stdin only (--password-stdin), never from argv,
  * where every user of the machine could read them in ps.
  */
@@ -282,6 +285,65 @@ static json_t *acct_call_new(const struct ctl *ctl, const char *what, json_t **r
 	return NULL;
 }
 
+/* The list of a type's reply if it comes in pages, else NULL. */
+static const char *acct_paged(enum msg_type type)
+{
+	switch (type) {
+	case MSG_STORAGED_DOMAIN_LIST: return "domains";
+	case MSG_STORAGED_USER_LIST: return "users";
+	case MSG_STORAGED_ALIAS_LIST: return "aliases";
+	default: return NULL;
+	}
+}
+
+/* json_equal, where two missing values are the same too. */
+static bool acct_same(const json_t *x, const json_t *y)
+{
+	return x == y || json_equal(x, y);
+}
+
+/*
+ * Fetches the pages after reply's (a paged list cut short) and appends
+ * their items to reply's list, so that reply reads as the whole list. 0,
+ * or 1 after printing why (a failed call, or a server that does not go on).
+ */
+static int acct_all_pages(const struct ctl *ctl, const struct acct_verb *v, const char *what,
+			  const struct acct_args *a, json_t *reply)
+{
+	const char *key = acct_paged(v->type);
+	json_t *list = json_object_get(reply, key), *page = json_incref(reply);
+	int rc = 0;
+	while (rc == 0 && json_is_true(json_object_get(page, "truncated"))) {
+		json_t *next = json_object_get(page, "next"), *next_target = json_object_get(page, "next_target");
+		json_t *req = json_is_string(next) ? acct_request_new(v, what, a) : NULL, *more;
+		if (req == NULL) {
+			rc = ctl_fail("%s: storaged cut the list short without saying where it goes on", what);
+			break;
+		}
+		json_object_set(req, "after", next);
+		if (next_target != NULL)
+			json_object_set(req, "after_target", next_target);
+		if ((more = acct_call_new(ctl, what, &req)) == NULL) {
+			rc = 1;
+			break;
+		}
+		/* A page must move on, or we would ask for it forever. */
+		if (json_is_true(json_object_get(more, "truncated")) &&
+		    (json_array_size(json_object_get(more, key)) == 0 ||
+		     (acct_same(json_object_get(more, "next"), next) &&
+		      acct_same(json_object_get(more, "next_target"), next_target))))
+			rc = ctl_fail("%s: storaged sent a page that does not go on", what);
+		json_array_extend(list, json_object_get(more, key));
+		json_decref(page);
+		page = more;
+	}
+	json_decref(page);
+	json_object_set_new(reply, "truncated", json_false());
+	json_object_del(reply, "next");
+	json_object_del(reply, "next_target");
+	return rc;
+}
+
 /* Runs one verb of a family: parse, request, call, print. */
 static int acct_run(struct ctl *ctl, const struct acct_verb *v, int argc, char **argv)
 {
@@ -299,6 +361,10 @@ static int acct_run(struct ctl *ctl, const struct acct_verb *v, int argc, char *
 	json_t *reply = acct_call_new(ctl, what, &req);
 	if (reply == NULL)
 		return 1;
+	if (acct_paged(v->type) != NULL && acct_all_pages(ctl, v, what, &a, reply) != 0) {
+		json_decref(reply);
+		return 1;
+	}
 	int rc;
 	if (ctl->json) {
 		json_dumpf(reply, stdout, JSON_COMPACT);
@@ -307,9 +373,8 @@ static int acct_run(struct ctl *ctl, const struct acct_verb *v, int argc, char *
 		rc = v->type == MSG_STORAGED_USER_VERIFY && !json_is_true(json_object_get(reply, "valid"));
 	} else {
 		rc = v->print(reply, &a);
-		if (json_is_true(json_object_get(reply, "truncated")))
-			fprintf(stderr, "roostctl: %s %s: list cut short to fit one reply%s\n", v->family,
-				v->verb, v->type == MSG_STORAGED_MAILBOX_LIST ? "" : "; list one domain at a time");
+		if (json_is_true(json_object_get(reply, "truncated")))  /* a list that has no pages */
+			fprintf(stderr, "roostctl: %s: list cut short to fit one reply\n", what);
 	}
 	json_decref(reply);
 	return rc;
