@@ -1,7 +1,8 @@
 /*
  * accounts.c — storaged's accounts requests (/tmp/storaged_spec.md):
  *
- *   storaged.domain.{add,del,list}   storaged.user.{add,del,list,passwd,verify}
+ *   storaged.domain.{add,del,list}
+ *   storaged.user.{add,del,list,passwd,verify,quota}
  *   storaged.alias.{add,del,list}
  *
  * and holds storaged's one handler table (the storaged.mailbox.* handlers
@@ -484,6 +485,14 @@ static void acc_hash_then(accounts_t *a, bus_req_t **req, struct acc_job *j, con
 	*req = NULL;  /* parked until the callback */
 }
 
+static int acc_quota_check(accounts_t *a, bus_req_t **req, json_int_t quota)
+{
+	if (quota >= 0 && quota <= ACC_QUOTA_MAX)
+		return 0;
+	acc_fail(a, req, "invalid", "quota_bytes must be 0..2^50");
+	return -1;
+}
+
 static int acc_password_check(accounts_t *a, bus_req_t **req, size_t len)
 {
 	if (len >= PASSWORD_MIN_LEN && len <= PASSWORD_MAX_LEN)
@@ -501,12 +510,9 @@ static void acc_user_add(bus_req_t **req, void *arg)
 	struct acc_job j0 = { .a = a };
 	if (ACC_UNPACK(a, req, "{s:s, s?s%, s?I}", "address", &in, "password", &pw, &pwlen,
 		       "quota_bytes", &quota) < 0 ||
-	    acc_name(a, req, "address", in, true, j0.address, NULL) < 0)
+	    acc_name(a, req, "address", in, true, j0.address, NULL) < 0 ||
+	    acc_quota_check(a, req, quota) < 0)
 		return;
-	if (quota < 0 || quota > ACC_QUOTA_MAX) {
-		acc_fail(a, req, "invalid", "quota_bytes must be 0..2^50");
-		return;
-	}
 	j0.quota = quota;
 	if (pw == NULL) {
 		acc_commit(a, req, acc_user_add_change, &j0);
@@ -630,6 +636,40 @@ static void acc_user_passwd(bus_req_t **req, void *arg)
 		return;
 	}
 	acc_hash_then(a, req, j, pw, pwlen, acc_user_passwd_hashed);
+}
+
+/* Sets the quota; the reply carries what the user stores already. */
+static json_t *acc_user_quota_change(accounts_t *a, void *ctx, struct acc_err *e)
+{
+	struct acc_job *j = ctx;
+	char *at = strchr(j->address, '@');
+	*at = '\0';
+	/* RETURNING: the change is made by the first step, which yields the row. */
+	sqlite3_stmt *st = acc_prep(a, "UPDATE users SET quota_bytes = ?1 WHERE localpart = ?2 AND "
+				    "domain_id = (SELECT id FROM domains WHERE name = ?3) "
+				    "RETURNING used_bytes", "iss", (int64_t)j->quota, j->address, at + 1);
+	int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
+	json_int_t used = rc == SQLITE_ROW ? (json_int_t)sqlite3_column_int64(st, 0) : 0;
+	sqlite3_finalize(st);
+	*at = '@';  /* only now: the statement read the local part in place */
+	if (rc == SQLITE_DONE)
+		acc_set(e, "not_found", "no user %s", j->address);
+	if (rc != SQLITE_ROW)
+		return NULL;
+	return json_pack("{s:{s:s, s:I, s:I}}", "user", "address", j->address,
+			 "quota_bytes", j->quota, "used_bytes", used);
+}
+
+static void acc_user_quota(bus_req_t **req, void *arg)
+{
+	accounts_t *a = arg;
+	const char *in;
+	struct acc_job j = { .a = a };
+	if (ACC_UNPACK(a, req, "{s:s, s:I}", "address", &in, "quota_bytes", &j.quota) < 0 ||
+	    acc_name(a, req, "address", in, true, j.address, NULL) < 0 ||
+	    acc_quota_check(a, req, j.quota) < 0)
+		return;
+	acc_commit(a, req, acc_user_quota_change, &j);
 }
 
 /* ---- user.verify and its cache ----------------------------------------------- */
@@ -858,6 +898,7 @@ const bus_handler_t accounts_handlers[] = {
 	{ "storaged.user.list", acc_user_list },
 	{ "storaged.user.passwd", acc_user_passwd },
 	{ "storaged.user.verify", acc_user_verify },
+	{ "storaged.user.quota", acc_user_quota },
 	{ "storaged.alias.add", acc_alias_add },
 	{ "storaged.alias.del", acc_alias_del },
 	{ "storaged.alias.list", acc_alias_list },

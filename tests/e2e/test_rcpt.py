@@ -1,6 +1,7 @@
 """
-test_rcpt.py — storaged's accounts beyond add/del/list: the paged domain,
-user and alias lists.
+test_rcpt.py — storaged's accounts beyond add/del/list: quotas
+(storaged.user.quota, roostctl user quota) and the paged domain, user and
+alias lists.
 
 Run: make && ROOST_BIN=$PWD/build/bin /usr/bin/python3 -m pytest tests/e2e/test_rcpt.py -q
 
@@ -12,7 +13,7 @@ added without a password (no KDF), so setting up thousands is quick.
 import pytest
 
 from bus import WAIT, new_id
-from test_accounts import ctl, ok, ok_json, rows, start_storaged
+from test_accounts import ctl, fails, ok, ok_json, rows, start_storaged
 
 
 @pytest.fixture
@@ -42,6 +43,52 @@ def pipeline(b, reqs, window=50):
     for _ in range(inflight):
         env, _, _ = b.c.reply(timeout=WAIT * 2)
         assert env["status"] == "ok", env
+
+
+# ---- quotas ------------------------------------------------------------------------------
+
+
+def quota_of(b, address):
+    u = {u["address"]: u for u in ok_json(b, "user", "list")["users"]}[address]
+    return u["quota_bytes"], u["used_bytes"]
+
+
+@pytest.mark.parametrize("arg,want", [
+    ("0", 0), ("1", 1), ("1048576", 2 ** 20), ("10K", 10 * 2 ** 10), ("512m", 2 ** 29),
+    ("2G", 2 ** 31), ("1024T", 2 ** 50), (str(2 ** 50), 2 ** 50)])
+def test_quota_set(sd, arg, want):
+    j = ok_json(sd, "user", "quota", "Alice@Example.org", arg)
+    assert j["user"] == {"address": "alice@example.org", "quota_bytes": want, "used_bytes": 0}
+    assert quota_of(sd, "alice@example.org") == (want, 0)
+    assert quota_of(sd, "bob@example.org") == (0, 0)
+
+
+def test_quota_shown_and_errors(sd):
+    assert "unlimited" in ok(sd, "user", "quota", "alice@example.org", "0")
+    out = ok(sd, "user", "quota", "alice@example.org", "1G")
+    assert "1073741824" in out and "alice@example.org" in out
+    line = {r[0]: r for r in rows(ok(sd, "user", "list"))}["alice@example.org"]
+    assert line[1] == "1073741824" and line[2] == "0", line
+    ok(sd, "user", "add", "carol@example.org", "--quota", "5M")          # add takes suffixes too
+    assert quota_of(sd, "carol@example.org") == (5 * 2 ** 20, 0)
+    fails(sd, "user", "quota", "nobody@example.org", "1G", code="not_found")
+    fails(sd, "user", "quota", "bad address@example.org", "1G", code="invalid")
+    for bad in ("-1", "1.5G", "1KB", "G", "", "1025T", str(2 ** 50 + 1), "99999999999999999999999"):
+        fails(sd, "user", "quota", "alice@example.org", bad)
+    fails(sd, "user", "quota", "alice@example.org")
+    assert quota_of(sd, "alice@example.org") == (2 ** 30, 0)
+    r = ctl(sd, "user", "quota", "--help")
+    assert r.returncode == 0 and "roostctl user quota ADDRESS BYTES" in r.stdout
+
+
+def test_quota_idempotent(sd):
+    req = {"type": "storaged.user.quota", "idem": "q-1", "address": "alice@example.org",
+           "quota_bytes": 1000}
+    first, _ = sd.c.call("storaged", req, timeout=WAIT)
+    ok(sd, "user", "quota", "alice@example.org", "2000")
+    again, _ = sd.c.call("storaged", req, timeout=WAIT)
+    assert first == dict(again, id=first["id"])
+    assert quota_of(sd, "alice@example.org") == (2000, 0)
 
 
 # ---- paged lists ---------------------------------------------------------------------------

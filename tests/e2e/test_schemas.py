@@ -114,6 +114,9 @@ REQUESTS = {
         {"changed": True}),
     "storaged.user.verify": (
         {"address": "alice@example.org", "password": "s3cret"}, {"valid": False}),
+    "storaged.user.quota": (
+        {"idem": "k-13", "address": "alice@example.org", "quota_bytes": 2 ** 50},
+        {"user": {"address": "alice@example.org", "quota_bytes": 2 ** 50, "used_bytes": 1234}}),
 
     "storaged.alias.add": (
         {"idem": "k-6", "address": "postmaster@example.org", "target": "alice@example.org"},
@@ -325,6 +328,9 @@ INVALID = [
     ("truncated not a bool", ok("storaged.mailbox.list", mailboxes=[], truncated=1)),
     ("too many mailboxes", ok("storaged.mailbox.list", mailboxes=[
         dict(MBX, name="m%d" % i) for i in range(10001)])),
+    ("quota without quota_bytes", env("storaged.user.quota", idem="k", address="a@example.org")),
+    ("quota over 2^50 on quota", env("storaged.user.quota", idem="k", address="a@example.org",
+                                     quota_bytes=2 ** 50 + 1)),
     ("after_target without after", env("storaged.alias.list", after_target="a@example.org")),
     ("empty after", env("storaged.user.list", after="")),
     ("next not a name", ok("storaged.domain.list", domains=[], truncated=True, next="Example.org")),

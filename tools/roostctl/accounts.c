@@ -21,6 +21,7 @@
 #include "msgtypes.h"
 #include "util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -39,6 +40,7 @@ enum acct_opt {
 	ACCT_OPT_QUOTA = 4,     /* --quota BYTES accepted */
 	ACCT_OPT_SUB = 8,       /* sends "subscribed": true */
 	ACCT_OPT_UNSUB = 16,    /* sends "subscribed": false */
+	ACCT_OPT_BYTES = 32,    /* the last argument is BYTES, sent as quota_bytes */
 };
 
 /* What the command line said, once parsed. */
@@ -72,6 +74,7 @@ static int print_done(const json_t *reply, const struct acct_args *a);
 static int print_mailbox_created(const json_t *reply, const struct acct_args *a);
 static int print_mailboxes(const json_t *reply, const struct acct_args *a);
 static int print_mailbox_done(const json_t *reply, const struct acct_args *a);
+static int print_quota(const json_t *reply, const struct acct_args *a);
 
 static const struct acct_verb verbs[] = {
 	{ "domain", "add", MSG_STORAGED_DOMAIN_ADD, 1, 1, { "name" }, 0, "NAME", print_domain_added },
@@ -84,6 +87,8 @@ static const struct acct_verb verbs[] = {
 	{ "user", "del", MSG_STORAGED_USER_DEL, 1, 1, { "address" }, 0, "ADDRESS", print_done },
 	{ "user", "list", MSG_STORAGED_USER_LIST, 0, 1, { "domain" }, 0,
 	  "[DOMAIN]      ADDRESS, QUOTA, USED, PASSWORD, CREATED", print_users },
+	{ "user", "quota", MSG_STORAGED_USER_QUOTA, 2, 2, { "address", NULL }, ACCT_OPT_BYTES,
+	  "ADDRESS BYTES   (0: unlimited; suffix K, M, G or T: KiB, MiB, GiB, TiB)", print_quota },
 	{ "user", "passwd", MSG_STORAGED_USER_PASSWD, 1, 1, { "address" },
 	  ACCT_OPT_PASSWORD | ACCT_OPT_NEED_PW, "ADDRESS --password-stdin", print_done },
 	{ "user", "verify", MSG_STORAGED_USER_VERIFY, 1, 1, { "address" },
@@ -169,15 +174,36 @@ static char *acct_read_password(const char *what)
 	return line;
 }
 
-/* --quota BYTES: decimal digits only, at most 2^50. */
+/* BYTES (--quota, user quota): decimal digits, then K, M, G or T for
+ * KiB, MiB, GiB, TiB if wanted; at most 2^50. */
 static int acct_parse_quota(const char *s, unsigned long long *out)
 {
+	static const char units[] = "KMGT";
+	const char *unit;
 	char *end;
+	int shift = 0;
 	if (s[0] < '0' || s[0] > '9')
 		return -1;
 	errno = 0;
-	*out = strtoull(s, &end, 10);
-	return errno == 0 && *end == '\0' && *out <= ACCT_QUOTA_MAX ? 0 : -1;
+	unsigned long long n = strtoull(s, &end, 10);
+	if (*end != '\0' && end[1] == '\0' && (unit = strchr(units, toupper((unsigned char)*end))) != NULL) {
+		shift = 10 * (int)(unit - units + 1);
+		end++;
+	}
+	if (errno != 0 || *end != '\0' || n > (ACCT_QUOTA_MAX >> shift))
+		return -1;
+	*out = n << shift;
+	return 0;
+}
+
+/* Parses BYTES into a->quota; 0, or 1 after printing why. */
+static int acct_quota_arg(const char *what, const char *s, struct acct_args *a)
+{
+	if (acct_parse_quota(s, &a->quota) < 0)
+		return ctl_fail("%s: the quota is a number of bytes (suffix K, M, G or T allowed), "
+				"0 (unlimited) to %llu", what, ACCT_QUOTA_MAX);
+	a->has_quota = true;
+	return 0;
 }
 
 /*
@@ -203,10 +229,8 @@ static int acct_parse(const struct acct_verb *v, const char *what, int argc, cha
 		} else if (strcmp(argv[i], "--password-stdin") == 0 && (v->opts & ACCT_OPT_PASSWORD)) {
 			a->password_stdin = true;
 		} else if (strcmp(argv[i], "--quota") == 0 && (v->opts & ACCT_OPT_QUOTA)) {
-			if (i + 1 >= argc || acct_parse_quota(argv[++i], &a->quota) < 0)
-				return ctl_fail("%s: --quota wants a number of bytes, 0 (unlimited) to %llu",
-						what, ACCT_QUOTA_MAX);
-			a->has_quota = true;
+			if (i + 1 >= argc || acct_quota_arg(what, argv[++i], a) != 0)
+				return 1;
 		} else if (strncmp(argv[i], "--password", 10) == 0 && strcmp(argv[i], "--password-stdin") != 0) {
 			/* Refused on purpose, and not echoed: argv is visible to every local user. */
 			return ctl_fail("%s: passwords are read from stdin: use --password-stdin", what);
@@ -216,6 +240,8 @@ static int acct_parse(const struct acct_verb *v, const char *what, int argc, cha
 	}
 	if (a->npos < v->min_pos)
 		return ctl_fail("%s: missing %s (try --help)", what, v->args_help);
+	if ((v->opts & ACCT_OPT_BYTES) && acct_quota_arg(what, a->pos[a->npos - 1], a) != 0)
+		return 1;
 	if ((v->opts & ACCT_OPT_NEED_PW) && !a->password_stdin)
 		return ctl_fail("%s: needs --password-stdin (the password is read from stdin, never argv)",
 				what);
@@ -232,7 +258,8 @@ static json_t *acct_request_new(const struct acct_verb *v, const char *what, con
 	const struct msgtype *mt = &msgtypes[v->type];
 	json_t *req = bus_env_new(mt->name);
 	for (int i = 0; i < a->npos; i++)
-		json_object_set_new(req, v->fields[i], json_string(a->pos[i]));
+		if (v->fields[i] != NULL)  /* NULL: BYTES, sent as quota_bytes below */
+			json_object_set_new(req, v->fields[i], json_string(a->pos[i]));
 	if (a->has_quota)
 		json_object_set_new(req, "quota_bytes", json_integer((json_int_t)a->quota));
 	if (v->opts & (ACCT_OPT_SUB | ACCT_OPT_UNSUB))
@@ -479,6 +506,18 @@ static int print_users(const json_t *reply, const struct acct_args *a)
 		       json_is_true(json_object_get(u, "has_password")) ? "password" : "no-password",
 		       acct_time(json_object_get(u, "created"), when, sizeof when));
 	}
+	return 0;
+}
+
+static int print_quota(const json_t *reply, const struct acct_args *a)
+{
+	(void)a;
+	const json_t *u = json_object_get(reply, "user");
+	long long q = num(u, "quota_bytes");
+	if (q == 0)
+		printf("quota of %s: unlimited (%lld bytes used)\n", str(u, "address"), num(u, "used_bytes"));
+	else
+		printf("quota of %s: %lld bytes (%lld used)\n", str(u, "address"), q, num(u, "used_bytes"));
 	return 0;
 }
 
