@@ -6,9 +6,9 @@
  *   storaged.alias.{add,del,list}
  *
  * and holds storaged's one handler table (the storaged.mailbox.* handlers
- * live in mailbox.c and share the helpers declared in storaged.h). The
- * lists come in pages ordered by name: a cut reply says where the next one
- * starts.
+ * live in mailbox.c, storaged.rcpt.resolve and storaged.domain.catchall in
+ * rcpt.c; they share the helpers declared in storaged.h). The lists come
+ * in pages ordered by name: a cut reply says where the next one starts.
  *
  * Each handler begins with one strict bus_req_unpack, validates names with
  * acc_name_check, and touches the database only through prepared
@@ -196,7 +196,7 @@ static int acc_exec(accounts_t *a, const char *sql)
 }
 
 /* The id of a hosted domain, 0 if we do not host it, -1 on error. */
-static int64_t acc_domain_id(accounts_t *a, const char *name)
+int64_t acc_domain_id(accounts_t *a, const char *name)
 {
 	sqlite3_stmt *st = acc_prep(a, "SELECT id FROM domains WHERE name = ?1", "s", name);
 	if (st == NULL)
@@ -377,14 +377,21 @@ void acc_list_reply(accounts_t *a, bus_req_t **req, sqlite3_stmt *st, const char
 	acc_list_page(a, req, st, key, row_fn, NULL);
 }
 
+/* A text column as a new JSON string, or null. */
+static json_t *acc_text_or_null(sqlite3_stmt *st, int col)
+{
+	const char *s = (const char *)sqlite3_column_text(st, col);
+	return s ? json_string(s) : json_null();
+}
+
 static json_t *acc_domain_row(sqlite3_stmt *st)
 {
-	const char *pm = (const char *)sqlite3_column_text(st, 3);
-	return json_pack("{s:s, s:I, s:I, s:o, s:I}",
+	return json_pack("{s:s, s:I, s:I, s:o, s:o, s:I}",
 			 "name", (const char *)sqlite3_column_text(st, 0),
 			 "users", (json_int_t)sqlite3_column_int64(st, 1),
 			 "aliases", (json_int_t)sqlite3_column_int64(st, 2),
-			 "postmaster", pm ? json_string(pm) : json_null(),
+			 "postmaster", acc_text_or_null(st, 3),
+			 "catchall", acc_text_or_null(st, 5),
 			 "created", (json_int_t)sqlite3_column_int64(st, 4));
 }
 
@@ -415,7 +422,7 @@ static void acc_domain_list(bus_req_t **req, void *arg)
 	sqlite3_stmt *st = acc_prep(a, "SELECT d.name, "
 				    "(SELECT count(*) FROM users u WHERE u.domain_id = d.id), "
 				    "(SELECT count(*) FROM aliases l WHERE l.domain_id = d.id), "
-				    "d.postmaster, d.created FROM domains d "
+				    "d.postmaster, d.created, d.catchall FROM domains d "
 				    "WHERE ?2 IS NULL OR d.name > ?2 ORDER BY d.name LIMIT ?1",
 				    "is", (int64_t)ACC_LIST_MAX, in != NULL ? after : NULL);
 	acc_list_page(a, req, st, "domains", acc_domain_row, (const char *[]){ "name", NULL });
@@ -796,7 +803,7 @@ struct acc_alias {
 };
 
 /* 1 if domain dom has a user local, 0 if not, -1 on error. */
-static int acc_user_exists(accounts_t *a, int64_t dom, const char *local)
+int acc_user_exists(accounts_t *a, int64_t dom, const char *local)
 {
 	sqlite3_stmt *st = acc_prep(a, "SELECT 1 FROM users WHERE domain_id = ?1 AND localpart = ?2",
 				    "is", dom, local);
@@ -899,6 +906,8 @@ const bus_handler_t accounts_handlers[] = {
 	{ "storaged.user.passwd", acc_user_passwd },
 	{ "storaged.user.verify", acc_user_verify },
 	{ "storaged.user.quota", acc_user_quota },
+	{ "storaged.domain.catchall", rcpt_catchall },
+	{ "storaged.rcpt.resolve", rcpt_resolve },
 	{ "storaged.alias.add", acc_alias_add },
 	{ "storaged.alias.del", acc_alias_del },
 	{ "storaged.alias.list", acc_alias_list },

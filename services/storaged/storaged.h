@@ -6,6 +6,8 @@
  * database (db.h), hashing passwords off the loop (kdfpool.h).
  * mailbox.c answers storaged.mailbox.* (/tmp/mailbox_spec.md) with the
  * same machinery, which accounts.c shares through the acc_* helpers below.
+ * rcpt.c answers storaged.rcpt.resolve (where mail for a recipient goes)
+ * and storaged.domain.catchall with the same helpers.
  * idem.c keeps the replies of state-changing requests under their idem key
  * so that a retried request changes nothing and gets the same answer.
  *
@@ -76,6 +78,11 @@ void acc_fail(accounts_t *a, bus_req_t **req, const char *code, const char *msg)
  * replying "invalid" naming field. */
 int acc_name(accounts_t *a, bus_req_t **req, const char *field, const char *in,
 	     bool address, char *out, char **at);
+/* The id of a hosted domain (lower-case name), 0 if we do not host it,
+ * -1 on error. */
+int64_t acc_domain_id(accounts_t *a, const char *name);
+/* 1 if domain dom has a user local, 0 if not, -1 on error. */
+int acc_user_exists(accounts_t *a, int64_t dom, const char *local);
 /* Prepares sql binding fmt's parameters ('s' string or NULL, 'i' int64). */
 sqlite3_stmt *acc_prep(accounts_t *a, const char *sql, const char *fmt, ...);
 /* Steps and finalizes st: SQLITE_DONE (or ROW), else the extended code. */
@@ -108,6 +115,12 @@ void mailbox_list(bus_req_t **req, void *arg);
 /* Creates the default mailboxes (INBOX, Sent, Drafts, Junk, Trash,
  * Archive) of a new user inside the caller's transaction: 0 or -1. */
 int mailbox_defaults(accounts_t *a, int64_t user_id);
+
+/* ---- rcpt.c ---- */
+
+/* storaged.rcpt.resolve and storaged.domain.catchall (arg: accounts_t). */
+void rcpt_resolve(bus_req_t **req, void *arg);
+void rcpt_catchall(bus_req_t **req, void *arg);
 
 /*
  * The stored result for idem: 1 and a new reference in *result_out if it

@@ -96,9 +96,12 @@ REQUESTS = {
     "storaged.domain.list": (
         {},
         {"domains": [{"name": "example.org", "users": 2, "aliases": 1, "postmaster": "alice",
-                      "created": 1732540000},
+                      "catchall": "alice@example.org", "created": 1732540000},
                      {"name": "mail.example.net", "users": 0, "aliases": 0, "postmaster": None,
-                      "created": 1732540001}]}),
+                      "catchall": None, "created": 1732540001}]}),
+    "storaged.domain.catchall": (
+        {"idem": "k-12", "domain": "Example.org", "target": "Alice@Example.org"},
+        {"domain": "example.org", "catchall": "alice@example.org"}),
     "storaged.user.add": (
         {"idem": "k-3", "address": "Alice@Example.org", "password": "s3cret", "quota_bytes": 2 ** 30},
         {"user": {"address": "alice@example.org", "quota_bytes": 2 ** 30, "created": 1732540000}}),
@@ -117,7 +120,11 @@ REQUESTS = {
     "storaged.user.quota": (
         {"idem": "k-13", "address": "alice@example.org", "quota_bytes": 2 ** 50},
         {"user": {"address": "alice@example.org", "quota_bytes": 2 ** 50, "used_bytes": 1234}}),
-
+    "storaged.rcpt.resolve": (
+        {"address": "Info+Web@Example.org"},
+        {"address": "info+web@example.org", "local": True, "found": True, "via": "alias",
+         "tag": "web", "deliveries": ["alice@example.org", "bob@example.org"],
+         "forwards": ["friend@elsewhere.example"]}),
     "storaged.alias.add": (
         {"idem": "k-6", "address": "postmaster@example.org", "target": "alice@example.org"},
         {"alias": {"address": "postmaster@example.org", "target": "alice@example.org"}}),
@@ -188,6 +195,17 @@ VALID = [
     ok("storaged.mailbox.list", mailboxes=[], truncated=True),
     ok("storaged.mailbox.subscribe", subscribed=True),
     err("storaged.mailbox.delete", code="has_children", error="mailbox a has children"),
+    # rcpt: not found, elsewhere, the errors of alias expansion
+    ok("storaged.rcpt.resolve", address="nobody@example.org", local=True, found=False,
+       deliveries=[], forwards=[]),
+    ok("storaged.rcpt.resolve", address="a+b@elsewhere.example", local=False, found=False,
+       deliveries=[], forwards=[]),
+    ok("storaged.rcpt.resolve", address="postmaster+x@example.org", local=True, found=True,
+       via="postmaster", tag="", deliveries=["alice@example.org"], forwards=[]),
+    err("storaged.rcpt.resolve", code="alias_loop", error="alias loop: x@example.org reaches alias x@example.org again"),
+    err("storaged.rcpt.resolve", code="too_many", error="x@example.org expands to more than 100 addresses"),
+    env("storaged.domain.catchall", idem="k", domain="example.org", target=None),
+    ok("storaged.domain.catchall", domain="example.org", catchall=None),
     # paged lists
     env("storaged.domain.list", after="example.org"),
     ok("storaged.domain.list", domains=[], truncated=True, next="example.org"),
@@ -328,15 +346,32 @@ INVALID = [
     ("truncated not a bool", ok("storaged.mailbox.list", mailboxes=[], truncated=1)),
     ("too many mailboxes", ok("storaged.mailbox.list", mailboxes=[
         dict(MBX, name="m%d" % i) for i in range(10001)])),
+    ("listed domain without catchall", ok("storaged.domain.list", domains=[
+        {"name": "example.org", "users": 0, "aliases": 0, "postmaster": None, "created": 0}])),
+    ("catchall not an address", env("storaged.domain.catchall", idem="k", domain="example.org",
+                                    target=7)),
+    ("catchall without target", env("storaged.domain.catchall", idem="k", domain="example.org")),
+    ("catchall without idem", env("storaged.domain.catchall", domain="example.org", target=None)),
     ("quota without quota_bytes", env("storaged.user.quota", idem="k", address="a@example.org")),
     ("quota over 2^50 on quota", env("storaged.user.quota", idem="k", address="a@example.org",
                                      quota_bytes=2 ** 50 + 1)),
+    ("rcpt without address", env("storaged.rcpt.resolve")),
+    ("rcpt unknown via", ok("storaged.rcpt.resolve", address="a@example.org", local=True,
+                            found=True, via="magic", deliveries=[], forwards=[])),
+    ("rcpt ok without deliveries", ok("storaged.rcpt.resolve", address="a@example.org",
+                                      local=True, found=False, forwards=[])),
+    ("rcpt delivery upper case", ok("storaged.rcpt.resolve", address="a@example.org", local=True,
+                                    found=True, via="user", deliveries=["A@example.org"],
+                                    forwards=[])),
+    ("rcpt too many forwards", ok("storaged.rcpt.resolve", address="a@example.org", local=True,
+                                  found=True, via="alias", deliveries=[],
+                                  forwards=["f%d@elsewhere.example" % i for i in range(101)])),
     ("after_target without after", env("storaged.alias.list", after_target="a@example.org")),
     ("empty after", env("storaged.user.list", after="")),
     ("next not a name", ok("storaged.domain.list", domains=[], truncated=True, next="Example.org")),
     ("too many domains", ok("storaged.domain.list", domains=[
-        {"name": "d%d.example" % i, "users": 0, "aliases": 0, "postmaster": None, "created": 0}
-        for i in range(10001)])),
+        {"name": "d%d.example" % i, "users": 0, "aliases": 0, "postmaster": None, "catchall": None,
+         "created": 0} for i in range(10001)])),
 ]
 
 

@@ -1,7 +1,7 @@
 /*
- * accounts.c — roostctl domain, user, alias, mailbox: the mail accounts
- * storaged keeps and their mailboxes
- * (proto/schemas/storaged.{domain,user,alias,mailbox}.*.json).
+ * accounts.c — roostctl domain, user, alias, mailbox, rcpt: the mail
+ * accounts storaged keeps, their mailboxes and where a recipient's mail goes
+ * (proto/schemas/storaged.{domain,user,alias,mailbox,rcpt}.*.json).
  *
  * One table row per subcommand: the message type it sends, the request
  * fields its positional arguments fill, the options it takes and how its
@@ -41,6 +41,7 @@ enum acct_opt {
 	ACCT_OPT_SUB = 8,       /* sends "subscribed": true */
 	ACCT_OPT_UNSUB = 16,    /* sends "subscribed": false */
 	ACCT_OPT_BYTES = 32,    /* the last argument is BYTES, sent as quota_bytes */
+	ACCT_OPT_OFF = 64,      /* --off instead of the last argument: sends it as null */
 };
 
 /* What the command line said, once parsed. */
@@ -50,6 +51,7 @@ struct acct_args {
 	bool password_stdin;
 	bool has_quota;
 	unsigned long long quota;
+	bool off;
 };
 
 struct acct_verb {
@@ -74,14 +76,18 @@ static int print_done(const json_t *reply, const struct acct_args *a);
 static int print_mailbox_created(const json_t *reply, const struct acct_args *a);
 static int print_mailboxes(const json_t *reply, const struct acct_args *a);
 static int print_mailbox_done(const json_t *reply, const struct acct_args *a);
+static int print_catchall(const json_t *reply, const struct acct_args *a);
 static int print_quota(const json_t *reply, const struct acct_args *a);
+static int print_rcpt(const json_t *reply, const struct acct_args *a);
 
 static const struct acct_verb verbs[] = {
 	{ "domain", "add", MSG_STORAGED_DOMAIN_ADD, 1, 1, { "name" }, 0, "NAME", print_domain_added },
 	{ "domain", "del", MSG_STORAGED_DOMAIN_DEL, 1, 1, { "name" }, 0,
 	  "NAME            (deletes its users and aliases too)", print_done },
 	{ "domain", "list", MSG_STORAGED_DOMAIN_LIST, 0, 0, { NULL }, 0,
-	  "               NAME, USERS, ALIASES, POSTMASTER, CREATED", print_domains },
+	  "               NAME, USERS, ALIASES, POSTMASTER, CREATED, CATCH-ALL", print_domains },
+	{ "domain", "catchall", MSG_STORAGED_DOMAIN_CATCHALL, 1, 2, { "domain", "target" }, ACCT_OPT_OFF,
+	  "DOMAIN ADDRESS|--off   (mail for unknown local parts goes to ADDRESS)", print_catchall },
 	{ "user", "add", MSG_STORAGED_USER_ADD, 1, 1, { "address" }, ACCT_OPT_PASSWORD | ACCT_OPT_QUOTA,
 	  "ADDRESS [--password-stdin] [--quota BYTES]", print_user_added },
 	{ "user", "del", MSG_STORAGED_USER_DEL, 1, 1, { "address" }, 0, "ADDRESS", print_done },
@@ -112,6 +118,9 @@ static const struct acct_verb verbs[] = {
 	  ACCT_OPT_SUB, "ADDRESS NAME", print_mailbox_done },
 	{ "mailbox", "unsubscribe", MSG_STORAGED_MAILBOX_SUBSCRIBE, 2, 2, { "address", "name" },
 	  ACCT_OPT_UNSUB, "ADDRESS NAME", print_mailbox_done },
+	{ "rcpt", "", MSG_STORAGED_RCPT_RESOLVE, 1, 1, { "address" }, 0,
+	  "ADDRESS   where mail for ADDRESS goes (exit 0 if it is accepted here, 1 if not)",
+	  print_rcpt },
 };
 
 /* The usage of one family (every verb), or of one verb if v is not NULL. */
@@ -121,7 +130,8 @@ static int acct_usage(FILE *to, const char *family, const struct acct_verb *v)
 	for (size_t i = 0; i < ARRAY_LEN(verbs); i++) {
 		if (strcmp(verbs[i].family, family) != 0 || (v != NULL && &verbs[i] != v))
 			continue;
-		fprintf(to, "%-6s roostctl %s %s %s\n", lead, family, verbs[i].verb, verbs[i].args_help);
+		fprintf(to, "%-6s roostctl %s %s%s%s\n", lead, family, verbs[i].verb,
+			verbs[i].verb[0] != '\0' ? " " : "", verbs[i].args_help);
 		lead = "";
 	}
 	fprintf(to, "  lists print one tab-separated line per item; --json (before the command)\n"
@@ -231,6 +241,8 @@ static int acct_parse(const struct acct_verb *v, const char *what, int argc, cha
 		} else if (strcmp(argv[i], "--quota") == 0 && (v->opts & ACCT_OPT_QUOTA)) {
 			if (i + 1 >= argc || acct_quota_arg(what, argv[++i], a) != 0)
 				return 1;
+		} else if (strcmp(argv[i], "--off") == 0 && (v->opts & ACCT_OPT_OFF)) {
+			a->off = true;
 		} else if (strncmp(argv[i], "--password", 10) == 0 && strcmp(argv[i], "--password-stdin") != 0) {
 			/* Refused on purpose, and not echoed: argv is visible to every local user. */
 			return ctl_fail("%s: passwords are read from stdin: use --password-stdin", what);
@@ -240,6 +252,8 @@ static int acct_parse(const struct acct_verb *v, const char *what, int argc, cha
 	}
 	if (a->npos < v->min_pos)
 		return ctl_fail("%s: missing %s (try --help)", what, v->args_help);
+	if ((v->opts & ACCT_OPT_OFF) && a->off == (a->npos == v->max_pos))
+		return ctl_fail("%s: wants either %s or --off (try --help)", what, v->fields[v->max_pos - 1]);
 	if ((v->opts & ACCT_OPT_BYTES) && acct_quota_arg(what, a->pos[a->npos - 1], a) != 0)
 		return 1;
 	if ((v->opts & ACCT_OPT_NEED_PW) && !a->password_stdin)
@@ -260,6 +274,8 @@ static json_t *acct_request_new(const struct acct_verb *v, const char *what, con
 	for (int i = 0; i < a->npos; i++)
 		if (v->fields[i] != NULL)  /* NULL: BYTES, sent as quota_bytes below */
 			json_object_set_new(req, v->fields[i], json_string(a->pos[i]));
+	if (a->off)
+		json_object_set_new(req, v->fields[v->max_pos - 1], json_null());
 	if (a->has_quota)
 		json_object_set_new(req, "quota_bytes", json_integer((json_int_t)a->quota));
 	if (v->opts & (ACCT_OPT_SUB | ACCT_OPT_UNSUB))
@@ -371,12 +387,22 @@ static int acct_all_pages(const struct ctl *ctl, const struct acct_verb *v, cons
 	return rc;
 }
 
+/* The exit status a reply means: verify and rcpt say their answer with it. */
+static int acct_status(enum msg_type type, const json_t *reply)
+{
+	if (type == MSG_STORAGED_USER_VERIFY)
+		return !json_is_true(json_object_get(reply, "valid"));
+	if (type == MSG_STORAGED_RCPT_RESOLVE)
+		return !json_is_true(json_object_get(reply, "found"));
+	return 0;
+}
+
 /* Runs one verb of a family: parse, request, call, print. */
 static int acct_run(struct ctl *ctl, const struct acct_verb *v, int argc, char **argv)
 {
 	char what[32];
 	struct acct_args a = { 0 };
-	snprintf(what, sizeof what, "%s %s", v->family, v->verb);
+	snprintf(what, sizeof what, "%s%s%s", v->family, v->verb[0] != '\0' ? " " : "", v->verb);
 	for (int i = 0; i < argc && strcmp(argv[i], "--") != 0; i++)
 		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
 			return acct_usage(stdout, v->family, v);
@@ -396,8 +422,7 @@ static int acct_run(struct ctl *ctl, const struct acct_verb *v, int argc, char *
 	if (ctl->json) {
 		json_dumpf(reply, stdout, JSON_COMPACT);
 		fputc('\n', stdout);
-		/* verify's exit status says the answer in both modes */
-		rc = v->type == MSG_STORAGED_USER_VERIFY && !json_is_true(json_object_get(reply, "valid"));
+		rc = acct_status(v->type, reply);  /* verify and rcpt: the answer, in both modes */
 	} else {
 		rc = v->print(reply, &a);
 		if (json_is_true(json_object_get(reply, "truncated")))  /* a list that has no pages */
@@ -440,6 +465,15 @@ int cmd_mailbox(struct ctl *ctl, int argc, char **argv)
 	return acct_family(ctl, "mailbox", argc, argv);
 }
 
+/* rcpt has no verb: argv[0] is "rcpt", the address follows. */
+int cmd_rcpt(struct ctl *ctl, int argc, char **argv)
+{
+	for (size_t i = 0; i < ARRAY_LEN(verbs); i++)
+		if (strcmp(verbs[i].family, "rcpt") == 0)
+			return argc < 2 ? acct_usage(stderr, "rcpt", NULL) : acct_run(ctl, &verbs[i], argc - 1, argv + 1);
+	return 1;
+}
+
 /* ---- human output --------------------------------------------------- */
 
 /* Unix seconds as "2024-11-25T13:00:00Z" into buf. */
@@ -477,8 +511,20 @@ static int print_domains(const json_t *reply, const struct acct_args *a)
 	json_t *d;
 	char when[32];
 	json_array_foreach(json_object_get(reply, "domains"), i, d)
-		printf("%s\t%lld\t%lld\t%s\t%s\n", str(d, "name"), num(d, "users"), num(d, "aliases"),
-		       str(d, "postmaster"), acct_time(json_object_get(d, "created"), when, sizeof when));
+		printf("%s\t%lld\t%lld\t%s\t%s\t%s\n", str(d, "name"), num(d, "users"), num(d, "aliases"),
+		       str(d, "postmaster"), acct_time(json_object_get(d, "created"), when, sizeof when),
+		       str(d, "catchall"));
+	return 0;
+}
+
+static int print_catchall(const json_t *reply, const struct acct_args *a)
+{
+	(void)a;
+	const char *target = json_string_value(json_object_get(reply, "catchall"));
+	if (target != NULL)
+		printf("catch-all of %s: %s\n", str(reply, "domain"), target);
+	else
+		printf("catch-all of %s off\n", str(reply, "domain"));
 	return 0;
 }
 
@@ -519,6 +565,26 @@ static int print_quota(const json_t *reply, const struct acct_args *a)
 	else
 		printf("quota of %s: %lld bytes (%lld used)\n", str(u, "address"), q, num(u, "used_bytes"));
 	return 0;
+}
+
+/* One "key<TAB>value" line per fact, one per delivery and forward. */
+static int print_rcpt(const json_t *reply, const struct acct_args *a)
+{
+	size_t i;
+	json_t *x;
+	(void)a;
+	printf("address\t%s\n", str(reply, "address"));
+	printf("local\t%s\n", json_is_true(json_object_get(reply, "local")) ? "yes" : "no");
+	printf("found\t%s\n", json_is_true(json_object_get(reply, "found")) ? "yes" : "no");
+	if (json_object_get(reply, "via") != NULL)
+		printf("via\t%s\n", str(reply, "via"));
+	if (json_object_get(reply, "tag") != NULL)
+		printf("tag\t%s\n", str(reply, "tag"));
+	json_array_foreach(json_object_get(reply, "deliveries"), i, x)
+		printf("deliver\t%s\n", json_string_value(x));
+	json_array_foreach(json_object_get(reply, "forwards"), i, x)
+		printf("forward\t%s\n", json_string_value(x));
+	return acct_status(MSG_STORAGED_RCPT_RESOLVE, reply);
 }
 
 static int print_verify(const json_t *reply, const struct acct_args *a)

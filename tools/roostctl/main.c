@@ -23,10 +23,11 @@ static const struct command {
 } commands[] = {
 	{ "bus", cmd_bus, "bus tail|ping: watch the bus, measure a round trip" },
 	{ "status", cmd_status, "services on the bus, their replicas, uptime and requests" },
-	{ "domain", cmd_domain, "domain add|del|list: the mail domains storaged hosts" },
+	{ "domain", cmd_domain, "domain add|del|list|catchall: the mail domains storaged hosts" },
 	{ "user", cmd_user, "user add|del|list|passwd|verify|quota: mailbox users" },
 	{ "alias", cmd_alias, "alias add|del|list: addresses forwarded to others" },
 	{ "mailbox", cmd_mailbox, "mailbox list|create|delete|rename|subscribe|unsubscribe: a user's mailboxes" },
+	{ "rcpt", cmd_rcpt, "rcpt ADDRESS: where mail for an address goes (user, alias, catch-all...)" },
 	{ NULL, NULL, NULL },
 };
 

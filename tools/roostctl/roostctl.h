@@ -1,7 +1,8 @@
 /*
  * roostctl.h — the operator's command line. main.c holds the command table
  * and the shared options; each family of subcommands has its own file
- * (bus.c: bus tail, bus ping, status; accounts.c: domain, user, alias, mailbox).
+ * (bus.c: bus tail, bus ping, status; accounts.c: domain, user, alias, mailbox,
+ * rcpt).
  */
 #ifndef ROOST_ROOSTCTL_H
 #define ROOST_ROOSTCTL_H
@@ -36,5 +37,6 @@ int cmd_domain(struct ctl *ctl, int argc, char **argv);
 int cmd_user(struct ctl *ctl, int argc, char **argv);
 int cmd_alias(struct ctl *ctl, int argc, char **argv);
 int cmd_mailbox(struct ctl *ctl, int argc, char **argv);
+int cmd_rcpt(struct ctl *ctl, int argc, char **argv);
 
 #endif
