@@ -1,12 +1,15 @@
 /*
  * accounts.c — storaged's accounts requests (/tmp/storaged_spec.md):
  *
- *   storaged.domain.{add,del,list}   storaged.user.{add,del,list,passwd,verify}
+ *   storaged.domain.{add,del,list}
+ *   storaged.user.{add,del,list,passwd,verify,quota}
  *   storaged.alias.{add,del,list}
  *
  * and holds storaged's one handler table (the storaged.mailbox.* handlers
- * live in mailbox.c, storaged.queue.* in queue.c; they share the helpers
- * declared in storaged.h).
+ * live in mailbox.c, storaged.queue.* in queue.c, storaged.rcpt.resolve
+ * and storaged.domain.catchall in rcpt.c; they share the helpers declared
+ * in storaged.h). The lists come in pages ordered by name: a cut reply
+ * says where the next one starts.
  *
  * Each handler begins with one strict bus_req_unpack, validates names with
  * acc_name_check, and touches the database only through prepared
@@ -189,7 +192,7 @@ int64_t acc_int(sqlite3_stmt *st)
 }
 
 /* The id of a hosted domain, 0 if we do not host it, -1 on error. */
-static int64_t acc_domain_id(accounts_t *a, const char *name)
+int64_t acc_domain_id(accounts_t *a, const char *name)
 {
 	sqlite3_stmt *st = acc_prep(a, "SELECT id FROM domains WHERE name = ?1", "s", name);
 	if (st == NULL)
@@ -281,7 +284,7 @@ static void acc_domain_del(bus_req_t **req, void *arg)
 }
 
 /* Lists stop before the reply could outgrow a bus envelope (64 KiB) and
- * say "truncated"; paging comes with the mailbox work. */
+ * say "truncated"; the paged ones say where the next page starts. */
 #define ACC_LIST_BYTES (48 * 1024)
 
 /*
@@ -317,29 +320,54 @@ json_t *acc_rows_new(sqlite3_stmt *st, acc_row_fn row_fn, size_t max_bytes, size
 	return list;
 }
 
-/* Replies {key: [row_fn(row)...], truncated} from st (finalized here). */
-void acc_list_reply(accounts_t *a, bus_req_t **req, sqlite3_stmt *st, const char *key,
-			   acc_row_fn row_fn)
+/*
+ * Replies {key: [row_fn(row)...], truncated} from st (finalized here). If
+ * the list is cut and cursor is not NULL (item fields, NULL-terminated),
+ * the last item's cursor[0] goes in "next" and each further cursor[i] in
+ * "next_<cursor[i]>": what the client sends as after, after_<...>.
+ */
+void acc_list_page(accounts_t *a, bus_req_t **req, sqlite3_stmt *st, const char *key,
+		   acc_row_fn row_fn, const char *const *cursor)
 {
 	size_t bytes;
 	bool cut;
 	json_t *list = acc_rows_new(st, row_fn, ACC_LIST_BYTES, &bytes, &cut);
+	json_t *last = list != NULL && json_array_size(list) > 0
+		? json_array_get(list, json_array_size(list) - 1) : NULL;
 	if (list == NULL) {
 		acc_fail(a, req, "internal", "database error");
 		return;
 	}
 	json_t *f = json_pack("{s:o, s:b}", key, list, "truncated", cut);
+	for (size_t i = 0; cut && last != NULL && cursor != NULL && cursor[i] != NULL; i++) {
+		char name[64];
+		snprintf(name, sizeof name, i == 0 ? "next" : "next_%s", cursor[i]);
+		json_object_set(f, name, json_object_get(last, cursor[i]));
+	}
 	acc_ok(a, req, &f);
+}
+
+void acc_list_reply(accounts_t *a, bus_req_t **req, sqlite3_stmt *st, const char *key,
+		    acc_row_fn row_fn)
+{
+	acc_list_page(a, req, st, key, row_fn, NULL);
+}
+
+/* A text column as a new JSON string, or null. */
+static json_t *acc_text_or_null(sqlite3_stmt *st, int col)
+{
+	const char *s = (const char *)sqlite3_column_text(st, col);
+	return s ? json_string(s) : json_null();
 }
 
 static json_t *acc_domain_row(sqlite3_stmt *st)
 {
-	const char *pm = (const char *)sqlite3_column_text(st, 3);
-	return json_pack("{s:s, s:I, s:I, s:o, s:I}",
+	return json_pack("{s:s, s:I, s:I, s:o, s:o, s:I}",
 			 "name", (const char *)sqlite3_column_text(st, 0),
 			 "users", (json_int_t)sqlite3_column_int64(st, 1),
 			 "aliases", (json_int_t)sqlite3_column_int64(st, 2),
-			 "postmaster", pm ? json_string(pm) : json_null(),
+			 "postmaster", acc_text_or_null(st, 3),
+			 "catchall", acc_text_or_null(st, 5),
 			 "created", (json_int_t)sqlite3_column_int64(st, 4));
 }
 
@@ -362,14 +390,18 @@ static json_t *acc_alias_row(sqlite3_stmt *st)
 static void acc_domain_list(bus_req_t **req, void *arg)
 {
 	accounts_t *a = arg;
-	if (ACC_UNPACK(a, req, "{}") < 0)
+	const char *in = NULL;
+	char after[ACC_ADDR_MAX];
+	if (ACC_UNPACK(a, req, "{s?s}", "after", &in) < 0 ||
+	    (in != NULL && acc_name(a, req, "after", in, false, after, NULL) < 0))
 		return;
 	sqlite3_stmt *st = acc_prep(a, "SELECT d.name, "
 				    "(SELECT count(*) FROM users u WHERE u.domain_id = d.id), "
 				    "(SELECT count(*) FROM aliases l WHERE l.domain_id = d.id), "
-				    "d.postmaster, d.created FROM domains d ORDER BY d.name LIMIT ?1",
-				    "i", (int64_t)ACC_LIST_MAX);
-	acc_list_reply(a, req, st, "domains", acc_domain_row);
+				    "d.postmaster, d.created, d.catchall FROM domains d "
+				    "WHERE ?2 IS NULL OR d.name > ?2 ORDER BY d.name LIMIT ?1",
+				    "is", (int64_t)ACC_LIST_MAX, in != NULL ? after : NULL);
+	acc_list_page(a, req, st, "domains", acc_domain_row, (const char *[]){ "name", NULL });
 }
 
 /* ---- users ---------------------------------------------------------------------- */
@@ -436,6 +468,14 @@ static void acc_hash_then(accounts_t *a, bus_req_t **req, struct acc_job *j, con
 	*req = NULL;  /* parked until the callback */
 }
 
+static int acc_quota_check(accounts_t *a, bus_req_t **req, json_int_t quota)
+{
+	if (quota >= 0 && quota <= ACC_QUOTA_MAX)
+		return 0;
+	acc_fail(a, req, "invalid", "quota_bytes must be 0..2^50");
+	return -1;
+}
+
 static int acc_password_check(accounts_t *a, bus_req_t **req, size_t len)
 {
 	if (len >= PASSWORD_MIN_LEN && len <= PASSWORD_MAX_LEN)
@@ -453,12 +493,9 @@ static void acc_user_add(bus_req_t **req, void *arg)
 	struct acc_job j0 = { .a = a };
 	if (ACC_UNPACK(a, req, "{s:s, s?s%, s?I}", "address", &in, "password", &pw, &pwlen,
 		       "quota_bytes", &quota) < 0 ||
-	    acc_name(a, req, "address", in, true, j0.address, NULL) < 0)
+	    acc_name(a, req, "address", in, true, j0.address, NULL) < 0 ||
+	    acc_quota_check(a, req, quota) < 0)
 		return;
-	if (quota < 0 || quota > ACC_QUOTA_MAX) {
-		acc_fail(a, req, "invalid", "quota_bytes must be 0..2^50");
-		return;
-	}
 	j0.quota = quota;
 	if (pw == NULL) {
 		acc_commit(a, req, acc_user_add_change, &j0);
@@ -495,20 +532,57 @@ static void acc_user_del(bus_req_t **req, void *arg)
 	acc_commit(a, req, acc_user_del_change, addr);
 }
 
+/* The filter and cursor of a user or alias list request, checked;
+ * the pointers are NULL where the request has no such field. */
+struct acc_page {
+	char buf[3][ACC_ADDR_MAX];
+	const char *domain, *after_local, *after_domain, *after_target;
+};
+
+/*
+ * Unpacks {domain?, after?} (and after_target? if targets) into p:
+ * after is an address, split into its local part and domain so that the
+ * list can go on from (domain, local part). 0, or -1 after replying.
+ */
+static int acc_page_args(accounts_t *a, bus_req_t **req, struct acc_page *p, bool targets)
+{
+	const char *dom = NULL, *after = NULL, *target = NULL;
+	char *at = NULL;
+	memset(p, 0, sizeof *p);
+	if ((targets ? ACC_UNPACK(a, req, "{s?s, s?s, s?s}", "domain", &dom, "after", &after,
+				  "after_target", &target)
+		     : ACC_UNPACK(a, req, "{s?s, s?s}", "domain", &dom, "after", &after)) < 0 ||
+	    (dom != NULL && acc_name(a, req, "domain", dom, false, p->buf[0], NULL) < 0) ||
+	    (after != NULL && acc_name(a, req, "after", after, true, p->buf[1], &at) < 0) ||
+	    (target != NULL && acc_name(a, req, "after_target", target, true, p->buf[2], NULL) < 0))
+		return -1;
+	if (target != NULL && after == NULL) {
+		acc_fail(a, req, "invalid", "after_target needs after");
+		return -1;
+	}
+	p->domain = dom != NULL ? p->buf[0] : NULL;
+	if (at != NULL) {
+		*at = '\0';
+		p->after_local = p->buf[1];
+		p->after_domain = at + 1;
+	}
+	p->after_target = target != NULL ? p->buf[2] : NULL;
+	return 0;
+}
+
 static void acc_user_list(bus_req_t **req, void *arg)
 {
 	accounts_t *a = arg;
-	const char *in = NULL;
-	char dom[ACC_ADDR_MAX];
-	if (ACC_UNPACK(a, req, "{s?s}", "domain", &in) < 0 ||
-	    (in != NULL && acc_name(a, req, "domain", in, false, dom, NULL) < 0))
+	struct acc_page p;
+	if (acc_page_args(a, req, &p, false) < 0)
 		return;
 	sqlite3_stmt *st = acc_prep(a, "SELECT u.localpart || '@' || d.name, u.quota_bytes, u.used_bytes, "
 				    "u.password IS NOT NULL, u.created FROM users u JOIN domains d "
-				    "ON d.id = u.domain_id WHERE ?1 IS NULL OR d.name = ?1 "
-				    "ORDER BY d.name, u.localpart LIMIT ?2", "si",
-				    in != NULL ? dom : NULL, (int64_t)ACC_LIST_MAX);
-	acc_list_reply(a, req, st, "users", acc_user_row);
+				    "ON d.id = u.domain_id WHERE (?1 IS NULL OR d.name = ?1) AND "
+				    "(?3 IS NULL OR (d.name, u.localpart) > (?3, ?4)) "
+				    "ORDER BY d.name, u.localpart LIMIT ?2", "siss",
+				    p.domain, (int64_t)ACC_LIST_MAX, p.after_domain, p.after_local);
+	acc_list_page(a, req, st, "users", acc_user_row, (const char *[]){ "address", NULL });
 }
 
 static json_t *acc_user_passwd_change(accounts_t *a, void *ctx, struct acc_err *e)
@@ -545,6 +619,40 @@ static void acc_user_passwd(bus_req_t **req, void *arg)
 		return;
 	}
 	acc_hash_then(a, req, j, pw, pwlen, acc_user_passwd_hashed);
+}
+
+/* Sets the quota; the reply carries what the user stores already. */
+static json_t *acc_user_quota_change(accounts_t *a, void *ctx, struct acc_err *e)
+{
+	struct acc_job *j = ctx;
+	char *at = strchr(j->address, '@');
+	*at = '\0';
+	/* RETURNING: the change is made by the first step, which yields the row. */
+	sqlite3_stmt *st = acc_prep(a, "UPDATE users SET quota_bytes = ?1 WHERE localpart = ?2 AND "
+				    "domain_id = (SELECT id FROM domains WHERE name = ?3) "
+				    "RETURNING used_bytes", "iss", (int64_t)j->quota, j->address, at + 1);
+	int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
+	json_int_t used = rc == SQLITE_ROW ? (json_int_t)sqlite3_column_int64(st, 0) : 0;
+	sqlite3_finalize(st);
+	*at = '@';  /* only now: the statement read the local part in place */
+	if (rc == SQLITE_DONE)
+		acc_set(e, "not_found", "no user %s", j->address);
+	if (rc != SQLITE_ROW)
+		return NULL;
+	return json_pack("{s:{s:s, s:I, s:I}}", "user", "address", j->address,
+			 "quota_bytes", j->quota, "used_bytes", used);
+}
+
+static void acc_user_quota(bus_req_t **req, void *arg)
+{
+	accounts_t *a = arg;
+	const char *in;
+	struct acc_job j = { .a = a };
+	if (ACC_UNPACK(a, req, "{s:s, s:I}", "address", &in, "quota_bytes", &j.quota) < 0 ||
+	    acc_name(a, req, "address", in, true, j.address, NULL) < 0 ||
+	    acc_quota_check(a, req, j.quota) < 0)
+		return;
+	acc_commit(a, req, acc_user_quota_change, &j);
 }
 
 /* ---- user.verify and its cache ----------------------------------------------- */
@@ -671,7 +779,7 @@ struct acc_alias {
 };
 
 /* 1 if domain dom has a user local, 0 if not, -1 on error. */
-static int acc_user_exists(accounts_t *a, int64_t dom, const char *local)
+int acc_user_exists(accounts_t *a, int64_t dom, const char *local)
 {
 	sqlite3_stmt *st = acc_prep(a, "SELECT 1 FROM users WHERE domain_id = ?1 AND localpart = ?2",
 				    "is", dom, local);
@@ -747,16 +855,19 @@ static void acc_alias_del(bus_req_t **req, void *arg)
 static void acc_alias_list(bus_req_t **req, void *arg)
 {
 	accounts_t *a = arg;
-	const char *in = NULL;
-	char dom[ACC_ADDR_MAX];
-	if (ACC_UNPACK(a, req, "{s?s}", "domain", &in) < 0 ||
-	    (in != NULL && acc_name(a, req, "domain", in, false, dom, NULL) < 0))
+	struct acc_page p;
+	if (acc_page_args(a, req, &p, true) < 0)
 		return;
+	/* Without after_target every target of after is behind us. */
 	sqlite3_stmt *st = acc_prep(a, "SELECT l.localpart || '@' || d.name, l.target FROM aliases l "
-				    "JOIN domains d ON d.id = l.domain_id WHERE ?1 IS NULL OR d.name = ?1 "
-				    "ORDER BY d.name, l.localpart, l.target LIMIT ?2", "si",
-				    in != NULL ? dom : NULL, (int64_t)ACC_LIST_MAX);
-	acc_list_reply(a, req, st, "aliases", acc_alias_row);
+				    "JOIN domains d ON d.id = l.domain_id WHERE (?1 IS NULL OR d.name = ?1) "
+				    "AND (?3 IS NULL OR (?5 IS NULL AND (d.name, l.localpart) > (?3, ?4)) "
+				    "OR (d.name, l.localpart, l.target) > (?3, ?4, ?5)) "
+				    "ORDER BY d.name, l.localpart, l.target LIMIT ?2", "sisss",
+				    p.domain, (int64_t)ACC_LIST_MAX, p.after_domain, p.after_local,
+				    p.after_target);
+	acc_list_page(a, req, st, "aliases", acc_alias_row,
+		      (const char *[]){ "address", "target", NULL });
 }
 
 /* ---- the service -------------------------------------------------------------- */
@@ -770,6 +881,9 @@ const bus_handler_t accounts_handlers[] = {
 	{ "storaged.user.list", acc_user_list },
 	{ "storaged.user.passwd", acc_user_passwd },
 	{ "storaged.user.verify", acc_user_verify },
+	{ "storaged.user.quota", acc_user_quota },
+	{ "storaged.domain.catchall", rcpt_catchall },
+	{ "storaged.rcpt.resolve", rcpt_resolve },
 	{ "storaged.alias.add", acc_alias_add },
 	{ "storaged.alias.del", acc_alias_del },
 	{ "storaged.alias.list", acc_alias_list },

@@ -8,6 +8,8 @@
  * same machinery, which accounts.c shares through the acc_* helpers below.
  * queue.c keeps the outbound queue (queue_add for storaged.message.store,
  * storaged.queue.* for smtpd's delivery client and roostctl).
+ * rcpt.c answers storaged.rcpt.resolve (where mail for a recipient goes)
+ * and storaged.domain.catchall with the same helpers.
  * idem.c keeps the replies of state-changing requests under their idem key
  * so that a retried request changes nothing and gets the same answer.
  * backup.c makes online snapshots for roostctl backup (storaged.backup.*).
@@ -109,6 +111,11 @@ int acc_name(accounts_t *a, bus_req_t **req, const char *field, const char *in,
 /* The same without a request: 0, or -1 with e "invalid" naming field. */
 int acc_name_err(struct acc_err *e, const char *field, const char *in, bool address, char *out,
 		 char **at);
+/* The id of a hosted domain (lower-case name), 0 if we do not host it,
+ * -1 on error. */
+int64_t acc_domain_id(accounts_t *a, const char *name);
+/* 1 if domain dom has a user local, 0 if not, -1 on error. */
+int acc_user_exists(accounts_t *a, int64_t dom, const char *local);
 /* Prepares sql binding fmt's parameters ('s' string or NULL, 'i' int64). */
 sqlite3_stmt *acc_prep(accounts_t *a, const char *sql, const char *fmt, ...);
 /* Steps and finalizes st: SQLITE_DONE (or ROW), else the extended code. */
@@ -146,6 +153,11 @@ json_t *acc_rows_new(sqlite3_stmt *st, acc_row_fn row_fn, size_t max_bytes, size
 /* Replies {key: [row_fn(row)...], truncated} from st (finalized here). */
 void acc_list_reply(accounts_t *a, bus_req_t **req, sqlite3_stmt *st, const char *key,
 		    acc_row_fn row_fn);
+/* The same for a paged list: when cut, the last item's cursor[0] is
+ * replied as "next", each further cursor[i] as "next_<cursor[i]>"
+ * (cursor: item field names, NULL-terminated). */
+void acc_list_page(accounts_t *a, bus_req_t **req, sqlite3_stmt *st, const char *key,
+		   acc_row_fn row_fn, const char *const *cursor);
 
 /* ---- mailbox.c ---- */
 
@@ -233,6 +245,11 @@ void backup_start(bus_req_t **req, void *arg);
 void backup_status(bus_req_t **req, void *arg);
 void backup_read(bus_req_t **req, void *arg);
 void backup_finish(bus_req_t **req, void *arg);
+/* ---- rcpt.c ---- */
+
+/* storaged.rcpt.resolve and storaged.domain.catchall (arg: accounts_t). */
+void rcpt_resolve(bus_req_t **req, void *arg);
+void rcpt_catchall(bus_req_t **req, void *arg);
 
 /*
  * The stored result for idem: 1 and a new reference in *result_out if it

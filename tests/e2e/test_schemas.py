@@ -97,9 +97,12 @@ REQUESTS = {
     "storaged.domain.list": (
         {},
         {"domains": [{"name": "example.org", "users": 2, "aliases": 1, "postmaster": "alice",
-                      "created": 1732540000},
+                      "catchall": "alice@example.org", "created": 1732540000},
                      {"name": "mail.example.net", "users": 0, "aliases": 0, "postmaster": None,
-                      "created": 1732540001}]}),
+                      "catchall": None, "created": 1732540001}]}),
+    "storaged.domain.catchall": (
+        {"idem": "k-12", "domain": "Example.org", "target": "Alice@Example.org"},
+        {"domain": "example.org", "catchall": "alice@example.org"}),
     "storaged.user.add": (
         {"idem": "k-3", "address": "Alice@Example.org", "password": "s3cret", "quota_bytes": 2 ** 30},
         {"user": {"address": "alice@example.org", "quota_bytes": 2 ** 30, "created": 1732540000}}),
@@ -115,6 +118,14 @@ REQUESTS = {
         {"changed": True}),
     "storaged.user.verify": (
         {"address": "alice@example.org", "password": "s3cret"}, {"valid": False}),
+    "storaged.user.quota": (
+        {"idem": "k-13", "address": "alice@example.org", "quota_bytes": 2 ** 50},
+        {"user": {"address": "alice@example.org", "quota_bytes": 2 ** 50, "used_bytes": 1234}}),
+    "storaged.rcpt.resolve": (
+        {"address": "Info+Web@Example.org"},
+        {"address": "info+web@example.org", "local": True, "found": True, "via": "alias",
+         "tag": "web", "deliveries": ["alice@example.org", "bob@example.org"],
+         "forwards": ["friend@elsewhere.example"]}),
     "storaged.alias.add": (
         {"idem": "k-6", "address": "postmaster@example.org", "target": "alice@example.org"},
         {"alias": {"address": "postmaster@example.org", "target": "alice@example.org"}}),
@@ -294,6 +305,26 @@ VALID = [
        truncated=True),
     err("storaged.queue.update", code="lease_lost", error="queue entry 1 is gone"),
     err("storaged.queue.delete", code="not_found", error="no queue entry 1"),
+    # rcpt: not found, elsewhere, the errors of alias expansion
+    ok("storaged.rcpt.resolve", address="nobody@example.org", local=True, found=False,
+       deliveries=[], forwards=[]),
+    ok("storaged.rcpt.resolve", address="a+b@elsewhere.example", local=False, found=False,
+       deliveries=[], forwards=[]),
+    ok("storaged.rcpt.resolve", address="postmaster+x@example.org", local=True, found=True,
+       via="postmaster", tag="", deliveries=["alice@example.org"], forwards=[]),
+    err("storaged.rcpt.resolve", code="alias_loop", error="alias loop: x@example.org reaches alias x@example.org again"),
+    err("storaged.rcpt.resolve", code="too_many", error="x@example.org expands to more than 100 addresses"),
+    env("storaged.domain.catchall", idem="k", domain="example.org", target=None),
+    ok("storaged.domain.catchall", domain="example.org", catchall=None),
+    # paged lists
+    env("storaged.domain.list", after="example.org"),
+    ok("storaged.domain.list", domains=[], truncated=True, next="example.org"),
+    env("storaged.user.list", domain="example.org", after="alice@example.org"),
+    ok("storaged.user.list", users=[], truncated=True, next="alice@example.org"),
+    env("storaged.alias.list", after="info@example.org", after_target="a@elsewhere.example"),
+    env("storaged.alias.list", after="info@example.org"),
+    ok("storaged.alias.list", aliases=[], truncated=True, next="info@example.org",
+       next_target="a@elsewhere.example"),
 ]
 
 EVENTS = {"busd.worker.joined", "busd.worker.left", "echo.event.fired", "storaged.mailbox.changed"}
@@ -517,9 +548,32 @@ INVALID = [
     ("retry all false", env("storaged.queue.retry", idem="k", all=False)),
     ("delete without idem", env("storaged.queue.delete", queue_id=1)),
     ("delete id as string", env("storaged.queue.delete", idem="k", queue_id="1")),
+    ("listed domain without catchall", ok("storaged.domain.list", domains=[
+        {"name": "example.org", "users": 0, "aliases": 0, "postmaster": None, "created": 0}])),
+    ("catchall not an address", env("storaged.domain.catchall", idem="k", domain="example.org",
+                                    target=7)),
+    ("catchall without target", env("storaged.domain.catchall", idem="k", domain="example.org")),
+    ("catchall without idem", env("storaged.domain.catchall", domain="example.org", target=None)),
+    ("quota without quota_bytes", env("storaged.user.quota", idem="k", address="a@example.org")),
+    ("quota over 2^50 on quota", env("storaged.user.quota", idem="k", address="a@example.org",
+                                     quota_bytes=2 ** 50 + 1)),
+    ("rcpt without address", env("storaged.rcpt.resolve")),
+    ("rcpt unknown via", ok("storaged.rcpt.resolve", address="a@example.org", local=True,
+                            found=True, via="magic", deliveries=[], forwards=[])),
+    ("rcpt ok without deliveries", ok("storaged.rcpt.resolve", address="a@example.org",
+                                      local=True, found=False, forwards=[])),
+    ("rcpt delivery upper case", ok("storaged.rcpt.resolve", address="a@example.org", local=True,
+                                    found=True, via="user", deliveries=["A@example.org"],
+                                    forwards=[])),
+    ("rcpt too many forwards", ok("storaged.rcpt.resolve", address="a@example.org", local=True,
+                                  found=True, via="alias", deliveries=[],
+                                  forwards=["f%d@elsewhere.example" % i for i in range(101)])),
+    ("after_target without after", env("storaged.alias.list", after_target="a@example.org")),
+    ("empty after", env("storaged.user.list", after="")),
+    ("next not a name", ok("storaged.domain.list", domains=[], truncated=True, next="Example.org")),
     ("too many domains", ok("storaged.domain.list", domains=[
-        {"name": "d%d.example" % i, "users": 0, "aliases": 0, "postmaster": None, "created": 0}
-        for i in range(10001)])),
+        {"name": "d%d.example" % i, "users": 0, "aliases": 0, "postmaster": None, "catchall": None,
+         "created": 0} for i in range(10001)])),
 ]
 
 

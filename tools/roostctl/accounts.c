@@ -1,13 +1,16 @@
 /*
- * accounts.c — roostctl domain, user, alias, mailbox: the mail accounts
- * storaged keeps and their mailboxes
- * (proto/schemas/storaged.{domain,user,alias,mailbox}.*.json).
+ * accounts.c — roostctl domain, user, alias, mailbox, rcpt: the mail
+ * accounts storaged keeps, their mailboxes and where a recipient's mail goes
+ * (proto/schemas/storaged.{domain,user,alias,mailbox,rcpt}.*.json).
  *
  * One table row per subcommand: the message type it sends, the request
  * fields its positional arguments fill, the options it takes and how its
  * reply is printed. A type the schemas mark idempotent carries an idem key,
  * one random token per invocation: the synchronous call resends the same
  * envelope on a retry, so storaged applies the change at most once.
+ *
+ * Lists storaged sends in pages (domains, users, aliases) are fetched whole,
+ * page after page, and printed as one.
  *
  * Passwords come from stdin only (--password-stdin), never from argv,
  * where every user of the machine could read them in ps.
@@ -18,6 +21,7 @@
 #include "msgtypes.h"
 #include "util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -35,6 +39,8 @@ enum acct_opt {
 	ACCT_OPT_QUOTA = 4,     /* --quota BYTES accepted */
 	ACCT_OPT_SUB = 8,       /* sends "subscribed": true */
 	ACCT_OPT_UNSUB = 16,    /* sends "subscribed": false */
+	ACCT_OPT_BYTES = 32,    /* the last argument is BYTES, sent as quota_bytes */
+	ACCT_OPT_OFF = 64,      /* --off instead of the last argument: sends it as null */
 };
 
 /* What the command line said, once parsed. */
@@ -44,6 +50,7 @@ struct acct_args {
 	bool password_stdin;
 	bool has_quota;
 	unsigned long long quota;
+	bool off;
 };
 
 struct acct_verb {
@@ -68,18 +75,25 @@ static int print_done(const json_t *reply, const struct acct_args *a);
 static int print_mailbox_created(const json_t *reply, const struct acct_args *a);
 static int print_mailboxes(const json_t *reply, const struct acct_args *a);
 static int print_mailbox_done(const json_t *reply, const struct acct_args *a);
+static int print_catchall(const json_t *reply, const struct acct_args *a);
+static int print_quota(const json_t *reply, const struct acct_args *a);
+static int print_rcpt(const json_t *reply, const struct acct_args *a);
 
 static const struct acct_verb verbs[] = {
 	{ "domain", "add", MSG_STORAGED_DOMAIN_ADD, 1, 1, { "name" }, 0, "NAME", print_domain_added },
 	{ "domain", "del", MSG_STORAGED_DOMAIN_DEL, 1, 1, { "name" }, 0,
 	  "NAME            (deletes its users and aliases too)", print_done },
 	{ "domain", "list", MSG_STORAGED_DOMAIN_LIST, 0, 0, { NULL }, 0,
-	  "               NAME, USERS, ALIASES, POSTMASTER, CREATED", print_domains },
+	  "               NAME, USERS, ALIASES, POSTMASTER, CREATED, CATCH-ALL", print_domains },
+	{ "domain", "catchall", MSG_STORAGED_DOMAIN_CATCHALL, 1, 2, { "domain", "target" }, ACCT_OPT_OFF,
+	  "DOMAIN ADDRESS|--off   (mail for unknown local parts goes to ADDRESS)", print_catchall },
 	{ "user", "add", MSG_STORAGED_USER_ADD, 1, 1, { "address" }, ACCT_OPT_PASSWORD | ACCT_OPT_QUOTA,
 	  "ADDRESS [--password-stdin] [--quota BYTES]", print_user_added },
 	{ "user", "del", MSG_STORAGED_USER_DEL, 1, 1, { "address" }, 0, "ADDRESS", print_done },
 	{ "user", "list", MSG_STORAGED_USER_LIST, 0, 1, { "domain" }, 0,
 	  "[DOMAIN]      ADDRESS, QUOTA, USED, PASSWORD, CREATED", print_users },
+	{ "user", "quota", MSG_STORAGED_USER_QUOTA, 2, 2, { "address", NULL }, ACCT_OPT_BYTES,
+	  "ADDRESS BYTES   (0: unlimited; suffix K, M, G or T: KiB, MiB, GiB, TiB)", print_quota },
 	{ "user", "passwd", MSG_STORAGED_USER_PASSWD, 1, 1, { "address" },
 	  ACCT_OPT_PASSWORD | ACCT_OPT_NEED_PW, "ADDRESS --password-stdin", print_done },
 	{ "user", "verify", MSG_STORAGED_USER_VERIFY, 1, 1, { "address" },
@@ -103,6 +117,9 @@ static const struct acct_verb verbs[] = {
 	  ACCT_OPT_SUB, "ADDRESS NAME", print_mailbox_done },
 	{ "mailbox", "unsubscribe", MSG_STORAGED_MAILBOX_SUBSCRIBE, 2, 2, { "address", "name" },
 	  ACCT_OPT_UNSUB, "ADDRESS NAME", print_mailbox_done },
+	{ "rcpt", "", MSG_STORAGED_RCPT_RESOLVE, 1, 1, { "address" }, 0,
+	  "ADDRESS   where mail for ADDRESS goes (exit 0 if it is accepted here, 1 if not)",
+	  print_rcpt },
 };
 
 /* The usage of one family (every verb), or of one verb if v is not NULL. */
@@ -112,7 +129,8 @@ static int acct_usage(FILE *to, const char *family, const struct acct_verb *v)
 	for (size_t i = 0; i < ARRAY_LEN(verbs); i++) {
 		if (strcmp(verbs[i].family, family) != 0 || (v != NULL && &verbs[i] != v))
 			continue;
-		fprintf(to, "%-6s roostctl %s %s %s\n", lead, family, verbs[i].verb, verbs[i].args_help);
+		fprintf(to, "%-6s roostctl %s %s%s%s\n", lead, family, verbs[i].verb,
+			verbs[i].verb[0] != '\0' ? " " : "", verbs[i].args_help);
 		lead = "";
 	}
 	fprintf(to, "  lists print one tab-separated line per item; --json (before the command)\n"
@@ -181,15 +199,36 @@ static char *acct_read_password(const char *what)
 	return line;
 }
 
-/* --quota BYTES: decimal digits only, at most 2^50. */
+/* BYTES (--quota, user quota): decimal digits, then K, M, G or T for
+ * KiB, MiB, GiB, TiB if wanted; at most 2^50. */
 static int acct_parse_quota(const char *s, unsigned long long *out)
 {
+	static const char units[] = "KMGT";
+	const char *unit;
 	char *end;
+	int shift = 0;
 	if (s[0] < '0' || s[0] > '9')
 		return -1;
 	errno = 0;
-	*out = strtoull(s, &end, 10);
-	return errno == 0 && *end == '\0' && *out <= ACCT_QUOTA_MAX ? 0 : -1;
+	unsigned long long n = strtoull(s, &end, 10);
+	if (*end != '\0' && end[1] == '\0' && (unit = strchr(units, toupper((unsigned char)*end))) != NULL) {
+		shift = 10 * (int)(unit - units + 1);
+		end++;
+	}
+	if (errno != 0 || *end != '\0' || n > (ACCT_QUOTA_MAX >> shift))
+		return -1;
+	*out = n << shift;
+	return 0;
+}
+
+/* Parses BYTES into a->quota; 0, or 1 after printing why. */
+static int acct_quota_arg(const char *what, const char *s, struct acct_args *a)
+{
+	if (acct_parse_quota(s, &a->quota) < 0)
+		return ctl_fail("%s: the quota is a number of bytes (suffix K, M, G or T allowed), "
+				"0 (unlimited) to %llu", what, ACCT_QUOTA_MAX);
+	a->has_quota = true;
+	return 0;
 }
 
 /*
@@ -215,10 +254,10 @@ static int acct_parse(const struct acct_verb *v, const char *what, int argc, cha
 		} else if (strcmp(argv[i], "--password-stdin") == 0 && (v->opts & ACCT_OPT_PASSWORD)) {
 			a->password_stdin = true;
 		} else if (strcmp(argv[i], "--quota") == 0 && (v->opts & ACCT_OPT_QUOTA)) {
-			if (i + 1 >= argc || acct_parse_quota(argv[++i], &a->quota) < 0)
-				return ctl_fail("%s: --quota wants a number of bytes, 0 (unlimited) to %llu",
-						what, ACCT_QUOTA_MAX);
-			a->has_quota = true;
+			if (i + 1 >= argc || acct_quota_arg(what, argv[++i], a) != 0)
+				return 1;
+		} else if (strcmp(argv[i], "--off") == 0 && (v->opts & ACCT_OPT_OFF)) {
+			a->off = true;
 		} else if (strncmp(argv[i], "--password", 10) == 0 && strcmp(argv[i], "--password-stdin") != 0) {
 			/* Refused on purpose, and not echoed: argv is visible to every local user. */
 			return ctl_fail("%s: passwords are read from stdin: use --password-stdin", what);
@@ -228,6 +267,10 @@ static int acct_parse(const struct acct_verb *v, const char *what, int argc, cha
 	}
 	if (a->npos < v->min_pos)
 		return ctl_fail("%s: missing %s (try --help)", what, v->args_help);
+	if ((v->opts & ACCT_OPT_OFF) && a->off == (a->npos == v->max_pos))
+		return ctl_fail("%s: wants either %s or --off (try --help)", what, v->fields[v->max_pos - 1]);
+	if ((v->opts & ACCT_OPT_BYTES) && acct_quota_arg(what, a->pos[a->npos - 1], a) != 0)
+		return 1;
 	if ((v->opts & ACCT_OPT_NEED_PW) && !a->password_stdin)
 		return ctl_fail("%s: needs --password-stdin (the password is read from stdin, never argv)",
 				what);
@@ -245,7 +288,10 @@ static json_t *acct_request_new(const struct acct_verb *v, const char *what, con
 	if (req == NULL)
 		return NULL;
 	for (int i = 0; i < a->npos; i++)
-		json_object_set_new(req, v->fields[i], json_string(a->pos[i]));
+		if (v->fields[i] != NULL)  /* NULL: BYTES, sent as quota_bytes below */
+			json_object_set_new(req, v->fields[i], json_string(a->pos[i]));
+	if (a->off)
+		json_object_set_new(req, v->fields[v->max_pos - 1], json_null());
 	if (a->has_quota)
 		json_object_set_new(req, "quota_bytes", json_integer((json_int_t)a->quota));
 	if (v->opts & (ACCT_OPT_SUB | ACCT_OPT_UNSUB))
@@ -263,12 +309,81 @@ static json_t *acct_request_new(const struct acct_verb *v, const char *what, con
 	return req;
 }
 
+/* The list of a type's reply if it comes in pages, else NULL. */
+static const char *acct_paged(enum msg_type type)
+{
+	switch (type) {
+	case MSG_STORAGED_DOMAIN_LIST: return "domains";
+	case MSG_STORAGED_USER_LIST: return "users";
+	case MSG_STORAGED_ALIAS_LIST: return "aliases";
+	default: return NULL;
+	}
+}
+
+/* json_equal, where two missing values are the same too. */
+static bool acct_same(const json_t *x, const json_t *y)
+{
+	return x == y || json_equal(x, y);
+}
+
+/*
+ * Fetches the pages after reply's (a paged list cut short) and appends
+ * their items to reply's list, so that reply reads as the whole list. 0,
+ * or 1 after printing why (a failed call, or a server that does not go on).
+ */
+static int acct_all_pages(const struct ctl *ctl, const struct acct_verb *v, const char *what,
+			  const struct acct_args *a, json_t *reply)
+{
+	const char *key = acct_paged(v->type);
+	json_t *list = json_object_get(reply, key), *page = json_incref(reply);
+	int rc = 0;
+	while (rc == 0 && json_is_true(json_object_get(page, "truncated"))) {
+		json_t *next = json_object_get(page, "next"), *next_target = json_object_get(page, "next_target");
+		json_t *req = json_is_string(next) ? acct_request_new(v, what, a) : NULL, *more;
+		if (req == NULL) {
+			rc = ctl_fail("%s: storaged cut the list short without saying where it goes on", what);
+			break;
+		}
+		json_object_set(req, "after", next);
+		if (next_target != NULL)
+			json_object_set(req, "after_target", next_target);
+		if ((more = ctl_storaged_call_new(ctl, what, &req, NULL, NULL)) == NULL) {
+			rc = 1;
+			break;
+		}
+		/* A page must move on, or we would ask for it forever. */
+		if (json_is_true(json_object_get(more, "truncated")) &&
+		    (json_array_size(json_object_get(more, key)) == 0 ||
+		     (acct_same(json_object_get(more, "next"), next) &&
+		      acct_same(json_object_get(more, "next_target"), next_target))))
+			rc = ctl_fail("%s: storaged sent a page that does not go on", what);
+		json_array_extend(list, json_object_get(more, key));
+		json_decref(page);
+		page = more;
+	}
+	json_decref(page);
+	json_object_set_new(reply, "truncated", json_false());
+	json_object_del(reply, "next");
+	json_object_del(reply, "next_target");
+	return rc;
+}
+
+/* The exit status a reply means: verify and rcpt say their answer with it. */
+static int acct_status(enum msg_type type, const json_t *reply)
+{
+	if (type == MSG_STORAGED_USER_VERIFY)
+		return !json_is_true(json_object_get(reply, "valid"));
+	if (type == MSG_STORAGED_RCPT_RESOLVE)
+		return !json_is_true(json_object_get(reply, "found"));
+	return 0;
+}
+
 /* Runs one verb of a family: parse, request, call, print. */
 static int acct_run(struct ctl *ctl, const struct acct_verb *v, int argc, char **argv)
 {
 	char what[32];
 	struct acct_args a = { 0 };
-	snprintf(what, sizeof what, "%s %s", v->family, v->verb);
+	snprintf(what, sizeof what, "%s%s%s", v->family, v->verb[0] != '\0' ? " " : "", v->verb);
 	for (int i = 0; i < argc && strcmp(argv[i], "--") != 0; i++)
 		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
 			return acct_usage(stdout, v->family, v);
@@ -280,17 +395,19 @@ static int acct_run(struct ctl *ctl, const struct acct_verb *v, int argc, char *
 	json_t *reply = ctl_storaged_call_new(ctl, what, &req, NULL, NULL);
 	if (reply == NULL)
 		return 1;
+	if (acct_paged(v->type) != NULL && acct_all_pages(ctl, v, what, &a, reply) != 0) {
+		json_decref(reply);
+		return 1;
+	}
 	int rc;
 	if (ctl->json) {
 		json_dumpf(reply, stdout, JSON_COMPACT);
 		fputc('\n', stdout);
-		/* verify's exit status says the answer in both modes */
-		rc = v->type == MSG_STORAGED_USER_VERIFY && !json_is_true(json_object_get(reply, "valid"));
+		rc = acct_status(v->type, reply);  /* verify and rcpt: the answer, in both modes */
 	} else {
 		rc = v->print(reply, &a);
-		if (json_is_true(json_object_get(reply, "truncated")))
-			fprintf(stderr, "roostctl: %s %s: list cut short to fit one reply%s\n", v->family,
-				v->verb, v->type == MSG_STORAGED_MAILBOX_LIST ? "" : "; list one domain at a time");
+		if (json_is_true(json_object_get(reply, "truncated")))  /* a list that has no pages */
+			fprintf(stderr, "roostctl: %s: list cut short to fit one reply\n", what);
 	}
 	json_decref(reply);
 	return rc;
@@ -327,6 +444,15 @@ int cmd_alias(struct ctl *ctl, int argc, char **argv)
 int cmd_mailbox(struct ctl *ctl, int argc, char **argv)
 {
 	return acct_family(ctl, "mailbox", argc, argv);
+}
+
+/* rcpt has no verb: argv[0] is "rcpt", the address follows. */
+int cmd_rcpt(struct ctl *ctl, int argc, char **argv)
+{
+	for (size_t i = 0; i < ARRAY_LEN(verbs); i++)
+		if (strcmp(verbs[i].family, "rcpt") == 0)
+			return argc < 2 ? acct_usage(stderr, "rcpt", NULL) : acct_run(ctl, &verbs[i], argc - 1, argv + 1);
+	return 1;
 }
 
 /* ---- human output --------------------------------------------------- */
@@ -371,8 +497,20 @@ static int print_domains(const json_t *reply, const struct acct_args *a)
 	json_t *d;
 	char when[32];
 	json_array_foreach(json_object_get(reply, "domains"), i, d)
-		printf("%s\t%lld\t%lld\t%s\t%s\n", acct_str(d, "name"), acct_num(d, "users"), acct_num(d, "aliases"),
-		       acct_str(d, "postmaster"), acct_time(json_object_get(d, "created"), when, sizeof when));
+		printf("%s\t%lld\t%lld\t%s\t%s\t%s\n", acct_str(d, "name"), acct_num(d, "users"), acct_num(d, "aliases"),
+		       acct_str(d, "postmaster"), acct_time(json_object_get(d, "created"), when, sizeof when),
+		       acct_str(d, "catchall"));
+	return 0;
+}
+
+static int print_catchall(const json_t *reply, const struct acct_args *a)
+{
+	(void)a;
+	const char *target = json_string_value(json_object_get(reply, "catchall"));
+	if (target != NULL)
+		printf("catch-all of %s: %s\n", acct_str(reply, "domain"), target);
+	else
+		printf("catch-all of %s off\n", acct_str(reply, "domain"));
 	return 0;
 }
 
@@ -401,6 +539,38 @@ static int print_users(const json_t *reply, const struct acct_args *a)
 		       acct_time(json_object_get(u, "created"), when, sizeof when));
 	}
 	return 0;
+}
+
+static int print_quota(const json_t *reply, const struct acct_args *a)
+{
+	(void)a;
+	const json_t *u = json_object_get(reply, "user");
+	long long q = acct_num(u, "quota_bytes");
+	if (q == 0)
+		printf("quota of %s: unlimited (%lld bytes used)\n", acct_str(u, "address"), acct_num(u, "used_bytes"));
+	else
+		printf("quota of %s: %lld bytes (%lld used)\n", acct_str(u, "address"), q, acct_num(u, "used_bytes"));
+	return 0;
+}
+
+/* One "key<TAB>value" line per fact, one per delivery and forward. */
+static int print_rcpt(const json_t *reply, const struct acct_args *a)
+{
+	size_t i;
+	json_t *x;
+	(void)a;
+	printf("address\t%s\n", acct_str(reply, "address"));
+	printf("local\t%s\n", json_is_true(json_object_get(reply, "local")) ? "yes" : "no");
+	printf("found\t%s\n", json_is_true(json_object_get(reply, "found")) ? "yes" : "no");
+	if (json_object_get(reply, "via") != NULL)
+		printf("via\t%s\n", acct_str(reply, "via"));
+	if (json_object_get(reply, "tag") != NULL)
+		printf("tag\t%s\n", acct_str(reply, "tag"));
+	json_array_foreach(json_object_get(reply, "deliveries"), i, x)
+		printf("deliver\t%s\n", json_string_value(x));
+	json_array_foreach(json_object_get(reply, "forwards"), i, x)
+		printf("forward\t%s\n", json_string_value(x));
+	return acct_status(MSG_STORAGED_RCPT_RESOLVE, reply);
 }
 
 static int print_verify(const json_t *reply, const struct acct_args *a)

@@ -23,13 +23,14 @@ static const struct command {
 } commands[] = {
 	{ "bus", cmd_bus, "bus tail|ping: watch the bus, measure a round trip" },
 	{ "status", cmd_status, "services on the bus, their replicas, uptime and requests" },
-	{ "domain", cmd_domain, "domain add|del|list: the mail domains storaged hosts" },
-	{ "user", cmd_user, "user add|del|list|passwd|verify: mailbox users" },
+	{ "domain", cmd_domain, "domain add|del|list|catchall: the mail domains storaged hosts" },
+	{ "user", cmd_user, "user add|del|list|passwd|verify|quota: mailbox users" },
 	{ "alias", cmd_alias, "alias add|del|list: addresses forwarded to others" },
 	{ "mailbox", cmd_mailbox, "mailbox list|create|delete|rename|subscribe|unsubscribe: a user's mailboxes" },
 	{ "backup", cmd_backup, "backup DIR: an online backup of storaged's data into DIR" },
 	{ "restore", cmd_restore, "restore DIR: put a backup back (storaged stopped)" },
 	{ "queue", cmd_queue, "queue list|show|retry|delete: outbound mail waiting for delivery" },
+	{ "rcpt", cmd_rcpt, "rcpt ADDRESS: where mail for an address goes (user, alias, catch-all...)" },
 	{ NULL, NULL, NULL },
 };
 

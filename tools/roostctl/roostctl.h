@@ -1,8 +1,8 @@
 /*
  * roostctl.h — the operator's command line. main.c holds the command table
  * and the shared options; each family of subcommands has its own file
- * (bus.c: bus tail, bus ping, status; accounts.c: domain, user, alias, mailbox;
- * backup.c: backup, restore; queue.c: queue).
+ * (bus.c: bus tail, bus ping, status; accounts.c: domain, user, alias, mailbox,
+ * rcpt; backup.c: backup, restore; queue.c: queue).
  */
 #ifndef ROOST_ROOSTCTL_H
 #define ROOST_ROOSTCTL_H
@@ -61,5 +61,6 @@ int cmd_mailbox(struct ctl *ctl, int argc, char **argv);
 int cmd_backup(struct ctl *ctl, int argc, char **argv);
 int cmd_restore(struct ctl *ctl, int argc, char **argv);
 int cmd_queue(struct ctl *ctl, int argc, char **argv);
+int cmd_rcpt(struct ctl *ctl, int argc, char **argv);
 
 #endif
