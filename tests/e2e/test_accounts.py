@@ -25,14 +25,16 @@ TIMEOUT = ["--timeout", "30000"]
 
 
 def start_storaged(b):
-    """Starts storaged on bus b and waits until busd lists it."""
+    """Starts storaged on bus b and waits until busd lists it (this process:
+    a storaged just killed may still be listed until its heartbeat expires)."""
     p = b.spawn("storaged", [buslib.binary("storaged")])
 
     def ready():
         if not p.alive():
             raise RuntimeError("storaged exited with %s:\n%s" % (p.popen.returncode, p.log()))
         st = b.status()
-        return any(s["name"] == "storaged" and s["workers"] for s in st["services"])
+        return any(s["name"] == "storaged" and any(w["pid"] == p.pid for w in s["workers"])
+                   for s in st["services"])
     buslib.wait_until(ready, interval=0.2, what="storaged registered with busd")
     return p
 
