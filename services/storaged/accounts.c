@@ -745,6 +745,10 @@ const bus_handler_t accounts_handlers[] = {
 	{ "storaged.message.store", message_store },
 	{ "storaged.message.fetch", message_fetch },
 	{ "storaged.message.list", message_list },
+	{ "storaged.message.flags", msgops_flags },
+	{ "storaged.message.expunge", msgops_expunge },
+	{ "storaged.message.copy", msgops_copy },
+	{ "storaged.message.search", msgops_search },
 	{ NULL, NULL },
 };
 
