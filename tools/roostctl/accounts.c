@@ -23,10 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
-#define ACCT_RETRIES 2               /* resends after a timeout (same id, same idem) */
 #define ACCT_PASSWORD_MAX 1024       /* bytes, as storaged accepts */
 #define ACCT_QUOTA_MAX (1ULL << 50)  /* bytes */
 
@@ -119,24 +117,6 @@ static int acct_usage(FILE *to, const char *family, const struct acct_verb *v)
 	fprintf(to, "  lists print one tab-separated line per item; --json (before the command)\n"
 		"  prints storaged's reply. Passwords are read from stdin (one line), never argv.\n");
 	return to == stdout ? 0 : 2;
-}
-
-/*
- * The idempotency key of this invocation: 16 random bytes, hex. Made once,
- * so every state-changing request of one roostctl run (there is one) and
- * every resend of it carries the same key. NULL if there is no randomness.
- */
-static const char *acct_idem(void)
-{
-	static char idem[33];
-	unsigned char b[16];
-	if (idem[0] != '\0')
-		return idem;
-	if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b)
-		return NULL;
-	for (size_t i = 0; i < sizeof b; i++)
-		snprintf(idem + 2 * i, 3, "%02x", b[i]);
-	return idem;
 }
 
 /*
@@ -235,7 +215,7 @@ static json_t *acct_request_new(const struct acct_verb *v, const char *what, con
 	if (v->opts & (ACCT_OPT_SUB | ACCT_OPT_UNSUB))
 		json_object_set_new(req, "subscribed", json_boolean(v->opts & ACCT_OPT_SUB));
 	if (mt->flags & MSGF_IDEMPOTENT) {
-		const char *idem = acct_idem();
+		const char *idem = ctl_idem();
 		if (idem == NULL) {
 			json_decref(req);
 			ctl_fail("%s: no random idempotency key: %s", what, strerror(errno));
@@ -256,32 +236,6 @@ static json_t *acct_request_new(const struct acct_verb *v, const char *what, con
 	return req;
 }
 
-/*
- * Sends *req (stolen) to storaged; returns its ok reply (new reference), or
- * NULL after printing one line: "roostctl: user add: exists: ...".
- */
-static json_t *acct_call_new(const struct ctl *ctl, const char *what, json_t **req)
-{
-	if (ctl_bus_present(ctl) != 0) {
-		json_decref(*req);
-		*req = NULL;
-		return NULL;
-	}
-	json_t *reply = bus_call_sync_new(ctl->bus_dir, "storaged", req, NULL, 0, ctl->timeout_ms,
-					  ACCT_RETRIES, NULL, NULL);
-	if (bus_reply_ok(reply))
-		return reply;
-	const char *code = json_string_value(json_object_get(reply, "code"));
-	const char *err = json_string_value(json_object_get(reply, "error"));
-	if (code != NULL && strcmp(code, "timeout") == 0)
-		ctl_fail("%s: storaged did not answer within %d ms, %d tries (is storaged running?)",
-			 what, ctl->timeout_ms, ACCT_RETRIES + 1);
-	else
-		ctl_fail("%s: %s: %s", what, code ? code : "error", err && err[0] ? err : "(no reason given)");
-	json_decref(reply);
-	return NULL;
-}
-
 /* Runs one verb of a family: parse, request, call, print. */
 static int acct_run(struct ctl *ctl, const struct acct_verb *v, int argc, char **argv)
 {
@@ -296,7 +250,7 @@ static int acct_run(struct ctl *ctl, const struct acct_verb *v, int argc, char *
 	json_t *req = acct_request_new(v, what, &a);
 	if (req == NULL)
 		return 1;
-	json_t *reply = acct_call_new(ctl, what, &req);
+	json_t *reply = ctl_storaged_new(ctl, what, &req, NULL, NULL);
 	if (reply == NULL)
 		return 1;
 	int rc;

@@ -14,7 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+
+#define CTL_RETRIES 2               /* resends after a timeout (same id, same idem) */
 
 static const struct command {
 	const char *name;
@@ -27,6 +30,7 @@ static const struct command {
 	{ "user", cmd_user, "user add|del|list|passwd|verify: mailbox users" },
 	{ "alias", cmd_alias, "alias add|del|list: addresses forwarded to others" },
 	{ "mailbox", cmd_mailbox, "mailbox list|create|delete|rename|subscribe|unsubscribe: a user's mailboxes" },
+	{ "message", cmd_message, "message get|list|search|flag|expunge|copy|move: a mailbox's messages" },
 	{ NULL, NULL, NULL },
 };
 
@@ -84,6 +88,46 @@ json_t *ctl_call_new(const struct ctl *ctl, const char *service, json_t **req)
 		return NULL;
 	}
 	return reply;
+}
+
+const char *ctl_idem(void)
+{
+	static char idem[33];
+	unsigned char b[16];
+	if (idem[0] != '\0')
+		return idem;
+	if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b)
+		return NULL;
+	for (size_t i = 0; i < sizeof b; i++)
+		snprintf(idem + 2 * i, 3, "%02x", b[i]);
+	return idem;
+}
+
+json_t *ctl_storaged_new(const struct ctl *ctl, const char *what, json_t **req, void **raw,
+			 size_t *rawlen)
+{
+	if (ctl_bus_present(ctl) != 0) {
+		json_decref(*req);
+		*req = NULL;
+		return NULL;
+	}
+	json_t *reply = bus_call_sync_new(ctl->bus_dir, "storaged", req, NULL, 0, ctl->timeout_ms,
+					  CTL_RETRIES, raw, rawlen);
+	if (bus_reply_ok(reply))
+		return reply;
+	const char *code = json_string_value(json_object_get(reply, "code"));
+	const char *err = json_string_value(json_object_get(reply, "error"));
+	if (code != NULL && strcmp(code, "timeout") == 0)
+		ctl_fail("%s: storaged did not answer within %d ms, %d tries (is storaged running?)",
+			 what, ctl->timeout_ms, CTL_RETRIES + 1);
+	else
+		ctl_fail("%s: %s: %s", what, code ? code : "error", err && err[0] ? err : "(no reason given)");
+	json_decref(reply);
+	if (raw != NULL) {
+		free(*raw);
+		*raw = NULL;
+	}
+	return NULL;
 }
 
 int main(int argc, char **argv)
