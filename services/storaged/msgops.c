@@ -599,9 +599,10 @@ static int ops_search_row(uint32_t uid, int64_t modseq, void *arg)
 }
 
 /* The reply of a search: the set (without the last range if it was cut:
- * the caller goes on from "next"), the mailbox's HIGHESTMODSEQ and the
- * highest MODSEQ of the UIDs returned (RFC 7162 3.1.5). */
-static json_t *ops_search_result(struct ops_hits *h, const struct mbx_ref *m)
+ * the caller goes on from "next", as after a run that stopped at UID
+ * stopped), the mailbox's HIGHESTMODSEQ and the highest MODSEQ of the UIDs
+ * returned (RFC 7162 3.1.5). */
+static json_t *ops_search_result(struct ops_hits *h, const struct mbx_ref *m, int64_t stopped)
 {
 	bool cut = false;
 	json_t *text = ops_set_text(&h->uids, OPS_SET_MAX, &cut, NULL);
@@ -612,6 +613,8 @@ static json_t *ops_search_result(struct ops_hits *h, const struct mbx_ref *m)
 		json_object_set_new(f, "next", json_integer(uidlist_range_lo(&h->uids, h->uids.n - 1)));
 	else if (h->max_last > max)
 		max = h->max_last;
+	if (!cut && stopped > 0)
+		json_object_set_new(f, "next", json_integer(stopped));
 	if (h->uids.count > 0)
 		json_object_set_new(f, "max_modseq", json_integer(max));
 	return f;
@@ -644,14 +647,15 @@ void msgops_search(bus_req_t **req, void *arg)
 		return;
 	}
 	struct ops_hits h = { .uids = { 0 } };
-	int rc = search_run(a, q, m.id, from, ops_search_row, &h);
+	int64_t stopped = 0;
+	int rc = search_run(a, q, m.id, from, ops_search_row, &h, &stopped);
 	search_free(&q);
 	if (rc < 0) {
 		uidlist_free(&h.uids);
 		acc_fail(a, req, "internal", "database error");
 		return;
 	}
-	json_t *f = ops_search_result(&h, &m);
+	json_t *f = ops_search_result(&h, &m, stopped);
 	uidlist_free(&h.uids);
 	acc_ok(a, req, &f);
 }

@@ -20,10 +20,16 @@
  * 1, never NULL), so "not" is plain NOT. Comparisons are ASCII
  * case-insensitive (no Unicode folding, no MIME decoding).
  *
- * body and text run roost_contains(blob_id, prefix, from, needle), an SQL
- * function registered on the connection for the run only: it streams the
- * blob's chunks through a case-folding KMP matcher whose state crosses
- * chunk boundaries, so a message is never held whole in memory.
+ * body and text run roost_contains(uid, blob_id, prefix, from, needle), an
+ * SQL function registered on the connection for the run only: it streams
+ * the blob's chunks through a case-folding KMP matcher whose state crosses
+ * chunk boundaries, so a message is never held whole in memory. One run
+ * scans at most SEARCH_SCAN_BUDGET bytes (and always one message): past
+ * that it stops before the next message and says where, so a body search
+ * over a large mailbox is answered in pieces (the reply's next) instead of
+ * stalling storaged's loop. The query walks the mailbox in UID order
+ * (CROSS JOIN keeps messages the outer loop, "+m.modseq" keeps the MODSEQ
+ * index out), so every UID before that point has been decided.
  * roost_in_set(uid, set) tests a UID against a set parsed once per
  * statement (sqlite3_set_auxdata).
  */
@@ -43,6 +49,8 @@
 #define SEARCH_INT_MAX 9007199254740991LL
 #define SEARCH_DATE_MAX (1LL << 40)
 #define SEARCH_DAY 86400
+#define SEARCH_SLOW_MS 1000     /* a search this long stalls the loop: say so */
+#define SEARCH_SCAN_BUDGET (64LL << 20)   /* message bytes one run may scan */
 
 struct search_param {
 	bool text;
@@ -305,7 +313,7 @@ static int search_not(search_query_t *q, const struct search_key *k, const json_
 
 #define INTERNALDATE "unix seconds (an INTERNALDATE day)"
 #define DATE_SENT "unix seconds (a Date: day)"
-#define CONTAINS(from) "roost_contains(m.blob_id, " from ", ?)"
+#define CONTAINS(from) "roost_contains(m.uid, m.blob_id, " from ", ?)"
 
 static const struct search_key search_keys[] = {
 	{ "all", search_all, NULL, "true", 0 },
@@ -328,7 +336,7 @@ static const struct search_key search_keys[] = {
 	{ "sentsince", search_int, "b.date_sent IS NOT NULL AND b.date_sent >= ?", DATE_SENT, SK_DAY },
 	{ "larger", search_int, "m.size > ?", "a size in bytes", 0 },
 	{ "smaller", search_int, "m.size < ?", "a size in bytes", 0 },
-	{ "modseq", search_int, "m.modseq >= ?", "a MODSEQ", 0 },
+	{ "modseq", search_int, "+m.modseq >= ?", "a MODSEQ", 0 },
 	{ "body", search_text, CONTAINS("NULL, b.body_off"), "a string", 0 },
 	{ "text", search_text, CONTAINS("m.prefix, 0"), "a string", 0 },
 };
@@ -384,7 +392,8 @@ void search_free(search_query_t **q)
 struct search_exec {
 	sqlite3 *db;
 	sqlite3_stmt *chunks;   /* the blob's chunks from an offset on (kept for the run) */
-	int64_t bytes;          /* scanned */
+	int64_t bytes;          /* scanned by roost_contains */
+	int64_t stop_uid;       /* > 0: the budget ran out before this UID */
 };
 
 /* A needle, folded to lower case, with its KMP failure table. */
@@ -467,18 +476,25 @@ static int search_scan_blob(struct search_exec *x, const struct search_kmp *k, s
 	return found;
 }
 
-/* roost_contains(blob_id, prefix, from, needle): 1 if the needle (ASCII
- * case-insensitively) is in prefix followed by the blob from byte from on. */
+/* roost_contains(uid, blob_id, prefix, from, needle): 1 if the needle
+ * (ASCII case-insensitively) is in prefix followed by the blob from byte
+ * from on. Once the run's budget is spent it fails, noting uid. */
 static void search_contains(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
 	(void)argc;
 	struct search_exec *x = sqlite3_user_data(ctx);
-	struct search_kmp *k = sqlite3_get_auxdata(ctx, 3);
+	if (x->bytes >= SEARCH_SCAN_BUDGET) {
+		x->stop_uid = sqlite3_value_int64(argv[0]);
+		sqlite3_result_error(ctx, "roost_contains: scan budget spent", -1);
+		return;
+	}
+	argv++;   /* the rest as documented without uid */
+	struct search_kmp *k = sqlite3_get_auxdata(ctx, 4);
 	if (k == NULL) {
 		k = search_kmp_new(sqlite3_value_text(argv[3]) ? sqlite3_value_text(argv[3])
 				   : (const unsigned char *)"", (size_t)sqlite3_value_bytes(argv[3]));
-		sqlite3_set_auxdata(ctx, 3, k, search_kmp_free);
-		k = sqlite3_get_auxdata(ctx, 3);   /* NULL if SQLite could not keep it */
+		sqlite3_set_auxdata(ctx, 4, k, search_kmp_free);
+		k = sqlite3_get_auxdata(ctx, 4);   /* NULL if SQLite could not keep it */
 		if (k == NULL) {
 			sqlite3_result_error_nomem(ctx);
 			return;
@@ -529,7 +545,7 @@ static void search_in_set(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 /* Registers (x) or removes (NULL) the functions: 0 or -1. */
 static int search_functions(sqlite3 *db, struct search_exec *x)
 {
-	int rc = sqlite3_create_function_v2(db, "roost_contains", 4, SQLITE_UTF8, x,
+	int rc = sqlite3_create_function_v2(db, "roost_contains", 5, SQLITE_UTF8, x,
 					    x ? search_contains : NULL, NULL, NULL, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_create_function_v2(db, "roost_in_set", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC,
@@ -538,17 +554,19 @@ static int search_functions(sqlite3 *db, struct search_exec *x)
 }
 
 int search_run(accounts_t *a, const search_query_t *q, int64_t mailbox_id, int64_t from,
-	       search_row_fn row, void *arg)
+	       search_row_fn row, void *arg, int64_t *stopped)
 {
 	sqlite3 *db = db_handle(a->db);
 	struct search_exec x = { .db = db };
 	char *sql = NULL;
 	int rc = SQLITE_ERROR;
+	int64_t t0 = now_ms();
 	if (search_functions(db, &x) < 0) {
 		log_warn("search", "op=register why=%s", log_quote(sqlite3_errmsg(db)));
 		return -1;
 	}
-	if (asprintf(&sql, "SELECT m.uid, m.modseq FROM messages m JOIN blobs b ON b.id = m.blob_id "
+	*stopped = 0;
+	if (asprintf(&sql, "SELECT m.uid, m.modseq FROM messages m CROSS JOIN blobs b ON b.id = m.blob_id "
 		     "WHERE m.mailbox_id = ?1 AND m.uid >= ?2 AND %s ORDER BY m.uid", q->sql) < 0)
 		fatal("search", "why=\"out of memory\"");
 	sqlite3_stmt *st = acc_prep(a, sql, "ii", mailbox_id, from);
@@ -563,11 +581,17 @@ int search_run(accounts_t *a, const search_query_t *q, int64_t mailbox_id, int64
 			rc = SQLITE_DONE;
 			break;
 		}
+	if (rc != SQLITE_DONE && x.stop_uid > 0)
+		rc = SQLITE_DONE, *stopped = x.stop_uid;   /* the budget, not a failure */
 	if (rc != SQLITE_DONE)
 		log_warn("search", "op=step why=%s", log_quote(sqlite3_errmsg(db)));
 	sqlite3_finalize(st);
 	sqlite3_finalize(x.chunks);
 	search_functions(db, NULL);
 	free(sql);
+	int64_t ms = now_ms() - t0;
+	log_msg(ms >= SEARCH_SLOW_MS ? LOG_WARN : LOG_DEBUG, "search", "mailbox=%lld ms=%lld "
+		"bytes_scanned=%lld nodes=%d stopped_at=%lld", (long long)mailbox_id, (long long)ms,
+		(long long)x.bytes, q->nodes, (long long)*stopped);
 	return rc == SQLITE_DONE ? 0 : -1;
 }

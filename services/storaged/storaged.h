@@ -198,10 +198,12 @@ typedef int (*search_row_fn)(uint32_t uid, int64_t modseq, void *arg);
 /* Compiles a criteria tree (borrowed; see search.c) with "*" = star: a new
  * query, or NULL with e invalid. */
 search_query_t *search_compile(const json_t *criteria, uint32_t star, struct acc_err *e);
-/* Runs q over the messages of mailbox_id from UID from on: 0, or -1 on a
- * database error (logged). */
+/* Runs q over the messages of mailbox_id from UID from on, in UID order:
+ * 0, or -1 on a database error (logged). *stopped is 0, or the UID before
+ * which the run stopped because it had scanned enough message bytes for
+ * one request (every UID before it has been decided). */
 int search_run(accounts_t *a, const search_query_t *q, int64_t mailbox_id, int64_t from,
-	       search_row_fn row, void *arg);
+	       search_row_fn row, void *arg, int64_t *stopped);
 void search_free(search_query_t **q);
 
 /* ---- queue.c: the outbound queue ---- */

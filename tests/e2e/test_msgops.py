@@ -421,12 +421,12 @@ def test_changes_publish_mailbox_changed(sd, events):
 # ---- large mailboxes: replies cut, events split ----------------------------------------------
 
 
-def bulk(b, n, deleted_odd=False):
+def bulk(b, n, deleted_odd=False, body=b"bulk body"):
     """n messages in alice's INBOX (UIDs 1..n) sharing one stored blob (the
     message alice has in Junk), written straight into the database while
     storaged is stopped (SIGTERM: it says goodbye to busd); the triggers
     count the references and the quota as for any insert."""
-    store_ok(b.c, [{"address": ALICE, "mailbox": "Junk"}], message(subject="Bulk", body=b"bulk body"))
+    store_ok(b.c, [{"address": ALICE, "mailbox": "Junk"}], message(subject="Bulk", body=body))
     old = b.storaged.pid
     b.storaged.kill(signal.SIGTERM)
     b.storaged.wait()
@@ -478,6 +478,21 @@ def test_large_sets_cut_replies_and_split_events(sd, events):
     assert len(got) >= 2 and all(len(e["uids"]) <= 16384 for e in got)
     assert set().union(*(uidset(e["uids"]) for e in got)) == even
     assert status(sd.c, ALICE)["unseen"] == 0
+
+
+def test_body_search_is_answered_in_pieces(sd):
+    """A body search scans at most 64 MiB per request and then says where
+    to go on (next), so a large mailbox never stalls storaged for long."""
+    n = 8000
+    bulk(sd, n, body=b"0123456789abcdef" * 640 + b"needle at the end\r\n")   # ~10 KiB each
+    rep = good(sd, "search", address=ALICE, mailbox="INBOX", criteria={"body": "NEEDLE at"})
+    assert 1 < rep["next"] < n and uidset(rep["uids"]) == set(range(1, rep["next"])), rep["next"]
+    rep2 = good(sd, "search", address=ALICE, mailbox="INBOX", criteria={"body": "needle at"},
+                **{"from": rep["next"]})
+    assert "next" not in rep2 and uidset(rep2["uids"]) == set(range(rep["next"], n + 1))
+    assert search(sd, {"text": "nothing like it"}) == set()
+    assert search(sd, {"or": [{"body": "nothing"}, {"uids": "7"}]}) == {7}
+    assert search(sd, {"and": [{"modseq": 2}, {"body": "needle"}]}) == set(range(1, n + 1))
 
 
 # ---- search against a Python model -----------------------------------------------------------
