@@ -136,3 +136,74 @@ int seqset_format(const seqset_t *set, char *out, size_t cap)
 	}
 	return (int)o;
 }
+
+/* ---- uidlist ---------------------------------------------------------- */
+
+static size_t seqset_digits(uint32_t v)
+{
+	size_t n = 1;
+	while (v >= 10)
+		v /= 10, n++;
+	return n;
+}
+
+/* The text of one range: "lo" or "lo:hi". */
+static size_t uidlist_range_len(const struct seq_range *r)
+{
+	return seqset_digits(r->lo) + (r->hi > r->lo ? 1 + seqset_digits(r->hi) : 0);
+}
+
+void uidlist_add(uidlist_t *l, uint32_t uid)
+{
+	l->count++;
+	if (l->n > 0 && l->r[l->n - 1].hi + 1 == uid) {
+		struct seq_range *r = &l->r[l->n - 1];
+		l->textlen -= uidlist_range_len(r);
+		r->hi = uid;
+		l->textlen += uidlist_range_len(r);
+		return;
+	}
+	if (l->n == l->cap) {
+		l->cap = l->cap ? 2 * l->cap : 16;
+		l->r = realloc(l->r, l->cap * sizeof *l->r);
+		if (l->r == NULL)
+			abort();  /* out of memory: as xrealloc does */
+	}
+	l->r[l->n].lo = l->r[l->n].hi = uid;
+	l->textlen += seqset_digits(uid) + (l->n > 0);
+	l->n++;
+}
+
+uint32_t uidlist_range_lo(const uidlist_t *l, size_t i)
+{
+	return l->r[i].lo;
+}
+
+uint64_t uidlist_format(const uidlist_t *l, size_t *pos, char *out, size_t cap)
+{
+	size_t o = 0, i = *pos;
+	uint64_t uids = 0;
+	if (cap == 0)
+		return 0;
+	out[0] = '\0';
+	for (; i < l->n; i++) {
+		const struct seq_range *r = &l->r[i];
+		size_t need = uidlist_range_len(r) + (o > 0);
+		if (o + need + 1 > cap)
+			break;
+		if (r->lo == r->hi)
+			snprintf(out + o, cap - o, "%s%u", o ? "," : "", r->lo);
+		else
+			snprintf(out + o, cap - o, "%s%u:%u", o ? "," : "", r->lo, r->hi);
+		o += need;
+		uids += (uint64_t)r->hi - r->lo + 1;
+	}
+	*pos = i;
+	return uids;
+}
+
+void uidlist_free(uidlist_t *l)
+{
+	free(l->r);
+	memset(l, 0, sizeof *l);
+}

@@ -36,4 +36,31 @@ int seqset_add(seqset_t *set, uint32_t lo, uint32_t hi);
  * whole range). An empty set is "". */
 int seqset_format(const seqset_t *set, char *out, size_t cap);
 
+/*
+ * A growable list of UIDs (or sequence numbers) added in ascending order,
+ * kept as merged ranges with the exact length of its text, so that a
+ * caller can cut a reply or split an event before formatting anything.
+ * Unlike seqset_t it has no range limit. Zero-initialise it; uidlist_free
+ * releases the ranges.
+ */
+typedef struct uidlist {
+	struct seq_range *r;
+	size_t n, cap;
+	uint64_t count;              /* UIDs added */
+	size_t textlen;              /* strlen of the whole list as set text */
+} uidlist_t;
+
+/* Adds uid, which must be greater than every UID added before. */
+void uidlist_add(uidlist_t *l, uint32_t uid);
+/* The first UID of range i (i < l->n). */
+uint32_t uidlist_range_lo(const uidlist_t *l, size_t i);
+/*
+ * Writes whole ranges from range *pos on as set text into out (at most
+ * cap bytes with the NUL), stopping before the first one that does not
+ * fit; *pos becomes the first range not written. Returns the number of
+ * UIDs written. An empty list, or *pos == l->n, writes "".
+ */
+uint64_t uidlist_format(const uidlist_t *l, size_t *pos, char *out, size_t cap);
+void uidlist_free(uidlist_t *l);
+
 #endif

@@ -906,6 +906,10 @@ const bus_handler_t accounts_handlers[] = {
 	{ "storaged.queue.show", queue_show },
 	{ "storaged.queue.retry", queue_retry },
 	{ "storaged.queue.delete", queue_delete },
+	{ "storaged.message.flags", msgops_flags },
+	{ "storaged.message.expunge", msgops_expunge },
+	{ "storaged.message.copy", msgops_copy },
+	{ "storaged.message.search", msgops_search },
 	{ NULL, NULL },
 };
 

@@ -13,6 +13,9 @@
  * idem.c keeps the replies of state-changing requests under their idem key
  * so that a retried request changes nothing and gets the same answer.
  * backup.c makes online snapshots for roostctl backup (storaged.backup.*).
+ * message.c stores and reads messages; msgops.c changes their flags,
+ * expunges, copies, moves and searches them (search.c compiles the
+ * criteria to SQL).
  *
  * Ownership: accounts_new() borrows db and kdf (they must outlive it);
  * accounts_free() frees and nulls. accounts_handlers is static data.
@@ -206,6 +209,30 @@ void message_batch_failed(accounts_t *a);
 void message_batch_committed(accounts_t *a);
 void message_stats(json_t *stats, accounts_t *a);
 void message_free(accounts_t *a);
+
+/* ---- msgops.c: IMAP semantics on messages ---- */
+
+/* storaged.message.{flags,expunge,copy,search} (arg: accounts_t). */
+void msgops_flags(bus_req_t **req, void *arg);
+void msgops_expunge(bus_req_t **req, void *arg);
+void msgops_copy(bus_req_t **req, void *arg);
+void msgops_search(bus_req_t **req, void *arg);
+
+/* ---- search.c: search criteria compiled to SQL ---- */
+
+typedef struct search_query search_query_t;
+/* Called for each match in UID order; non-zero stops the run. */
+typedef int (*search_row_fn)(uint32_t uid, int64_t modseq, void *arg);
+/* Compiles a criteria tree (borrowed; see search.c) with "*" = star: a new
+ * query, or NULL with e invalid. */
+search_query_t *search_compile(const json_t *criteria, uint32_t star, struct acc_err *e);
+/* Runs q over the messages of mailbox_id from UID from on, in UID order:
+ * 0, or -1 on a database error (logged). *stopped is 0, or the UID before
+ * which the run stopped because it had scanned enough message bytes for
+ * one request (every UID before it has been decided). */
+int search_run(accounts_t *a, const search_query_t *q, int64_t mailbox_id, int64_t from,
+	       search_row_fn row, void *arg, int64_t *stopped);
+void search_free(search_query_t **q);
 
 /* ---- queue.c: the outbound queue ---- */
 

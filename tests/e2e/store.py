@@ -89,6 +89,19 @@ def status(c, address, mailbox="INBOX"):
     return rep
 
 
+def with_users(b, *addresses):
+    """Starts storaged on bus b with the domain example.org and the users
+    (password test_accounts.PASSWORD); b.storaged is the process, b.c a bus
+    client."""
+    from test_accounts import add_user, ok, start_storaged   # test_accounts needs no store
+    b.storaged = start_storaged(b)
+    ok(b, "domain", "add", "example.org")
+    for address in addresses:
+        add_user(b, address)
+    b.c = b.client()
+    return b
+
+
 def db_query(data_dir, sql, args=()):
     """Reads roost.db directly (WAL readers do not disturb storaged)."""
     con = sqlite3.connect("file:%s/roost.db?mode=ro" % data_dir, uri=True, timeout=30)

@@ -20,7 +20,8 @@ import zmq
 
 import bus as buslib
 from bus import WAIT, new_id
-from store import (CHUNK, db_query, fetch, fetch_all, listing, message, status, store, store_ok)
+from store import (CHUNK, db_query, fetch, fetch_all, listing, message, status, store, store_ok,
+                   with_users)
 from conftest import wait_sockets
 from test_accounts import PASSWORD, add_user, ok, start_storaged
 
@@ -31,12 +32,7 @@ BOB = "bob@example.org"
 @pytest.fixture
 def sd(bus):
     """A bus with storaged, the domain example.org and the users alice and bob."""
-    bus.storaged = start_storaged(bus)
-    ok(bus, "domain", "add", "example.org")
-    add_user(bus, ALICE)
-    add_user(bus, BOB)
-    bus.c = bus.client()
-    return bus
+    return with_users(bus, ALICE, BOB)
 
 
 def blobs(b):

@@ -1,6 +1,7 @@
 /*
  * test_seqset.c — cmocka unit tests for lib/seqset.c: IMAP sequence sets
- * parsed (with "*", reversed ranges, overlaps) and printed back.
+ * parsed (with "*", reversed ranges, overlaps) and printed back, and the
+ * growable UID list (exact text length, formatting in pieces).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -107,6 +108,56 @@ static void test_add_in_any_order(void **state)
 	assert_string_equal(out, "1:3,5:7");
 }
 
+static void test_uidlist_text_length(void **state)
+{
+	(void)state;
+	uidlist_t l = { 0 };
+	uint32_t uids[] = { 1, 2, 3, 5, 9, 10, 99, 100, 101, 4294967295u };
+	char out[256];
+	size_t pos = 0;
+	for (size_t i = 0; i < sizeof uids / sizeof uids[0]; i++) {
+		uidlist_add(&l, uids[i]);
+		size_t p = 0;
+		uidlist_format(&l, &p, out, sizeof out);
+		assert_int_equal(strlen(out), l.textlen);
+	}
+	assert_int_equal(l.count, 10);
+	assert_int_equal(uidlist_format(&l, &pos, out, sizeof out), 10);
+	assert_string_equal(out, "1:3,5,9:10,99:101,4294967295");
+	assert_int_equal(pos, l.n);
+	uidlist_free(&l);
+	assert_null(l.r);
+	pos = 0;
+	assert_int_equal(uidlist_format(&l, &pos, out, sizeof out), 0);
+	assert_string_equal(out, "");
+}
+
+/* Pieces of at most cap bytes, whole ranges each, that add up to the list. */
+static void test_uidlist_pieces(void **state)
+{
+	(void)state;
+	uidlist_t l = { 0 };
+	for (uint32_t u = 1; u < 20000; u += 2)
+		uidlist_add(&l, u);
+	uidlist_add(&l, 20000);       /* merges with 19999 */
+	assert_int_equal(l.count, 10001);
+	char *all = malloc(l.textlen + 1), piece[1000];
+	size_t pos = 0, o = 0, pieces = 0;
+	uint64_t uids = 0;
+	while (pos < l.n) {
+		uids += uidlist_format(&l, &pos, piece, sizeof piece);
+		assert_true(strlen(piece) > 0 && strlen(piece) < sizeof piece);
+		o += (size_t)sprintf(all + o, "%s%s", o ? "," : "", piece);
+		pieces++;
+	}
+	assert_int_equal(uids, l.count);
+	assert_int_equal(o, l.textlen);
+	assert_true(pieces > 50);
+	assert_string_equal(all + o - 11, "19997,19999:20000" + 6);
+	free(all);
+	uidlist_free(&l);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -114,6 +165,8 @@ int main(void)
 		cmocka_unit_test(test_bad_sets),
 		cmocka_unit_test(test_bounds),
 		cmocka_unit_test(test_add_in_any_order),
+		cmocka_unit_test(test_uidlist_text_length),
+		cmocka_unit_test(test_uidlist_pieces),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -27,7 +27,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
 #define ACCT_PASSWORD_MAX 1024       /* bytes, as storaged accepts */
@@ -139,30 +138,16 @@ static int acct_usage(FILE *to, const char *family, const struct acct_verb *v)
 }
 
 /*
- * The idempotency key of this invocation: 16 random bytes, hex. Made once,
- * so every state-changing request of one roostctl run (there is one) and
- * every resend of it carries the same key. NULL if there is no randomness.
+ * A request envelope of type: the run's idempotency key (ctl_idem) on a
+ * type that changes state.
  */
-static const char *acct_idem(void)
-{
-	static char idem[33];
-	unsigned char b[16];
-	if (idem[0] != '\0')
-		return idem;
-	if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b)
-		return NULL;
-	for (size_t i = 0; i < sizeof b; i++)
-		snprintf(idem + 2 * i, 3, "%02x", b[i]);
-	return idem;
-}
-
 json_t *acct_env_new(enum msg_type type, const char *what)
 {
 	const struct msgtype *mt = &msgtypes[type];
 	json_t *req = bus_env_new(mt->name);
 	if (!(mt->flags & MSGF_IDEMPOTENT))
 		return req;
-	const char *idem = acct_idem();
+	const char *idem = ctl_idem();
 	if (idem == NULL) {
 		json_decref(req);
 		ctl_fail("%s: no random idempotency key: %s", what, strerror(errno));

@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+
 
 static const struct command {
 	const char *name;
@@ -31,6 +33,7 @@ static const struct command {
 	{ "restore", cmd_restore, "restore DIR: put a backup back (storaged stopped)" },
 	{ "queue", cmd_queue, "queue list|show|retry|delete: outbound mail waiting for delivery" },
 	{ "rcpt", cmd_rcpt, "rcpt ADDRESS: where mail for an address goes (user, alias, catch-all...)" },
+	{ "message", cmd_message, "message get|list|search|flag|expunge|copy|move: a mailbox's messages" },
 	{ NULL, NULL, NULL },
 };
 
@@ -88,6 +91,19 @@ json_t *ctl_call_new(const struct ctl *ctl, const char *service, json_t **req)
 		return NULL;
 	}
 	return reply;
+}
+
+const char *ctl_idem(void)
+{
+	static char idem[33];
+	unsigned char b[16];
+	if (idem[0] != '\0')
+		return idem;
+	if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b)
+		return NULL;
+	for (size_t i = 0; i < sizeof b; i++)
+		snprintf(idem + 2 * i, 3, "%02x", b[i]);
+	return idem;
 }
 
 json_t *ctl_storaged_call_new(const struct ctl *ctl, const char *what, json_t **req, void **raw,

@@ -2,7 +2,7 @@
  * roostctl.h — the operator's command line. main.c holds the command table
  * and the shared options; each family of subcommands has its own file
  * (bus.c: bus tail, bus ping, status; accounts.c: domain, user, alias, mailbox,
- * rcpt; backup.c: backup, restore; queue.c: queue).
+ * rcpt; backup.c: backup, restore; queue.c: queue; message.c: message).
  */
 #ifndef ROOST_ROOSTCTL_H
 #define ROOST_ROOSTCTL_H
@@ -52,6 +52,15 @@ const char *acct_when(long long secs, char *buf, size_t size);
 const char *acct_str(const json_t *obj, const char *key);
 long long acct_num(const json_t *obj, const char *key);
 
+/*
+ * The idempotency key of this invocation: 16 random bytes, hex. Made once,
+ * so every state-changing request of one roostctl run and every resend of
+ * it carries the same key (a run that sends several derives one per
+ * request from it). NULL if there is no randomness.
+ */
+const char *ctl_idem(void);
+
+
 int cmd_bus(struct ctl *ctl, int argc, char **argv);
 int cmd_status(struct ctl *ctl, int argc, char **argv);
 int cmd_domain(struct ctl *ctl, int argc, char **argv);
@@ -62,5 +71,6 @@ int cmd_backup(struct ctl *ctl, int argc, char **argv);
 int cmd_restore(struct ctl *ctl, int argc, char **argv);
 int cmd_queue(struct ctl *ctl, int argc, char **argv);
 int cmd_rcpt(struct ctl *ctl, int argc, char **argv);
+int cmd_message(struct ctl *ctl, int argc, char **argv);
 
 #endif
