@@ -226,6 +226,8 @@ static void batch_request(accounts_t *a, bus_req_t **req, acc_change_fn change, 
 		acc_fail(a, req, "internal", "database busy or failing");
 		return;
 	}
+	/* Events this request parks go if its savepoint is rolled back. */
+	size_t events_mark = json_array_size(a->batch.events);
 	int found = idem != NULL ? idem_lookup(a->db, idem, type, &result) : 0;
 	if (found == -2)
 		acc_set(&e, "invalid", "idem already used by another request type");
@@ -246,6 +248,8 @@ static void batch_request(accounts_t *a, bus_req_t **req, acc_change_fn change, 
 		}
 		batch_exec(a, "ROLLBACK TO req");
 		batch_exec(a, "RELEASE req");
+		while (json_array_size(a->batch.events) > events_mark)
+			json_array_remove(a->batch.events, json_array_size(a->batch.events) - 1);
 		acc_fail(a, req, e.code, e.msg);
 	} else {
 		batch_exec(a, "RELEASE req");
