@@ -25,14 +25,15 @@ TIMEOUT = ["--timeout", "30000"]
 
 
 def start_storaged(b):
-    """Starts storaged on bus b and waits until busd lists it."""
+    """Starts storaged on bus b and waits until busd lists this process (a
+    storaged that was just killed stays listed until its heartbeats expire,
+    and the new one may not have cleaned up at start yet)."""
     p = b.spawn("storaged", [buslib.binary("storaged")])
 
     def ready():
         if not p.alive():
             raise RuntimeError("storaged exited with %s:\n%s" % (p.popen.returncode, p.log()))
-        st = b.status()
-        return any(s["name"] == "storaged" and s["workers"] for s in st["services"])
+        return p.pid in b.worker_pids("storaged")
     buslib.wait_until(ready, interval=0.2, what="storaged registered with busd")
     return p
 
