@@ -46,7 +46,7 @@ import time
 import bus as buslib
 from bus import WAIT, new_id
 from store import CHUNK, STORE, chunks, fetch_all, listing, status
-from test_accounts import add_user, ok
+from test_accounts import add_user, ok, start_storaged
 
 ALICE = "alice@example.org"
 BOB = "bob@example.org"
@@ -293,19 +293,12 @@ def check_rows(rows, queue, acked, pending, final):
 
 
 def restart(b):
-    """Starts storaged again and waits until busd lists the new process
-    (the dead one may still be listed until its heartbeats expire); returns
-    the number of blobs it dropped at start (its "ready" line)."""
-    p = b.spawn("storaged", [buslib.binary("storaged")])
-    b.storaged = p
-
-    def ready():
-        if not p.alive():
-            raise RuntimeError("storaged exited with %s:\n%s" % (p.popen.returncode, p.log()))
-        return p.pid in b.worker_pids("storaged")
-    buslib.wait_until(ready, interval=0.1, what="storaged %d registered" % p.pid)
-    m = re.search(r"\bready\b.*\bblobs_dropped=(-?\d+)", p.log())
-    assert m, "no ready line in storaged's log:\n%s" % p.log()
+    """Starts storaged again (start_storaged waits for the new process, not
+    the dead one busd may still list); returns the number of blobs it
+    dropped at start (its "ready" line)."""
+    b.storaged = start_storaged(b)
+    m = re.search(r"\bready\b.*\bblobs_dropped=(-?\d+)", b.storaged.log())
+    assert m, "no ready line in storaged's log:\n%s" % b.storaged.log()
     return int(m.group(1))
 
 
