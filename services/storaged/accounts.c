@@ -141,9 +141,9 @@ int acc_name(accounts_t *a, bus_req_t **req, const char *field, const char *in,
  */
 sqlite3_stmt *acc_prep(accounts_t *a, const char *sql, const char *fmt, ...)
 {
-	sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = db_prepare(a->db, sql);
 	va_list ap;
-	if (sqlite3_prepare_v2(db_handle(a->db), sql, -1, &st, NULL) != SQLITE_OK) {
+	if (st == NULL) {
 		log_warn("db", "op=prepare why=%s", log_quote(sqlite3_errmsg(db_handle(a->db))));
 		return NULL;
 	}
@@ -167,7 +167,7 @@ int acc_run(accounts_t *a, sqlite3_stmt *st)
 	int rc = sqlite3_step(st);
 	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
 		rc = sqlite3_extended_errcode(db_handle(a->db));
-	sqlite3_finalize(st);
+	db_release(a->db, st);
 	return rc;
 }
 
@@ -179,7 +179,7 @@ static int64_t acc_domain_id(accounts_t *a, const char *name)
 		return -1;
 	int rc = sqlite3_step(st);
 	int64_t id = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : rc == SQLITE_DONE ? 0 : -1;
-	sqlite3_finalize(st);
+	db_release(a->db, st);
 	return id;
 }
 
@@ -267,7 +267,7 @@ static void acc_domain_del(bus_req_t **req, void *arg)
  * say "truncated"; paging comes with the mailbox work. */
 #define ACC_LIST_BYTES (48 * 1024)
 
-/* Replies {key: [row_fn(row)...], truncated} from st (finalized here). */
+/* Replies {key: [row_fn(row)...], truncated} from st (released here). */
 void acc_list_reply(accounts_t *a, bus_req_t **req, sqlite3_stmt *st, const char *key,
 			   acc_row_fn row_fn)
 {
@@ -285,7 +285,7 @@ void acc_list_reply(accounts_t *a, bus_req_t **req, sqlite3_stmt *st, const char
 		else
 			json_array_append_new(list, item);
 	}
-	sqlite3_finalize(st);
+	db_release(a->db, st);
 	if (!cut && rc != SQLITE_DONE) {
 		json_decref(list);
 		acc_fail(a, req, "internal", "database error");
@@ -582,7 +582,7 @@ static char *acc_stored_hash(accounts_t *a, char *addr, bool *err)
 	*err = rc != SQLITE_ROW && rc != SQLITE_DONE;
 	if (rc == SQLITE_ROW && sqlite3_column_text(st, 0) != NULL)
 		hash = xstrdup((const char *)sqlite3_column_text(st, 0));
-	sqlite3_finalize(st);
+	db_release(a->db, st);
 	*at = '@';
 	return hash;
 }
@@ -639,7 +639,7 @@ static int acc_user_exists(accounts_t *a, int64_t dom, const char *local)
 	sqlite3_stmt *st = acc_prep(a, "SELECT 1 FROM users WHERE domain_id = ?1 AND localpart = ?2",
 				    "is", dom, local);
 	int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
-	sqlite3_finalize(st);
+	db_release(a->db, st);
 	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
 }
 
@@ -779,7 +779,7 @@ static json_int_t acc_count(accounts_t *a, const char *sql)
 {
 	sqlite3_stmt *st = acc_prep(a, sql, "");
 	json_int_t n = st && sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-	sqlite3_finalize(st);
+	db_release(a->db, st);
 	return n;
 }
 

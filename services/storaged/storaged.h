@@ -101,9 +101,10 @@ const char *acc_name_check(const char *in, bool address, char *out, char **at);
  * replying "invalid" naming field. */
 int acc_name(accounts_t *a, bus_req_t **req, const char *field, const char *in,
 	     bool address, char *out, char **at);
-/* Prepares sql binding fmt's parameters ('s' string or NULL, 'i' int64). */
+/* Prepares sql binding fmt's parameters ('s' string or NULL, 'i' int64):
+ * a cached statement (db_prepare), given back with db_release. */
 sqlite3_stmt *acc_prep(accounts_t *a, const char *sql, const char *fmt, ...);
-/* Steps and finalizes st: SQLITE_DONE (or ROW), else the extended code. */
+/* Steps and releases st: SQLITE_DONE (or ROW), else the extended code. */
 int acc_run(accounts_t *a, sqlite3_stmt *st);
 /* True if the last statement changed a row; else sets not_found with the
  * formatted reason ("no user x@y") and returns false. */
@@ -127,7 +128,7 @@ void acc_flush(accounts_t *a);
  * (disk_full for SQLITE_FULL). */
 void acc_abort(accounts_t *a, int sqlite_rc);
 void batch_free(accounts_t *a);
-/* Replies {key: [row_fn(row)...], truncated} from st (finalized here). */
+/* Replies {key: [row_fn(row)...], truncated} from st (released here). */
 void acc_list_reply(accounts_t *a, bus_req_t **req, sqlite3_stmt *st, const char *key,
 		    acc_row_fn row_fn);
 
