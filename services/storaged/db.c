@@ -5,7 +5,7 @@
  *   1. check the migration table (versions 1..n in order): a bug otherwise
  *   2. open the file, busy timeout
  *   3. read user_version; refuse a newer schema before changing anything
- *   4. journal_mode=WAL, synchronous=FULL
+ *   4. journal_mode=WAL, synchronous=FULL, temp_store=MEMORY
  *   5. apply each missing migration in its own BEGIN IMMEDIATE transaction
  *      with foreign keys off (SQLite's advice for schema changes: dropping a
  *      table to rebuild it must not cascade into its children), checked by
@@ -171,8 +171,14 @@ static int db_pragmas(db_t *db, char *err, size_t errlen)
 		db_err(db, err, errlen, "cannot set journal_mode=WAL: journal mode is %s", mode);
 		return -1;
 	}
-	return db_exec(db, "PRAGMA synchronous=FULL", "cannot set synchronous=FULL",
-		       err, errlen);
+	/* temp_store=MEMORY keeps savepoint journals in memory: each request
+	 * of a group commit runs in a savepoint, and SQLite otherwise spills
+	 * its journal of the pages the batch had already changed (7 per 4 KiB
+	 * store) to a temporary file. They matter only to ROLLBACK TO, never
+	 * to recovery, and hold only the pages one request touches. */
+	if (db_exec(db, "PRAGMA synchronous=FULL", "cannot set synchronous=FULL", err, errlen) != 0)
+		return -1;
+	return db_exec(db, "PRAGMA temp_store=MEMORY", "cannot set temp_store=MEMORY", err, errlen);
 }
 
 /* Rolls back the open transaction, if SQLite has not already done so. */

@@ -148,6 +148,8 @@ static void test_fresh_database(void **state)
 		assert_int_equal(has_table(fx, tables[i]), 1);
 	assert_string_equal(query_text(fx, "PRAGMA journal_mode", buf, sizeof buf), "wal");
 	assert_int_equal(query_int(fx, "PRAGMA synchronous"), 2);
+	/* savepoint journals stay in memory, not in temporary files */
+	assert_int_equal(query_int(fx, "PRAGMA temp_store"), 2);
 	assert_int_equal(query_int(fx, "PRAGMA foreign_keys"), 1);
 	assert_int_equal(query_int(fx, "PRAGMA busy_timeout"), 5000);
 	/* The schema comments are kept in sqlite_master: they document it. */
