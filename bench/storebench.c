@@ -34,6 +34,7 @@
  */
 #include "bus.h"
 #include "log.h"
+#include "stats.h"
 #include "util.h"
 
 #include <math.h>
@@ -106,21 +107,6 @@ static uint64_t xorshift(uint64_t *s)
 
 /* ---- results ---------------------------------------------------------------------- */
 
-static int cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-	return x < y ? -1 : x > y;
-}
-
-/* Nearest-rank percentile of sorted v[0..n). */
-static uint32_t percentile(const uint32_t *v, size_t n, double p)
-{
-	if (n == 0)
-		return 0;
-	size_t r = (size_t)ceil(p * (double)n);
-	return v[r == 0 ? 0 : r - 1];
-}
-
 /* An operation finished at t1 (µs): counted if inside the measured window. */
 static void bench_done(struct bench *b, struct client *c, int64_t t1)
 {
@@ -146,8 +132,9 @@ static const char *const cmd_names[] = { "store", "fill", "list", "sqlite" };
 static int bench_report(struct bench *b, double seconds, double cpu)
 {
 	const struct opts *o = b->o;
-	qsort(b->samples, b->ns, sizeof *b->samples, cmp_u32);
-	uint32_t p50 = percentile(b->samples, b->ns, 0.50), p99 = percentile(b->samples, b->ns, 0.99);
+	stats_sort(b->samples, b->ns);
+	uint32_t p50 = stats_percentile(b->samples, b->ns, 0.50);
+	uint32_t p99 = stats_percentile(b->samples, b->ns, 0.99);
 	double rate = (double)b->count / seconds, rows = (double)b->rows / seconds;
 	const char *what = o->cmd == CMD_LIST ? (o->uid ? "uid" : "page") : cmd_names[o->cmd];
 	printf("%-6s clients=%-2ld size=%-6ld %9.0f ops/s  %9.0f rows/s  p50 %6u us  p99 %7u us  "
@@ -170,8 +157,10 @@ static void msg_template(struct client *c, long size)
 {
 	c->len = (size_t)size;
 	c->msg = xmalloc(c->len + 1);
-	for (size_t i = 0; i < c->len; i++)
-		c->msg[i] = (i % 78 == 76) ? '\r' : (i % 78 == 77) ? '\n' : (unsigned char)('a' + (i * 7 + (size_t)c->idx) % 26);
+	for (size_t i = 0; i < c->len; i++) {
+		unsigned char letter = (unsigned char)('a' + (i * 7 + (size_t)c->idx) % 26);
+		c->msg[i] = i % 78 == 76 ? '\r' : i % 78 == 77 ? '\n' : letter;
+	}
 }
 
 static void store_start(struct client *c);
