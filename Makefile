@@ -48,7 +48,8 @@ RUN_SRC := $(wildcard tools/roost-run/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 
 BINS := $(BUILD)/bin/busd $(BUILD)/bin/roostctl $(BUILD)/bin/roost-run \
-	$(BUILD)/bin/echo-worker $(BUILD)/bin/bus-client $(BUILD)/bin/busbench $(BUILD)/bin/storaged
+	$(BUILD)/bin/echo-worker $(BUILD)/bin/bus-client $(BUILD)/bin/busbench $(BUILD)/bin/storaged \
+	$(BUILD)/bin/storebench
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .PHONY: all test run build-for-run deps check-deps clean bench
@@ -91,6 +92,10 @@ $(BUILD)/bin/bus-client: $(BUILD)/obj/tests/bus_client.o $(LIBROOST)
 $(BUILD)/bin/busbench: $(BUILD)/obj/bench/busbench.o $(LIBROOST)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lm -o $@
+
+$(BUILD)/bin/storebench: $(BUILD)/obj/bench/storebench.o $(LIBROOST)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lsqlite3 -lm -o $@
 
 # storaged's modules (everything but its main.c) as a library, so that the
 # unit tests can link them.
@@ -143,6 +148,7 @@ build-for-run: check-deps
 
 bench: all
 	bench/bus.sh
+	bench/store.sh
 
 clean:
 	rm -rf build

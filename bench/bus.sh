@@ -52,53 +52,8 @@ BB=$BIN/busbench
 make -s >&2
 
 TMP=$(mktemp -d /tmp/rbench.XXXX)
-PIDS=()
-cleanup() {
-	local p
-	for p in ${PIDS[@]+"${PIDS[@]}"}; do
-		kill "$p" 2>/dev/null || true
-	done
-	for p in ${PIDS[@]+"${PIDS[@]}"}; do
-		wait "$p" 2>/dev/null || true
-	done
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap "exit 130" INT TERM
-
-# start NAME CMD... : runs CMD in the background, logging to $TMP/NAME.log;
-# its pid lands in the variable NAME.
-start() {
-	local name=$1
-	shift
-	"$@" >"$TMP/$name.log" 2>&1 &
-	PIDS+=("$!")
-	printf -v "$name" '%s' "$!"
-}
-
-# wait_for DESCRIPTION CMD...: retries CMD for up to 10 s.
-wait_for() {
-	local what=$1 i
-	shift
-	for ((i = 0; i < 100; i++)); do
-		if "$@" >/dev/null 2>&1; then
-			return 0
-		fi
-		sleep 0.1
-	done
-	echo "bus.sh: $what did not come up; logs in $TMP:" >&2
-	tail -n 5 "$TMP"/*.log >&2 || true
-	exit 1
-}
-
-# CPU seconds (user + system) a process has used so far.
-cpu_ticks() {
-	local stat
-	stat=$(<"/proc/$1/stat")
-	stat=${stat##*) }  # past the command name, which may hold spaces
-	awk '{ print $12 + $13 }' <<<"$stat"
-}
-TICKS=$(getconf CLK_TCK)
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # ---- start the three setups ----
 start srv "$BB" echo-server "ipc://$TMP/direct"
@@ -121,11 +76,6 @@ wait_for "relay" test -S "$TMP/front"
 declare -A RATE P50 P99 ERR CPU CPUK
 CPU[busd]=0 CPU[relay]=0 CPU[worker]=0
 failed=0
-
-# json FIELD LINE: one field of busbench's flat JSON line.
-json() {
-	sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\).*/\1/p" <<<"$2"
-}
 
 endpoint() {
 	case $1 in

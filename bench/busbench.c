@@ -51,6 +51,8 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "stats.h"
+
 #define MAX_CLIENTS 256
 #define MAX_PARTS 8
 #define REPLY_TIMEOUT_MS 5000
@@ -359,21 +361,6 @@ static void *client_run(void *arg)
 	return NULL;
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-	return x < y ? -1 : x > y;
-}
-
-/* Nearest-rank percentile of sorted v[0..n). */
-static uint32_t percentile(const uint32_t *v, size_t n, double p)
-{
-	if (n == 0)
-		return 0;
-	size_t r = (size_t)ceil(p * (double)n);
-	return v[r == 0 ? 0 : r - 1];
-}
-
 static int usage(FILE *f)
 {
 	fprintf(f,
@@ -502,8 +489,9 @@ static int cmd_client(const struct opts *o)
 		memmove(samples + ns, samples + i * cap, res[i].nsamples * sizeof(uint32_t));
 		ns += res[i].nsamples;
 	}
-	qsort(samples, ns, sizeof *samples, cmp_u32);
-	uint32_t p50 = percentile(samples, ns, 0.50), p99 = percentile(samples, ns, 0.99);
+	stats_sort(samples, ns);
+	uint32_t p50 = stats_percentile(samples, ns, 0.50);
+	uint32_t p99 = stats_percentile(samples, ns, 0.99);
 	double rate = (double)count / o->seconds;
 	printf("%-6s clients=%-3ld size=%-7ld %10.0f rtt/s  p50 %6u us  p99 %6u us  errors %llu%s\n",
 	       mode_names[o->mode], o->clients, o->size, rate, p50, p99, (unsigned long long)errors,

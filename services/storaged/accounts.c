@@ -154,9 +154,9 @@ int acc_name(accounts_t *a, bus_req_t **req, const char *field, const char *in,
  */
 sqlite3_stmt *acc_prep(accounts_t *a, const char *sql, const char *fmt, ...)
 {
-	sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = db_prepare(a->db, sql);
 	va_list ap;
-	if (sqlite3_prepare_v2(db_handle(a->db), sql, -1, &st, NULL) != SQLITE_OK) {
+	if (st == NULL) {
 		log_warn("db", "op=prepare why=%s", log_quote(sqlite3_errmsg(db_handle(a->db))));
 		return NULL;
 	}
@@ -180,14 +180,14 @@ int acc_run(accounts_t *a, sqlite3_stmt *st)
 	int rc = sqlite3_step(st);
 	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
 		rc = sqlite3_extended_errcode(db_handle(a->db));
-	sqlite3_finalize(st);
+	db_release(a->db, st);
 	return rc;
 }
 
-int64_t acc_int(sqlite3_stmt *st)
+int64_t acc_int(accounts_t *a, sqlite3_stmt *st)
 {
 	int64_t v = st && sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-	sqlite3_finalize(st);
+	db_release(a->db, st);
 	return v;
 }
 
@@ -199,7 +199,7 @@ int64_t acc_domain_id(accounts_t *a, const char *name)
 		return -1;
 	int rc = sqlite3_step(st);
 	int64_t id = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : rc == SQLITE_DONE ? 0 : -1;
-	sqlite3_finalize(st);
+	db_release(a->db, st);
 	return id;
 }
 
@@ -293,7 +293,7 @@ static void acc_domain_del(bus_req_t **req, void *arg)
  * max_bytes: *cut then. *bytes: what the items take. NULL on a database
  * error.
  */
-json_t *acc_rows_new(sqlite3_stmt *st, acc_row_fn row_fn, size_t max_bytes, size_t *bytes,
+json_t *acc_rows_new(accounts_t *a, sqlite3_stmt *st, acc_row_fn row_fn, size_t max_bytes, size_t *bytes,
 		     bool *cut)
 {
 	json_t *list = json_array();
@@ -312,7 +312,7 @@ json_t *acc_rows_new(sqlite3_stmt *st, acc_row_fn row_fn, size_t max_bytes, size
 			json_array_append_new(list, item);
 		}
 	}
-	sqlite3_finalize(st);
+	db_release(a->db, st);
 	if (!*cut && rc != SQLITE_DONE) {
 		json_decref(list);
 		return NULL;
@@ -331,7 +331,7 @@ void acc_list_page(accounts_t *a, bus_req_t **req, sqlite3_stmt *st, const char 
 {
 	size_t bytes;
 	bool cut;
-	json_t *list = acc_rows_new(st, row_fn, ACC_LIST_BYTES, &bytes, &cut);
+	json_t *list = acc_rows_new(a, st, row_fn, ACC_LIST_BYTES, &bytes, &cut);
 	json_t *last = list != NULL && json_array_size(list) > 0
 		? json_array_get(list, json_array_size(list) - 1) : NULL;
 	if (list == NULL) {
@@ -633,7 +633,7 @@ static json_t *acc_user_quota_change(accounts_t *a, void *ctx, struct acc_err *e
 				    "RETURNING used_bytes", "iss", (int64_t)j->quota, j->address, at + 1);
 	int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
 	json_int_t used = rc == SQLITE_ROW ? (json_int_t)sqlite3_column_int64(st, 0) : 0;
-	sqlite3_finalize(st);
+	db_release(a->db, st);
 	*at = '@';  /* only now: the statement read the local part in place */
 	if (rc == SQLITE_DONE)
 		acc_set(e, "not_found", "no user %s", j->address);
@@ -727,7 +727,7 @@ static char *acc_stored_hash(accounts_t *a, char *addr, bool *err)
 	*err = rc != SQLITE_ROW && rc != SQLITE_DONE;
 	if (rc == SQLITE_ROW && sqlite3_column_text(st, 0) != NULL)
 		hash = xstrdup((const char *)sqlite3_column_text(st, 0));
-	sqlite3_finalize(st);
+	db_release(a->db, st);
 	*at = '@';
 	return hash;
 }
@@ -784,7 +784,7 @@ int acc_user_exists(accounts_t *a, int64_t dom, const char *local)
 	sqlite3_stmt *st = acc_prep(a, "SELECT 1 FROM users WHERE domain_id = ?1 AND localpart = ?2",
 				    "is", dom, local);
 	int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
-	sqlite3_finalize(st);
+	db_release(a->db, st);
 	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
 }
 
@@ -942,7 +942,7 @@ void accounts_set_control(accounts_t *a, bus_control_t *ctl)
 
 static json_int_t acc_count(accounts_t *a, const char *sql)
 {
-	return acc_int(acc_prep(a, sql, ""));
+	return acc_int(a, acc_prep(a, sql, ""));
 }
 
 void accounts_stats(json_t *stats, void *arg)

@@ -35,7 +35,7 @@ struct parked {
 
 static int batch_exec(accounts_t *a, const char *sql)
 {
-	return sqlite3_exec(db_handle(a->db), sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
+	return db_run(a->db, sql);
 }
 
 static void batch_park(accounts_t *a, bus_req_t **req, json_t **fields, const char *code,

@@ -5,7 +5,7 @@
  *   1. check the migration table (versions 1..n in order): a bug otherwise
  *   2. open the file, busy timeout
  *   3. read user_version; refuse a newer schema before changing anything
- *   4. journal_mode=WAL, synchronous=FULL
+ *   4. journal_mode=WAL, synchronous=FULL, temp_store=MEMORY
  *   5. apply each missing migration in its own BEGIN IMMEDIATE transaction
  *      with foreign keys off (SQLite's advice for schema changes: dropping a
  *      table to rebuild it must not cascade into its children), checked by
@@ -16,6 +16,7 @@
 #include "db.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,11 +26,20 @@
 #include "util.h"
 
 #define DB_BUSY_TIMEOUT_MS 5000
+#define DB_STMT_CACHE 64   /* distinct SQL texts kept prepared */
+
+/* A prepared statement kept for reuse; busy while a caller holds it. */
+struct db_stmt {
+	sqlite3_stmt *st;
+	bool busy;
+};
 
 struct db {
 	sqlite3 *h;
 	char *path;
 	int version;
+	struct db_stmt cache[DB_STMT_CACHE];
+	size_t ncache;
 };
 
 /* Formats "<path>: <fmt...>" into err (if the caller gave one). */
@@ -161,8 +171,14 @@ static int db_pragmas(db_t *db, char *err, size_t errlen)
 		db_err(db, err, errlen, "cannot set journal_mode=WAL: journal mode is %s", mode);
 		return -1;
 	}
-	return db_exec(db, "PRAGMA synchronous=FULL", "cannot set synchronous=FULL",
-		       err, errlen);
+	/* temp_store=MEMORY keeps savepoint journals in memory: each request
+	 * of a group commit runs in a savepoint, and SQLite otherwise spills
+	 * its journal of the pages the batch had already changed (7 per 4 KiB
+	 * store) to a temporary file. They matter only to ROLLBACK TO, never
+	 * to recovery, and hold only the pages one request touches. */
+	if (db_exec(db, "PRAGMA synchronous=FULL", "cannot set synchronous=FULL", err, errlen) != 0)
+		return -1;
+	return db_exec(db, "PRAGMA temp_store=MEMORY", "cannot set temp_store=MEMORY", err, errlen);
 }
 
 /* Rolls back the open transaction, if SQLite has not already done so. */
@@ -297,14 +313,77 @@ void db_close(db_t **db)
 {
 	if (db == NULL || *db == NULL)
 		return;
-	/* We keep no prepared statements, so close cannot be busy; if it ever
-	 * is, that is a leak worth seeing in the log. */
+	/* The cached statements go first; then close cannot be busy unless a
+	 * statement leaked, which is worth seeing in the log. */
+	for (size_t i = 0; i < (*db)->ncache; i++)
+		sqlite3_finalize((*db)->cache[i].st);
+	(*db)->ncache = 0;
 	if ((*db)->h != NULL && sqlite3_close((*db)->h) != SQLITE_OK)
 		log_warn("db.close", "path=%s error=%s", log_quote((*db)->path),
 			 log_quote(sqlite3_errmsg((*db)->h)));
 	free((*db)->path);
 	free(*db);
 	*db = NULL;
+}
+
+/*
+ * Parsing SQL is the larger part of a short statement's cost (a store runs
+ * a dozen), so statements are prepared once (SQLITE_PREPARE_PERSISTENT)
+ * and reset on release. The cache is keyed by the SQL text. A statement
+ * whose cached copy is in use (a caller holds it while running the same
+ * SQL again), or one past the cache's size, is prepared afresh and
+ * finalized on release.
+ */
+sqlite3_stmt *db_prepare(db_t *db, const char *sql)
+{
+	sqlite3_stmt *st = NULL;
+	bool cacheable = db->ncache < DB_STMT_CACHE;
+	for (size_t i = 0; i < db->ncache; i++) {
+		if (strcmp(sqlite3_sql(db->cache[i].st), sql) != 0)
+			continue;
+		if (!db->cache[i].busy) {
+			db->cache[i].busy = true;
+			return db->cache[i].st;
+		}
+		cacheable = false;  /* in use: a one-off copy */
+		break;
+	}
+	if (sqlite3_prepare_v3(db->h, sql, -1, cacheable ? SQLITE_PREPARE_PERSISTENT : 0, &st,
+			       NULL) != SQLITE_OK) {
+		sqlite3_finalize(st);
+		return NULL;
+	}
+	if (cacheable && st != NULL)
+		db->cache[db->ncache++] = (struct db_stmt){ st, true };
+	return st;
+}
+
+void db_release(db_t *db, sqlite3_stmt *st)
+{
+	if (st == NULL)
+		return;
+	for (size_t i = 0; i < db->ncache; i++) {
+		if (db->cache[i].st == st) {
+			sqlite3_reset(st);
+			sqlite3_clear_bindings(st);
+			db->cache[i].busy = false;
+			return;
+		}
+	}
+	sqlite3_finalize(st);
+}
+
+int db_run(db_t *db, const char *sql)
+{
+	sqlite3_stmt *st = db_prepare(db, sql);
+	int rc = st != NULL ? sqlite3_step(st) : SQLITE_ERROR;
+	db_release(db, st);
+	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : -1;
+}
+
+size_t db_cached(const db_t *db)
+{
+	return db->ncache;
 }
 
 sqlite3 *db_handle(db_t *db)

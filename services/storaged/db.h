@@ -8,9 +8,11 @@
  * a 5 s busy timeout, and the schema brought up to the newest version this
  * binary knows. The schema version is PRAGMA user_version.
  *
- * Ownership: db_open*() returns a new db_t; db_close() frees it and nulls
- * the caller's pointer. db_handle() is borrowed and lives as long as the
- * db_t. One thread only (the connection is opened without a mutex).
+ * Ownership: db_open*() returns a new db_t; db_close() frees it (and its
+ * cached statements) and nulls the caller's pointer. db_handle() is
+ * borrowed and lives as long as the db_t; so do statements from
+ * db_prepare(), which go back with db_release(). One thread only (the
+ * connection is opened without a mutex).
  */
 #ifndef ROOST_STORAGED_DB_H
 #define ROOST_STORAGED_DB_H
@@ -45,6 +47,22 @@ db_t *db_open_with(const char *path, const struct db_migration *migs, size_t n,
 
 /* Closes the database and sets *db to NULL; NULL or *db == NULL is a no-op. */
 void db_close(db_t **db);
+
+/*
+ * A prepared statement for sql, from a cache of statements prepared once:
+ * hand it back with db_release (never sqlite3_finalize), which resets it
+ * and clears its bindings. NULL if sql does not prepare (the reason is
+ * sqlite3_errmsg(db_handle(db))).
+ */
+sqlite3_stmt *db_prepare(db_t *db, const char *sql);
+/* Gives back a statement from db_prepare (NULL is fine); the database's
+ * error code stays that of the statement's last step. */
+void db_release(db_t *db, sqlite3_stmt *st);
+/* Runs sql (one statement, no parameters) through the cache: 0, or -1
+ * with the error in sqlite3_extended_errcode(db_handle(db)). */
+int db_run(db_t *db, const char *sql);
+/* Statements in the cache (tests). */
+size_t db_cached(const db_t *db);
 
 /* The SQLite connection (borrowed). */
 sqlite3 *db_handle(db_t *db);

@@ -16,11 +16,10 @@
 
 int idem_lookup(db_t *db, const char *idem, const char *type, json_t **result_out)
 {
-	sqlite3_stmt *st = NULL;
+	sqlite3_stmt *st = db_prepare(db, "SELECT type, result FROM idempotency WHERE key = ?1");
 	int rc = -1;
 	*result_out = NULL;
-	if (sqlite3_prepare_v2(db_handle(db), "SELECT type, result FROM idempotency WHERE key = ?1",
-			       -1, &st, NULL) != SQLITE_OK)
+	if (st == NULL)
 		goto out;
 	sqlite3_bind_text(st, 1, idem, -1, SQLITE_STATIC);
 	int s = sqlite3_step(st);
@@ -41,19 +40,19 @@ int idem_lookup(db_t *db, const char *idem, const char *type, json_t **result_ou
 out:
 	if (rc == -1)
 		log_warn("idem", "op=lookup why=%s", log_quote(sqlite3_errmsg(db_handle(db))));
-	sqlite3_finalize(st);
+	db_release(db, st);
 	return rc;
 }
 
 int idem_store(db_t *db, const char *idem, const char *type, const json_t *result)
 {
-	sqlite3_stmt *st = NULL;
 	char *text = json_dumps(result, JSON_COMPACT);
 	int rc = -1;
 	if (text == NULL)
 		return -1;
-	if (sqlite3_prepare_v2(db_handle(db), "INSERT INTO idempotency (key, type, result, created) "
-			       "VALUES (?1, ?2, ?3, ?4)", -1, &st, NULL) == SQLITE_OK) {
+	sqlite3_stmt *st = db_prepare(db, "INSERT INTO idempotency (key, type, result, created) "
+				      "VALUES (?1, ?2, ?3, ?4)");
+	if (st != NULL) {
 		sqlite3_bind_text(st, 1, idem, -1, SQLITE_STATIC);
 		sqlite3_bind_text(st, 2, type, -1, SQLITE_STATIC);
 		sqlite3_bind_text(st, 3, text, -1, SQLITE_STATIC);
@@ -62,7 +61,7 @@ int idem_store(db_t *db, const char *idem, const char *type, const json_t *resul
 	}
 	if (rc < 0)
 		log_warn("idem", "op=store why=%s", log_quote(sqlite3_errmsg(db_handle(db))));
-	sqlite3_finalize(st);
+	db_release(db, st);
 	free(text);
 	return rc;
 }

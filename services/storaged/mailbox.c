@@ -112,7 +112,7 @@ static int64_t mbx_user(accounts_t *a, const char *addr, struct acc_err *e)
 				    "WHERE d.name = ?1 AND u.localpart = ?2", "ss", at + 1, local);
 	int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
 	int64_t id = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : rc == SQLITE_DONE ? 0 : -1;
-	sqlite3_finalize(st);
+	db_release(a->db, st);
 	if (id == 0)
 		acc_set(e, "not_found", "no user %s", addr);
 	else if (id < 0)
@@ -127,7 +127,7 @@ static int64_t mbx_uidvalidity(accounts_t *a)
 	if (acc_run(a, acc_prep(a, "UPDATE counters SET value = max(value + 1, ?1) "
 				"WHERE name = 'uidvalidity'", "i", (int64_t)time(NULL))) != SQLITE_DONE)
 		return -1;
-	return acc_int(acc_prep(a, "SELECT value FROM counters WHERE name = 'uidvalidity'", ""));
+	return acc_int(a, acc_prep(a, "SELECT value FROM counters WHERE name = 'uidvalidity'", ""));
 }
 
 /* Inserts a mailbox with a fresh UIDVALIDITY: SQLITE_DONE, or the error
@@ -168,7 +168,7 @@ int mailbox_lookup(accounts_t *a, const char *addr, const char *name, struct mbx
 		m->used = sqlite3_column_int64(st, 5);
 		memcpy(m->name, canon, strlen(canon) + 1);
 	}
-	sqlite3_finalize(st);
+	db_release(a->db, st);
 	if (rc == SQLITE_ROW)
 		return 1;
 	if (rc == SQLITE_DONE) {
@@ -210,7 +210,7 @@ static json_t *mbx_create_change(accounts_t *a, void *ctx, struct acc_err *e)
 	int64_t uid = mbx_user(a, r->address, e);
 	if (uid <= 0)
 		return NULL;
-	int64_t n = acc_int(acc_prep(a, "SELECT count(*) FROM mailboxes WHERE user_id = ?1", "i", uid));
+	int64_t n = acc_int(a, acc_prep(a, "SELECT count(*) FROM mailboxes WHERE user_id = ?1", "i", uid));
 	if (n < 0)
 		return NULL;
 	if (n >= MBX_PER_USER_MAX) {
@@ -226,7 +226,7 @@ static json_t *mbx_create_change(accounts_t *a, void *ctx, struct acc_err *e)
 	sqlite3_stmt *st = acc_prep(a, "SELECT " MBX_COLUMNS " FROM mailboxes WHERE id = ?1", "i",
 				    (int64_t)sqlite3_last_insert_rowid(db_handle(a->db)));
 	json_t *mb = st && sqlite3_step(st) == SQLITE_ROW ? mbx_row(st) : NULL;
-	sqlite3_finalize(st);
+	db_release(a->db, st);
 	return mb ? json_pack("{s:o}", "mailbox", mb) : NULL;
 }
 
@@ -259,13 +259,13 @@ static json_t *mbx_delete_change(accounts_t *a, void *ctx, struct acc_err *e)
 	int64_t uid = mbx_user(a, r->address, e), id, children;
 	if (uid <= 0)
 		return NULL;
-	id = acc_int(acc_prep(a, "SELECT coalesce((SELECT id FROM mailboxes WHERE user_id = ?1 AND "
+	id = acc_int(a, acc_prep(a, "SELECT coalesce((SELECT id FROM mailboxes WHERE user_id = ?1 AND "
 			      "name = ?2), 0)", "is", uid, r->name));
 	if (id == 0)
 		acc_set(e, "not_found", "no mailbox %s", r->name);
 	if (id <= 0)
 		return NULL;
-	children = acc_int(acc_prep(a, "SELECT count(*) FROM mailboxes WHERE " MBX_CHILDREN, "is",
+	children = acc_int(a, acc_prep(a, "SELECT count(*) FROM mailboxes WHERE " MBX_CHILDREN, "is",
 				    uid, r->name));
 	if (children > 0)
 		acc_set(e, "has_children", "mailbox %s has children", r->name);
@@ -309,11 +309,11 @@ static int mbx_rename_fits(accounts_t *a, int64_t uid, const struct mbx_req *r, 
 				    "coalesce(max(length(name) - length(replace(name, '/', ''))), 0) "
 				    "FROM mailboxes WHERE " MBX_CHILDREN, "is", uid, r->name);
 	if (st == NULL || sqlite3_step(st) != SQLITE_ROW) {
-		sqlite3_finalize(st);
+		db_release(a->db, st);
 		return -1;
 	}
 	int64_t bytes = sqlite3_column_int64(st, 0), levels = sqlite3_column_int64(st, 1) + 1;
-	sqlite3_finalize(st);
+	db_release(a->db, st);
 	if (bytes == 0)
 		return 0;  /* no children */
 	bytes += (int64_t)strlen(r->to) - (int64_t)strlen(r->name);
@@ -335,7 +335,7 @@ static int64_t *mbx_subtree(accounts_t *a, int64_t uid, const char *from, size_t
 	*n = 0;
 	while (st != NULL && *n <= MBX_PER_USER_MAX && (rc = sqlite3_step(st)) == SQLITE_ROW)
 		ids[(*n)++] = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	db_release(a->db, st);
 	if (rc != SQLITE_DONE) {
 		free(ids);
 		return NULL;
@@ -351,7 +351,7 @@ static json_t *mbx_rename_change(accounts_t *a, void *ctx, struct acc_err *e)
 	size_t n = 0;
 	int rc = SQLITE_DONE;
 	if (uid > 0)
-		found = acc_int(acc_prep(a, "SELECT count(*) FROM mailboxes WHERE user_id = ?1 AND "
+		found = acc_int(a, acc_prep(a, "SELECT count(*) FROM mailboxes WHERE user_id = ?1 AND "
 					 "name = ?2", "is", uid, r->name));
 	if (found == 0)
 		acc_set(e, "not_found", "no mailbox %s", r->name);

@@ -249,7 +249,7 @@ static void msg_sweep(loop_t *loop, void *arg)
 		if (bsearch(&id, s->live, s->nlive, sizeof id, msg_cmp_id) == NULL)
 			orphans[no++] = id;
 	}
-	sqlite3_finalize(st);
+	db_release(a->db, st);
 	for (size_t i = 0; i < no && acc_begin(a) == 0; i++)
 		acc_run(a, acc_prep(a, "DELETE FROM blobs WHERE id = ?1 AND complete = 0", "i",
 				    orphans[i]));
@@ -643,7 +643,7 @@ static json_t *msg_final_change(accounts_t *a, void *ctx, struct acc_err *e)
 	sqlite3_stmt *st = acc_prep(a, "SELECT sha256 FROM blobs WHERE id = ?1", "i", r->up->blob_id);
 	if (st != NULL && sqlite3_step(st) == SQLITE_ROW)
 		json_object_set_new(result, "sha256", json_string((const char *)sqlite3_column_text(st, 0)));
-	sqlite3_finalize(st);
+	db_release(a->db, st);
 	json_object_set_new(result, "bytes", json_integer((json_int_t)r->up->rx.bytes));
 	if (queued > 0)
 		json_object_set_new(result, "queued", json_integer(queued));
@@ -865,7 +865,7 @@ static int msg_read_blob(accounts_t *a, int64_t blob_id, int64_t off, int64_t le
 		memcpy(out + done, data + from, (size_t)n);
 		done += n;
 	}
-	sqlite3_finalize(st);
+	db_release(a->db, st);
 	return done == len ? 0 : -1;
 }
 
@@ -895,7 +895,7 @@ static int msg_locate(accounts_t *a, const struct mbx_ref *m, int64_t uid, int64
 			 sqlite3_column_text(st, 5) ? (const char *)sqlite3_column_text(st, 5) : "");
 		loc->uid = uid;
 	}
-	sqlite3_finalize(st);
+	db_release(a->db, st);
 	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
 }
 
@@ -1049,7 +1049,7 @@ void message_list(bus_req_t **req, void *arg)
 			}
 			json_array_append_new(list, item);
 		}
-		sqlite3_finalize(st);
+		db_release(a->db, st);
 		if (st == NULL)
 			rc = SQLITE_ERROR;
 	}
@@ -1086,7 +1086,7 @@ void mailbox_status(bus_req_t **req, void *arg)
 				    "(SELECT min(uid) FROM messages WHERE mailbox_id = ?1 AND flags & 1 = 0) "
 				    "FROM messages WHERE mailbox_id = ?1", "i", m.id);
 	if (st == NULL || sqlite3_step(st) != SQLITE_ROW) {
-		sqlite3_finalize(st);
+		db_release(a->db, st);
 		acc_fail(a, req, "internal", "database error");
 		return;
 	}
@@ -1099,6 +1099,6 @@ void mailbox_status(bus_req_t **req, void *arg)
 		"size", (json_int_t)sqlite3_column_int64(st, 3),
 		"first_unseen", sqlite3_column_type(st, 4) == SQLITE_NULL ? json_null()
 				: json_integer(sqlite3_column_int64(st, 4)));
-	sqlite3_finalize(st);
+	db_release(a->db, st);
 	acc_ok(a, req, &f);
 }

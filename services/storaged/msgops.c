@@ -311,7 +311,7 @@ static int ops_flags_range(accounts_t *a, const struct ops_req *r, const struct 
 		}
 		ops_flags_item(f, uid, nbits, nkw);
 	}
-	sqlite3_finalize(st);
+	db_release(a->db, st);
 	return rc == SQLITE_ROW ? SQLITE_DONE : rc;
 }
 
@@ -328,7 +328,7 @@ static json_t *ops_flags_change(accounts_t *a, void *ctx, struct acc_err *e)
 	int rc = upd ? SQLITE_DONE : SQLITE_ERROR;
 	for (size_t i = 0; i < set->n && rc == SQLITE_DONE; i++)
 		rc = ops_flags_range(a, r, &m, &set->r[i], upd, &f, e);
-	sqlite3_finalize(upd);
+	db_release(a->db, upd);
 	if (rc == SQLITE_DONE && f.modseq > 0)
 		rc = ops_mailbox_update(a, m.id, f.modseq, 0);
 	json_t *result = NULL;
@@ -400,7 +400,7 @@ static int ops_collect(accounts_t *a, int64_t mailbox_id, const seqset_t *set, b
 			if (bytes != NULL)
 				*bytes += sqlite3_column_int64(st, 1);
 		}
-		sqlite3_finalize(st);
+		db_release(a->db, st);
 	}
 	return rc;
 }

@@ -180,7 +180,7 @@ static json_t *qu_entry_new(accounts_t *a, int64_t id, int64_t now_ms, bool leas
 	}
 	if (rc == SQLITE_DONE)
 		acc_set(e, "not_found", "no queue entry %lld", (long long)id);
-	sqlite3_finalize(st);
+	db_release(a->db, st);
 	return entry;
 }
 
@@ -246,7 +246,7 @@ int64_t queue_add(accounts_t *a, int64_t blob_id, const char *sender, const json
 	const json_t *r;
 	if (qu_add_check(sender, rcpts, origin, low, e) < 0)
 		return -1;
-	if (acc_int(acc_prep(a, "SELECT count(*) FROM blobs WHERE id = ?1 AND complete = 1", "i",
+	if (acc_int(a, acc_prep(a, "SELECT count(*) FROM blobs WHERE id = ?1 AND complete = 1", "i",
 			     blob_id)) != 1) {
 		acc_set(e, "internal", "blob %lld missing or incomplete", (long long)blob_id);
 		return -1;
@@ -309,7 +309,7 @@ static int qu_take_one(accounts_t *a, int64_t id, struct qu_take *t, struct acc_
 		json_decref(entry);
 		return 0;
 	}
-	rcpts = acc_rows_new(acc_prep(a, "SELECT rcpt, attempts FROM queue_rcpts WHERE queue_id = ?1 "
+	rcpts = acc_rows_new(a, acc_prep(a, "SELECT rcpt, attempts FROM queue_rcpts WHERE queue_id = ?1 "
 				      "AND state = 'queued' AND next_attempt <= ?2 ORDER BY id", "ii",
 				      id, t->now_ms / 1000), qu_take_rcpt_row,
 			     QU_REPLY_BYTES - t->used - head, &bytes, &cut);
@@ -361,7 +361,7 @@ static json_t *qu_take(accounts_t *a, const struct qu_call *c, struct acc_err *e
 				    c->now_ms / 1000, c->now_ms, (int64_t)max);
 	while (st != NULL && (rc = sqlite3_step(st)) == SQLITE_ROW)
 		ids[n++] = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	db_release(a->db, st);
 	if (rc != SQLITE_DONE)
 		return NULL;
 	t.entries = json_array();
@@ -385,7 +385,7 @@ static bool qu_take_idle(accounts_t *a, const bus_req_t *req, int64_t now_ms)
 {
 	const char *idem = json_string_value(json_object_get(bus_req_env(req), "idem"));
 	json_t *old = NULL;
-	if (acc_int(acc_prep(a, "SELECT EXISTS (SELECT 1 " QU_DUE ")", "ii", now_ms / 1000, now_ms)) != 0)
+	if (acc_int(a, acc_prep(a, "SELECT EXISTS (SELECT 1 " QU_DUE ")", "ii", now_ms / 1000, now_ms)) != 0)
 		return false;  /* something is due (or the query failed: the transaction says) */
 	int known = idem != NULL ? idem_lookup(a->db, idem, bus_req_type(req), &old) : 0;
 	json_decref(old);
@@ -416,7 +416,7 @@ static int64_t qu_lease_check(accounts_t *a, int64_t id, const char *token, stru
 			cur ? "leased to another worker now" : "not leased (released or never taken)");
 	else if (rc == SQLITE_ROW)
 		expires = sqlite3_column_int64(st, 1);
-	sqlite3_finalize(st);
+	db_release(a->db, st);
 	return expires;
 }
 
@@ -465,7 +465,7 @@ static int qu_result(accounts_t *a, const json_t *r, size_t i, struct qu_update 
 	const char *state, *error = NULL;
 	if (qu_result_args(r, i, u, rcpt, &state, &error, e) < 0)
 		return -1;
-	int64_t attempts = acc_int(acc_prep(a, "SELECT coalesce((SELECT attempts FROM queue_rcpts "
+	int64_t attempts = acc_int(a, acc_prep(a, "SELECT coalesce((SELECT attempts FROM queue_rcpts "
 					    "WHERE queue_id = ?1 AND rcpt = ?2 AND state = 'queued'), -2)",
 					    "is", u->id, rcpt));
 	if (attempts == -2)
@@ -516,7 +516,7 @@ static json_t *qu_update(accounts_t *a, const struct qu_call *c, struct acc_err 
 			break;
 	hmap_free(&u.seen);
 	int64_t remaining = rc < 0 ? -1 :
-		acc_int(acc_prep(a, "SELECT count(*) FROM queue_rcpts WHERE queue_id = ?1 AND "
+		acc_int(a, acc_prep(a, "SELECT count(*) FROM queue_rcpts WHERE queue_id = ?1 AND "
 				 "state = 'queued'", "i", u.id));
 	/* Every recipient final: the entry goes, and its blob reference. */
 	if (remaining == 0)
@@ -544,7 +544,7 @@ static json_t *qu_list(accounts_t *a, const struct qu_call *c, struct acc_err *e
 	    qu_check(limit >= 1 && limit <= QU_LIST_MAX, e, "limit must be 1..1000") < 0)
 		return NULL;
 	/* One row more than asked says whether there are more. */
-	json_t *list = acc_rows_new(acc_prep(a, "SELECT q.id, q.sender, q.created, q.expires, b.size, "
+	json_t *list = acc_rows_new(a, acc_prep(a, "SELECT q.id, q.sender, q.created, q.expires, b.size, "
 		"(SELECT count(*) FROM queue_rcpts r WHERE r.queue_id = q.id), "
 		"(SELECT count(*) FROM queue_rcpts r WHERE r.queue_id = q.id AND r.state = 'queued'), "
 		"(SELECT min(r.next_attempt) FROM queue_rcpts r WHERE r.queue_id = q.id AND "
@@ -572,7 +572,7 @@ static json_t *qu_show(accounts_t *a, const struct qu_call *c, struct acc_err *e
 	if (qu_unpack(c, e, "{s:I}", "queue_id", &id) < 0 || qu_id(id, e) < 0 ||
 	    (entry = qu_entry_new(a, id, c->now_ms, true, e)) == NULL)
 		return NULL;
-	json_t *rcpts = acc_rows_new(acc_prep(a, "SELECT rcpt, state, attempts, next_attempt, last_error "
+	json_t *rcpts = acc_rows_new(a, acc_prep(a, "SELECT rcpt, state, attempts, next_attempt, last_error "
 					      "FROM queue_rcpts WHERE queue_id = ?1 ORDER BY id", "i", id),
 				     qu_show_rcpt_row, QU_REPLY_BYTES - qu_json_len(entry), &bytes, &cut);
 	if (rcpts == NULL) {
@@ -594,7 +594,7 @@ static json_t *qu_retry(accounts_t *a, const struct qu_call *c, struct acc_err *
 	    qu_check(has_id != (all != 0), e, "give queue_id or all: true, not both") < 0 ||
 	    (has_id && qu_id(id, e) < 0))
 		return NULL;
-	int64_t found = has_id ? acc_int(acc_prep(a, "SELECT count(*) FROM queue WHERE id = ?1", "i",
+	int64_t found = has_id ? acc_int(a, acc_prep(a, "SELECT count(*) FROM queue WHERE id = ?1", "i",
 						  (int64_t)id)) : 1;
 	if (found == 0)
 		acc_set(e, "not_found", "no queue entry %lld", (long long)id);

@@ -130,7 +130,7 @@ static json_t *rcpt_alias_targets(struct rcpt *r, int64_t dom, const char *local
 	int rc = SQLITE_ERROR;
 	while (st != NULL && (rc = sqlite3_step(st)) == SQLITE_ROW)
 		json_array_append_new(list, json_string((const char *)sqlite3_column_text(st, 0)));
-	sqlite3_finalize(st);
+	db_release(r->a->db, st);
 	if (rc != SQLITE_DONE)
 		json_decref(list), list = NULL;
 	return list;
@@ -219,7 +219,7 @@ static int rcpt_postmaster(struct rcpt *r, int64_t dom)
 	int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
 	if (rc == SQLITE_ROW)
 		rcpt_add(r->deliveries, (const char *)sqlite3_column_text(st, 0));
-	sqlite3_finalize(st);
+	db_release(r->a->db, st);
 	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
 }
 
@@ -258,7 +258,7 @@ static int rcpt_catchall_expand(struct rcpt *r, int64_t dom)
 	int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
 	if (rc == SQLITE_ROW && sqlite3_column_text(st, 0) != NULL)
 		snprintf(target, sizeof target, "%s", (const char *)sqlite3_column_text(st, 0));
-	sqlite3_finalize(st);
+	db_release(r->a->db, st);
 	if (rc != SQLITE_ROW)
 		return -1;
 	return target[0] != '\0' ? rcpt_target(r, r->address, target) : 0;

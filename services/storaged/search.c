@@ -569,7 +569,17 @@ int search_run(accounts_t *a, const search_query_t *q, int64_t mailbox_id, int64
 	if (asprintf(&sql, "SELECT m.uid, m.modseq FROM messages m CROSS JOIN blobs b ON b.id = m.blob_id "
 		     "WHERE m.mailbox_id = ?1 AND m.uid >= ?2 AND %s ORDER BY m.uid", q->sql) < 0)
 		fatal("search", "why=\"out of memory\"");
-	sqlite3_stmt *st = acc_prep(a, sql, "ii", mailbox_id, from);
+	/* Not acc_prep: each query's SQL is its own, the statement cache is
+	 * for the fixed ones. */
+	sqlite3_stmt *st = NULL;
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+		sqlite3_finalize(st);
+		st = NULL;
+	}
+	if (st != NULL) {
+		sqlite3_bind_int64(st, 1, mailbox_id);
+		sqlite3_bind_int64(st, 2, from);
+	}
 	for (int i = 0; st != NULL && i < q->np; i++) {
 		if (q->p[i].text)
 			sqlite3_bind_text(st, i + 3, q->p[i].s, -1, SQLITE_STATIC);

@@ -119,13 +119,14 @@ int acc_name_err(struct acc_err *e, const char *field, const char *in, bool addr
 int64_t acc_domain_id(accounts_t *a, const char *name);
 /* 1 if domain dom has a user local, 0 if not, -1 on error. */
 int acc_user_exists(accounts_t *a, int64_t dom, const char *local);
-/* Prepares sql binding fmt's parameters ('s' string or NULL, 'i' int64). */
+/* Prepares sql binding fmt's parameters ('s' string or NULL, 'i' int64):
+ * a cached statement (db_prepare), given back with db_release. */
 sqlite3_stmt *acc_prep(accounts_t *a, const char *sql, const char *fmt, ...);
-/* Steps and finalizes st: SQLITE_DONE (or ROW), else the extended code. */
+/* Steps and releases st: SQLITE_DONE (or ROW), else the extended code. */
 int acc_run(accounts_t *a, sqlite3_stmt *st);
 /* Column 0 of the first row of st (finalized here) as int64; -1 if no row
  * or on error. */
-int64_t acc_int(sqlite3_stmt *st);
+int64_t acc_int(accounts_t *a, sqlite3_stmt *st);
 /* True if the last statement changed a row; else sets not_found with the
  * formatted reason ("no user x@y") and returns false. */
 bool acc_changed(accounts_t *a, struct acc_err *e, const char *fmt, ...)
@@ -148,12 +149,12 @@ void acc_flush(accounts_t *a);
  * (disk_full for SQLITE_FULL). */
 void acc_abort(accounts_t *a, int sqlite_rc);
 void batch_free(accounts_t *a);
-/* The rows of st (finalized here) as row_fn items while their compact JSON
+/* The rows of st (released here) as row_fn items while their compact JSON
  * fits max_bytes (*cut when it stopped early; *bytes what they take);
  * NULL on a database error. */
-json_t *acc_rows_new(sqlite3_stmt *st, acc_row_fn row_fn, size_t max_bytes, size_t *bytes,
+json_t *acc_rows_new(accounts_t *a, sqlite3_stmt *st, acc_row_fn row_fn, size_t max_bytes, size_t *bytes,
 		     bool *cut);
-/* Replies {key: [row_fn(row)...], truncated} from st (finalized here). */
+/* Replies {key: [row_fn(row)...], truncated} from st (released here). */
 void acc_list_reply(accounts_t *a, bus_req_t **req, sqlite3_stmt *st, const char *key,
 		    acc_row_fn row_fn);
 /* The same for a paged list: when cut, the last item's cursor[0] is

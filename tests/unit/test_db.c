@@ -148,6 +148,8 @@ static void test_fresh_database(void **state)
 		assert_int_equal(has_table(fx, tables[i]), 1);
 	assert_string_equal(query_text(fx, "PRAGMA journal_mode", buf, sizeof buf), "wal");
 	assert_int_equal(query_int(fx, "PRAGMA synchronous"), 2);
+	/* savepoint journals stay in memory, not in temporary files */
+	assert_int_equal(query_int(fx, "PRAGMA temp_store"), 2);
 	assert_int_equal(query_int(fx, "PRAGMA foreign_keys"), 1);
 	assert_int_equal(query_int(fx, "PRAGMA busy_timeout"), 5000);
 	/* The schema comments are kept in sqlite_master: they document it. */
@@ -366,6 +368,55 @@ static void test_close_nulls(void **state)
 	db_close(NULL);
 }
 
+/* Prepared statements are kept: the same SQL gives the same statement
+ * back once released, reset and without its bindings; a copy while it is
+ * held; a bad statement gives NULL; db_run goes through the cache too and
+ * keeps the error code; db_close finalizes them all. */
+static void test_statement_cache(void **state)
+{
+	struct fx *fx = *state;
+	const char *ins = "INSERT INTO a (x) VALUES (?1)", *sel = "SELECT count(*), sum(x) FROM a";
+
+	fx->db = db_open_with(fx->path, mig_ab, 1, fx->err, sizeof fx->err);
+	assert_non_null(fx->db);
+	assert_int_equal(db_cached(fx->db), 0);
+	sqlite3_stmt *st = db_prepare(fx->db, ins);
+	assert_non_null(st);
+	sqlite3_bind_int64(st, 1, 7);
+	assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+	db_release(fx->db, st);
+	sqlite3_stmt *again = db_prepare(fx->db, ins);
+	assert_ptr_equal(again, st);
+	assert_int_equal(db_cached(fx->db), 1);
+	/* held: the same SQL again is a copy, finalized on release */
+	sqlite3_stmt *copy = db_prepare(fx->db, ins);
+	assert_non_null(copy);
+	assert_ptr_not_equal(copy, again);
+	assert_int_equal(db_cached(fx->db), 1);
+	sqlite3_bind_int64(copy, 1, 5);
+	assert_int_equal(sqlite3_step(copy), SQLITE_DONE);
+	db_release(fx->db, copy);
+	/* released bindings are cleared: NULL is inserted */
+	assert_int_equal(sqlite3_step(again), SQLITE_DONE);
+	db_release(fx->db, again);
+	sqlite3_stmt *q = db_prepare(fx->db, sel);
+	assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int64(q, 0), 3);
+	assert_int_equal(sqlite3_column_int64(q, 1), 12);
+	/* a reader left half way is reset by its release */
+	db_release(fx->db, q);
+	assert_int_equal(db_run(fx->db, "BEGIN IMMEDIATE"), 0);
+	assert_int_equal(db_run(fx->db, "DELETE FROM a"), 0);
+	assert_int_equal(db_run(fx->db, "COMMIT"), 0);
+	assert_int_equal(db_run(fx->db, "COMMIT"), -1);   /* no transaction */
+	assert_int_equal(sqlite3_extended_errcode(db_handle(fx->db)), SQLITE_ERROR);
+	assert_null(db_prepare(fx->db, "SELECT nonsense FROM nowhere"));
+	assert_int_equal(db_cached(fx->db), 5);
+	db_release(fx->db, NULL);
+	db_close(&fx->db);   /* finalizes the cache: close is not busy */
+	assert_null(fx->db);
+}
+
 #define FX_TEST(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
 
 int main(void)
@@ -384,6 +435,7 @@ int main(void)
 		FX_TEST(test_migration_fk_violation),
 		FX_TEST(test_integrity_check),
 		FX_TEST(test_close_nulls),
+		FX_TEST(test_statement_cache),
 	};
 
 	/* db.migrated lines would only clutter the test output. */
