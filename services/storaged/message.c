@@ -65,6 +65,7 @@ struct upload {
 	size_t hdrlen;
 	bool finished;        /* the last chunk was stored */
 	bool dead;            /* a batch it wrote in was rolled back */
+	char sha256[2 * EVP_MAX_MD_SIZE + 1];  /* hex, once the last chunk is in */
 };
 
 struct message_state {
@@ -509,7 +510,7 @@ static int msg_complete_blob(accounts_t *a, struct upload *up)
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
-	char hex[2 * EVP_MAX_MD_SIZE + 1];
+	char *hex = up->sha256;
 	char *val[MSG_HDRS] = { NULL };
 	EVP_DigestFinal_ex(up->sha, md, &mdlen);
 	for (unsigned i = 0; i < mdlen; i++)
@@ -637,13 +638,10 @@ static json_t *msg_final_change(accounts_t *a, void *ctx, struct acc_err *e)
 		if ((queued = queue_add(a, r->up->blob_id, sender, rcpts, origin, e)) < 0)
 			goto fail;
 	}
+	/* The digest msg_complete_blob wrote is in memory: no read back. */
 	result = json_pack("{s:I, s:s, s:o}", "size", (json_int_t)r->up->rx.bytes,
-			   "sha256", "", "stored", stored);
+			   "sha256", r->up->sha256, "stored", stored);
 	stored = NULL;
-	sqlite3_stmt *st = acc_prep(a, "SELECT sha256 FROM blobs WHERE id = ?1", "i", r->up->blob_id);
-	if (st != NULL && sqlite3_step(st) == SQLITE_ROW)
-		json_object_set_new(result, "sha256", json_string((const char *)sqlite3_column_text(st, 0)));
-	db_release(a->db, st);
 	json_object_set_new(result, "bytes", json_integer((json_int_t)r->up->rx.bytes));
 	if (queued > 0)
 		json_object_set_new(result, "queued", json_integer(queued));
