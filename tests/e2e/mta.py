@@ -22,6 +22,28 @@ Typical use:
         [t] = sink.wait_for(1)                # t.data, t.rcpts, t.tls ...
         body = strip_received(t.data)         # what Postfix added, removed
 
+What Postfix 3.7 (bookworm) does to what it relays, seen here:
+  - sendmail submission prepends exactly one header,
+      Received: by mta.test (Postfix, from userid 0)\r\n\tid QID; DATE
+    and, only when missing, Message-Id (spelled so), Date and From ("root
+    <sender>"); never To. SMTP submission's Received is "from HELO (unknown
+    [127.0.0.1])\r\n\tby mta.test (Postfix) with ESMTP id QID\r\n\tfor <rcpt>; DATE".
+  - LF-only input goes out as CRLF; a bare CR becomes a space; a line over
+    998 octets is broken with CRLF SPACE (smtp_line_length_limit): a real
+    Postfix never sends over-long lines, bare CR or bare LF — protocol tests
+    of those need a raw socket.
+  - BODY=8BITMIME only for mail declared 8bit (Content-Transfer-Encoding, or
+    received with BODY=8BITMIME); 8-bit text without MIME headers goes out
+    without it. To a server without 8BITMIME (and without SMTPUTF8, which
+    Postfix takes to imply it) a declared-8bit body is converted to
+    quoted-printable and SIZE= is left out.
+  - With TLS, connections are not reused (smtp_tls_connection_reuse = no):
+    one session, one STARTTLS handshake per delivery. The log says
+    "Untrusted TLS connection established to 127.0.0.1[127.0.0.1]:PORT".
+  - It logs through postlogd (master.cf's postlog service) to maillog_file,
+    which must lie under maillog_file_prefixes; deferrals are lines with
+    "status=deferred (reason)", also in postqueue -j as delay_reason.
+
 Processes are stopped by recorded pid (and the Postfix master's own process
 group), never by name: other tests run on this machine. Postfix needs root
 (its master starts as root and its daemons run as the `postfix` user of the
