@@ -73,6 +73,7 @@ struct message_state {
 	loop_timer_t *sweep, *reap;
 	bool orphans;         /* a batch failed: incomplete blobs may be left */
 	uint64_t stored, bytes, fetched, dropped;
+	uint64_t late;        /* chunks refused past their deadline */
 };
 
 /* A store request's checked fields (the change functions' ctx). */
@@ -270,10 +271,10 @@ int message_gc(db_t *db)
 void message_stats(json_t *stats, accounts_t *a)
 {
 	struct message_state *m = msg_state(a);
-	json_object_set_new(stats, "messages", json_pack("{s:I, s:I, s:I, s:I, s:I}",
+	json_object_set_new(stats, "messages", json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}",
 		"stored", (json_int_t)m->stored, "bytes_in", (json_int_t)m->bytes,
 		"fetched", (json_int_t)m->fetched, "uploads", (json_int_t)hmap_count(m->uploads),
-		"uploads_dropped", (json_int_t)m->dropped));
+		"uploads_dropped", (json_int_t)m->dropped, "late", (json_int_t)m->late));
 }
 
 /* ---- flags ---------------------------------------------------------------------- */
@@ -765,10 +766,10 @@ void message_store(bus_req_t **req, void *arg)
 	accounts_t *a = arg;
 	struct message_state *ms = msg_state(a);
 	struct store_req r = { .a = a, .internaldate = (json_int_t)time(NULL) };
-	json_int_t idate = -1;
+	json_int_t idate = -1, deadline = 0;
 	json_t *deliveries = NULL, *enqueue = NULL;
-	if (ACC_UNPACK(a, req, "{s:o, s?:I, s?:o}", "deliveries", &deliveries, "internaldate",
-		       &idate, "enqueue", &enqueue) < 0 ||
+	if (ACC_UNPACK(a, req, "{s:o, s?:I, s?:o, s?:I}", "deliveries", &deliveries, "internaldate",
+		       &idate, "enqueue", &enqueue, "deadline", &deadline) < 0 ||
 	    msg_check_deliveries(a, req, deliveries) < 0)
 		return;
 	if (idate > (json_int_t)1 << 40) {
@@ -835,6 +836,17 @@ void message_store(bus_req_t **req, void *arg)
 							  : MSG_SIZE_DEFAULT_MAX);
 		if (stream[0])
 			hmap_put(ms->uploads, stream, strlen(stream), up);
+	}
+	/* The sender has given up (smtpd answered 451 and the remote side
+	 * will send again): storing it now would make a duplicate. */
+	if (deadline > 0 && wall_ms() > deadline) {
+		if (stream[0])
+			msg_drop(a, up);
+		else
+			upload_free(up);
+		ms->late++;
+		acc_fail(a, req, "timeout", "deadline passed before storaged got to it: nothing stored");
+		return;
 	}
 	if (up->dead) {
 		msg_drop(a, up);

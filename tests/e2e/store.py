@@ -24,10 +24,11 @@ def chunks(data, size=CHUNK):
 
 
 def store(c, deliveries, data, idem=None, chunk=CHUNK, enqueue=None, internaldate=None,
-          stream=None, timeout=WAIT, upto=None):
+          stream=None, timeout=WAIT, upto=None, deadline=None):
     """Streams data as one message; returns the last reply's envelope (or
     the first that was not ok). upto: stop after that many chunks (a sender
-    that goes away), returning the last acknowledgement."""
+    that goes away), returning the last acknowledgement. deadline: unix ms
+    after which storaged must not store it."""
     idem = idem or new_id("idem")
     stream = stream or new_id("st")
     pieces = chunks(data, chunk)
@@ -41,6 +42,8 @@ def store(c, deliveries, data, idem=None, chunk=CHUNK, enqueue=None, internaldat
             env["enqueue"] = enqueue
         if internaldate is not None:
             env["internaldate"] = internaldate
+        if deadline is not None:
+            env["deadline"] = deadline
         rep, _ = c.call("storaged", env, raw=piece, timeout=timeout)
         if rep.get("status") != "ok":
             return rep

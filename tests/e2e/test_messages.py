@@ -12,7 +12,9 @@ Run: make && ROOST_BIN=$PWD/build/bin /usr/bin/python3 -m pytest tests/e2e/test_
 import hashlib
 import json
 import os
+import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -174,6 +176,46 @@ def test_retry_stores_nothing_new(sd):
                                     "deliveries": [{"address": ALICE}]}, raw=data)
     assert rep["stored"] == first["stored"]
     assert status(sd.c, ALICE)["messages"] == 1 and blobs(sd) == 1
+
+
+def test_past_deadline_stores_nothing(sd):
+    """The sender gave up (smtpd said 451): a store that reaches storaged
+    after its deadline is refused, so the remote side's retry is the only
+    copy; the same idem later, in time, stores it once."""
+    data = message(body=b"d" * (2 * CHUNK + 5))
+    idem = new_id("smtp")
+    past = int(time.time() * 1000) - 1
+    rep = store(sd.c, [{"address": ALICE}], data, idem=idem, deadline=past)
+    assert rep["status"] == "error" and rep["code"] == "timeout", rep
+    rep, _ = sd.c.call("storaged", {"type": "storaged.message.store", "idem": idem,
+                                    "deliveries": [{"address": ALICE}], "deadline": past},
+                       raw=message())
+    assert rep["status"] == "error" and rep["code"] == "timeout", rep
+    assert status(sd.c, ALICE)["messages"] == 0 and blobs(sd) == 0
+    store_ok(sd.c, [{"address": ALICE}], data, idem=idem,
+             deadline=int(time.time() * 1000) + 600000)
+    assert status(sd.c, ALICE)["messages"] == 1 and blobs(sd) == 1
+
+
+def test_stalled_storaged_does_not_store_after_the_deadline(sd):
+    """storaged stalls (stopped) while a store waits in busd's queue; when
+    it runs again the deadline has passed: nothing stored."""
+    sd.storaged.kill(signal.SIGSTOP)
+    try:
+        reply = {}
+
+        def send():
+            reply["rep"] = store(sd.c, [{"address": ALICE}], message(), timeout=WAIT,
+                                 deadline=int(time.time() * 1000) + 500)
+        t = threading.Thread(target=send, daemon=True)
+        t.start()
+        time.sleep(1.5)
+    finally:
+        sd.storaged.kill(signal.SIGCONT)
+    t.join(WAIT)
+    rep = reply["rep"]
+    assert rep["status"] == "error" and rep["code"] == "timeout", rep
+    assert status(sd.c, ALICE)["messages"] == 0
 
 
 def test_resent_last_chunk_gets_the_first_result(sd):
