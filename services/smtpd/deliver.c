@@ -244,7 +244,9 @@ size_t deliver_room(session_t *s)
 	txn_t *t = &s->txn;
 	if (t->fail != 0 || t->stream == NULL)
 		return SMTPD_CHUNK;   /* read and drop */
-	if (t->buflen == SMTPD_CHUNK) {
+	/* "Full" leaves no room for the two bytes the DATA decoder may write
+	 * at once (a CRLF): below that it could never move again. */
+	if (t->buflen + 2 > SMTPD_CHUNK) {
 		if (t->inflight)
 			return 0;     /* backpressure */
 		store_send(s, false);

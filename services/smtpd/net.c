@@ -168,6 +168,13 @@ static void session_free(session_t *s)
 	free(s);
 }
 
+/* True while the session waits for storaged rather than for the client. */
+static bool session_waiting(const session_t *s)
+{
+	return s->state == ST_WAIT_RCPT || s->state == ST_WAIT_STORE ||
+	       ((s->state == ST_DATA || s->state == ST_BDAT) && s->txn.inflight);
+}
+
 /* ---- timers ----------------------------------------------------------------------- */
 
 static void session_idle(loop_t *loop, void *arg)
@@ -176,7 +183,7 @@ static void session_idle(loop_t *loop, void *arg)
 	(void)loop;
 	s->idle = NULL;
 	/* Waiting for storaged is our wait, not the client's. */
-	if (s->state == ST_WAIT_RCPT || s->state == ST_WAIT_STORE) {
+	if (session_waiting(s)) {
 		s->idle = loop_timer_add(s->d->loop, s->d->conf.idle_ms, false, session_idle, s);
 		return;
 	}
@@ -303,7 +310,7 @@ static void session_pump(session_t *s)
 			continue;
 		}
 		size_t before = s->inlen;
-		int r = s->close_after_flush ? 0 : session_read(s);
+		int r = s->close_after_flush || s->eof || s->starttls_after_flush ? 0 : session_read(s);
 		if (r < 0) {
 			session_abort(s, "connection lost");
 			return;
@@ -333,8 +340,9 @@ static void session_pump(session_t *s)
 			session_begin_tls(s);
 			continue;
 		}
-		if (s->eof && !s->close_after_flush) {
-			/* What is still buffered was processed as far as it goes. */
+		if (s->eof && !s->close_after_flush && !session_waiting(s)) {
+			/* What is still buffered was processed as far as it goes (a
+			 * client may half-close after pipelining its last commands). */
 			session_abort(s, s->txn.active ? "client gone mid-transaction" : "client gone");
 			return;
 		}
@@ -356,7 +364,8 @@ static void session_settle(session_t *s)
 		return;
 	}
 	short ev = 0;
-	if (s->inlen < sizeof s->in && !s->close_after_flush && s->state != ST_GREET)
+	if (s->inlen < sizeof s->in && !s->close_after_flush && !s->eof && s->state != ST_GREET &&
+	    !s->starttls_after_flush)
 		ev |= ZMQ_POLLIN;
 	if (s->state == ST_GREET || s->state == ST_TLS)
 		ev |= ZMQ_POLLIN;

@@ -113,3 +113,321 @@ def test_smtplib_unknown_and_foreign_recipients(mx):
         assert e.value.recipients["someone@gmail.com"][0] == 554
         assert b"5.7.1" in e.value.recipients["someone@gmail.com"][1]
     assert count(mx) == 0
+
+
+# ---- protocol over raw sockets ----------------------------------------------------------------
+
+
+def messages_in_db(b):
+    return db_query(b.data_dir, "SELECT count(*) FROM messages")[0][0]
+
+
+def test_ehlo_and_simple_commands(mx):
+    with Raw(mx) as c:
+        texts = c.ehlo()
+        assert texts[0] == "mx.example.org"
+        assert "PIPELINING" in texts and "CHUNKING" in texts and "STARTTLS" in texts
+        assert "SIZE %d" % (64 * 1024 * 1024 - 4096) in texts
+        c.cmd("NOOP", 250, "2.0.0")
+        c.cmd("VRFY alice", 252, "2.5.0")
+        c.cmd("HELP", 214)
+        c.cmd("RSET", 250)
+        c.cmd("HELO again.example.net", 250)
+        c.cmd("QUIT", 221, "2.0.0")
+        assert c.closed()
+
+
+def test_pipelined_transaction(mx):
+    data = message(subject="pipelined")
+    with Raw(mx) as c:
+        c.ehlo()
+        c.send("MAIL FROM:<x@example.net>\r\nRCPT TO:<alice@example.org>\r\n"
+               "RCPT TO:<nobody@example.org>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n")
+        c.expect(250, "2.1.0")
+        c.expect(250, "2.1.5")
+        c.expect(550, "5.1.1")
+        c.expect(250, "2.1.5")
+        c.expect(354)
+        c.send(data + b".\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
+        c.expect(250, "queued as")
+        c.expect(250)
+        c.expect(250)
+        c.expect(354)
+        c.send(data + b".\r\nQUIT\r\n")
+        c.expect(250)
+        c.expect(221)
+    assert strip_received(message_get(mx, ALICE, 1))[1] == data
+    assert strip_received(message_get(mx, ALICE, 2))[1] == data
+    assert strip_received(message_get(mx, BOB, 1))[1] == data
+
+
+def test_dot_stuffing(mx):
+    body = b"..leading dot\r\n.\r\n...\r\nend.\r\n. \r\n"   # as sent (dot-stuffed)
+    want = b".leading dot\r\n\r\n..\r\nend.\r\n \r\n"
+    head = message(body=b"")
+    with Raw(mx) as c:
+        c.ehlo()
+        c.cmd("MAIL FROM:<x@example.net>", 250)
+        c.cmd("RCPT TO:<alice@example.org>", 250)
+        c.cmd("DATA", 354)
+        # ".\r\n" alone would end it: the stuffed body avoids that line
+        c.send(head + body.replace(b"\r\n.\r\n", b"\r\n..\r\n") + b".\r\n")
+        c.expect(250)
+    got = strip_received(message_get(mx, ALICE, 1))[1]
+    assert got == head + want.replace(b"\r\n\r\n..", b"\r\n.\r\n..")
+
+
+def test_bdat_chunks(mx):
+    data = message(subject="bdat", body=b"binary \x00\xff\r\n.\r\nnot the end\r\n")
+    a, b2 = data[:37], data[37:]
+    with Raw(mx) as c:
+        c.ehlo()
+        c.send(b"MAIL FROM:<x@example.net> BODY=8BITMIME\r\nRCPT TO:<alice@example.org>\r\n"
+               b"BDAT %d\r\n%sBDAT %d LAST\r\n%s" % (len(a), a, len(b2), b2))
+        c.expect(250)
+        c.expect(250)
+        c.expect(250, "%d octets" % len(a))
+        c.expect(250, "queued as")
+        # BDAT 0 LAST ends a message sent in chunks before it
+        c.send(b"MAIL FROM:<x@example.net>\r\nRCPT TO:<alice@example.org>\r\n"
+               b"BDAT %d\r\n%sBDAT 0 LAST\r\n" % (len(data), data))
+        c.expect(250)
+        c.expect(250)
+        c.expect(250)
+        c.expect(250, "queued as")
+        # BDAT without a transaction: the bytes are read and dropped
+        c.send(b"BDAT 5\r\nhelloNOOP\r\n")
+        c.expect(503, "5.5.1")
+        c.expect(250)
+        # DATA after BDAT in one transaction is refused
+        c.send(b"MAIL FROM:<x@example.net>\r\nRCPT TO:<alice@example.org>\r\nBDAT 3\r\nabcDATA\r\n")
+        c.expect(250)
+        c.expect(250)
+        c.expect(250)
+        c.expect(503)
+    assert strip_received(message_get(mx, ALICE, 1))[1] == data
+    assert strip_received(message_get(mx, ALICE, 2))[1] == data
+    assert count(mx) == 2
+
+
+@pytest.mark.parametrize("trick", [b"\n.\n", b"\r.\r", b"\n.\r\n", b"\r.\n", b"\r\n.\n", b"\n.\r"])
+def test_bare_lf_cr_never_end_data(mx, trick):
+    """SMTP smuggling: a second transaction hidden behind a non-standard
+    end of data must not be seen; the message itself is refused (550 5.6.0)."""
+    smuggled = (b"MAIL FROM:<evil@example.net>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n"
+                b"Subject: smuggled\r\n\r\nowned\r\n")
+    with Raw(mx) as c:
+        c.ehlo()
+        c.cmd("MAIL FROM:<x@example.net>", 250)
+        c.cmd("RCPT TO:<alice@example.org>", 250)
+        c.cmd("DATA", 354)
+        c.send(message() + b"text" + trick + smuggled + b"\r\n.\r\n")
+        c.expect(550, "5.6.0")
+        c.cmd("NOOP", 250)     # the connection goes on
+    assert count(mx, ALICE) == 0 and count(mx, BOB) == 0
+
+
+def test_long_lines(mx):
+    with Raw(mx) as c:
+        c.ehlo()
+        c.cmd("NOOP " + "x" * 600, 500, "5.5.2")
+        c.cmd("NOOP", 250)
+        c.send("X" * 20000 + "\r\nNOOP\r\n")        # longer than the read buffer
+        c.expect(500, "5.5.2")
+        c.expect(250)
+        c.send("NOOP\n")                          # bare LF
+        c.expect(500, "5.5.2")
+        c.cmd("NOOP", 250)
+
+
+def test_commands_out_of_order_and_unknown(mx):
+    with Raw(mx) as c:
+        c.greeting()
+        c.cmd("MAIL FROM:<x@example.net>", 503, "5.5.1")
+        c.cmd("EHLO client.example.net", 250)
+        c.cmd("RCPT TO:<alice@example.org>", 503, "5.5.1")
+        c.cmd("DATA", 503, "5.5.1")
+        c.cmd("MAIL FROM:<x@example.net>", 250)
+        c.cmd("MAIL FROM:<x@example.net>", 503, "5.5.1")
+        c.cmd("DATA", 503, "5.5.1")
+        c.cmd("STARTTLS", 503, "5.5.1")
+        c.cmd("XYZZY", 500, "5.5.2")
+        c.cmd("MAIL FROM:<x@example.net> FOO=BAR", 503)
+        c.cmd("RSET", 250)
+        c.cmd("MAIL FROM:<x@example.net> FOO=BAR", 555, "5.5.4")
+        c.cmd("MAIL FROM:x@example.net", 553, "5.1.7")
+        c.cmd("MAIL FROM:<jörg@example.net>", 553, "5.6.7")
+        c.cmd("EHLO bad_name!", 501, "5.5.4")
+
+
+def test_101_recipients(mx):
+    with Raw(mx) as c:
+        c.ehlo()
+        c.cmd("MAIL FROM:<x@example.net>", 250)
+        c.send("".join("RCPT TO:<alice+%d@example.org>\r\n" % i for i in range(101)))
+        for i in range(100):
+            c.expect(250)
+        c.expect(452, "4.5.3")
+        c.cmd("DATA", 354)
+        c.send(message() + b".\r\n")
+        c.expect(250)
+    assert count(mx) == 1
+
+
+def test_oversize_message_keeps_the_connection(make_bus):
+    b = make_bus(env={"ROOST_MAX_MESSAGE_SIZE": "100000"})
+    with_users(b, ALICE)
+    start_smtpd(b)
+    with Raw(b) as c:
+        texts = c.ehlo()
+        assert "SIZE %d" % (100000 - 4096) in texts
+        c.cmd("MAIL FROM:<x@example.net> SIZE=200000", 552, "5.3.4")
+        c.cmd("MAIL FROM:<x@example.net>", 250)
+        c.cmd("RCPT TO:<alice@example.org>", 250)
+        c.cmd("DATA", 354)
+        c.send(message(body=b"y" * 998 + b"\r\n") * 200 + b".\r\n")
+        c.expect(552, "5.3.4")
+        c.cmd("MAIL FROM:<x@example.net>", 250)
+        c.cmd("RCPT TO:<alice@example.org>", 250)
+        c.send(b"BDAT 150000 LAST\r\n" + b"z" * 150000)
+        c.expect(552, "5.3.4")
+        c.cmd("MAIL FROM:<x@example.net>", 250)
+        c.cmd("RCPT TO:<alice@example.org>", 250)
+        c.cmd("DATA", 354)
+        c.send(message() + b".\r\n")
+        c.expect(250)
+    assert count(b) == 1
+
+
+def test_hop_count(mx):
+    def with_received(n):
+        return b"".join(b"Received: from h%d.example.net by h%d.example.net; "
+                        b"Tue, 24 Nov 2026 10:00:00 +0000\r\n" % (i, i + 1) for i in range(n)) + message()
+    with Raw(mx) as c:
+        c.ehlo()
+        for n, code in ((51, 554), (50, 250)):
+            c.cmd("MAIL FROM:<x@example.net>", 250)
+            c.cmd("RCPT TO:<alice@example.org>", 250)
+            c.cmd("DATA", 354)
+            c.send(with_received(n) + b".\r\n")
+            c.expect(code, "5.4.6" if code == 554 else None)
+    assert count(mx) == 1
+
+
+def test_client_gone_mid_data_stores_nothing(mx):
+    c = Raw(mx)
+    c.ehlo()
+    c.cmd("MAIL FROM:<x@example.net>", 250)
+    c.cmd("RCPT TO:<alice@example.org>", 250)
+    c.cmd("DATA", 354)
+    c.send(message(body=b"q" * 400000))        # more than a chunk, no end
+    time.sleep(0.5)
+    c.close()
+    buslib.wait_until(lambda: "client gone mid-transaction" in mx.smtpd.log(),
+                      what="smtpd to notice the client left")
+    with Raw(mx) as c2:
+        c2.ehlo()
+    assert count(mx) == 0 and messages_in_db(mx) == 0
+
+
+def test_tls_handshake_garbage(mx):
+    with Raw(mx) as c:
+        c.ehlo()
+        c.cmd("STARTTLS", 220, "2.0.0")
+        c.send(b"\x16\x03\x01\x00\x05garbage-not-a-client-hello" * 10)
+        assert c.closed()
+    with Raw(mx) as c:
+        c.ehlo()
+        c.cmd("STARTTLS", 220)
+        c.send(b"EHLO plain text after STARTTLS\r\n")
+        assert c.closed()
+    assert mx.smtpd.alive()
+    with Raw(mx) as c:
+        c.ehlo()
+
+
+def test_storaged_gone_is_a_temporary_failure(mx):
+    mx.storaged.kill()
+    mx.storaged.wait()
+    with Raw(mx) as c:
+        c.ehlo()
+        c.cmd("MAIL FROM:<x@example.net>", 250)
+        c.cmd("RCPT TO:<alice@example.org>", 451, "4.3.0")
+
+
+def test_relay_tricks(mx):
+    """Nothing is relayed: every trick is refused, or delivered to a local
+    user only; the outbound queue stays empty."""
+    tricks = [
+        ("alice%other.example@example.org", 550),
+        ("@example.org:alice@other.example", 554),
+        ("@example.org,@example.net:alice@other.example", 554),
+        ('"alice@other.example"@example.org', 550),
+        ('"alice%other.example"@example.org', 550),
+        ("other.example!alice@example.org", 550),
+        ("alice@other.example@example.org", 553),
+        ("alice%example.org@other.example", (550, 554)),   # storaged: not a local part
+        ("alice@example.org.", 553),
+        ("alice@other.example.", 553),
+        ("alice@[127.0.0.1]", 554),
+        ("alice@EXAMPLE.ORG", 250),
+        ("ALICE@Example.Org", 250),
+        ('"alice"@example.org', 250),
+        ("alice@example.org\\@other.example", 553),
+        ("alice@other.example", 554),
+        ("alice@example.org.other.example", 554),
+    ]
+    with Raw(mx) as c:
+        c.ehlo()
+        c.cmd("MAIL FROM:<x@example.net>", 250)
+        for rcpt, code in tricks:
+            got, texts = c.cmd("RCPT TO:<%s>" % rcpt)
+            assert got in (code if isinstance(code, tuple) else (code,)), (rcpt, got, texts)
+        c.cmd("DATA", 354)
+        c.send(message() + b".\r\n")
+        c.expect(250)
+    assert db_query(mx.data_dir, "SELECT count(*) FROM queue")[0][0] == 0
+    assert count(mx) == 1 and count(mx, BOB) == 0
+
+
+def test_early_talker(bus):
+    with_users(bus, ALICE)
+    start_smtpd(bus, greet_delay_ms=1500)
+    with Raw(bus) as c:
+        c.send("EHLO eager.example.net\r\n")
+        c.expect(554, "5.5.1")
+        assert c.closed()
+    with Raw(bus) as c:
+        c.ehlo()
+
+
+def test_idle_timeout(bus):
+    with_users(bus, ALICE)
+    start_smtpd(bus, env={"ROOST_SMTP_IDLE_TIMEOUT_MS": "1000"})
+    with Raw(bus) as c:
+        c.ehlo()
+        time.sleep(0.5)
+        c.cmd("NOOP", 250)      # activity restarts the clock
+        c.expect(421, "4.4.2")
+        assert c.closed()
+
+
+def test_per_ip_limit(bus):
+    with_users(bus, ALICE)
+    start_smtpd(bus, env={"ROOST_SMTP_MAX_PER_IP": "2"})
+    a, b2 = Raw(bus), Raw(bus)
+    a.greeting()
+    b2.greeting()
+    with Raw(bus) as c:
+        c.expect(421, "4.7.0")
+        assert c.closed()
+    a.cmd("QUIT", 221)
+    a.closed()
+    a.close()
+    buslib.wait_until(lambda: _greets(bus), what="a free slot")
+    b2.close()
+
+
+def _greets(b):
+    with Raw(b) as c:
+        return c.reply()[0] == 220
