@@ -431,3 +431,139 @@ def test_per_ip_limit(bus):
 def _greets(b):
     with Raw(b) as c:
         return c.reply()[0] == 220
+
+
+# ---- storaged's answers, TLS reload, the control worker, make run --------------------------
+
+
+def test_mailbox_full_is_452(mx):
+    ok(mx, "user", "quota", ALICE, "3000")
+    with Raw(mx) as c:
+        c.ehlo()
+        c.cmd("MAIL FROM:<x@example.net>", 250)
+        c.cmd("RCPT TO:<alice@example.org>", 250)
+        c.cmd("DATA", 354)
+        c.send(message(body=b"m" * 4000 + b"\r\n") + b".\r\n")
+        c.expect(452, "4.2.2")
+        c.cmd("MAIL FROM:<x@example.net>", 250)       # the session goes on
+        c.cmd("RCPT TO:<bob@example.org>", 250)
+        c.cmd("DATA", 354)
+        c.send(message() + b".\r\n")
+        c.expect(250)
+    assert count(mx) == 0 and count(mx, BOB) == 1
+
+
+def test_storaged_gone_during_data(mx):
+    with Raw(mx) as c:
+        c.ehlo()
+        c.cmd("MAIL FROM:<x@example.net>", 250)
+        c.cmd("RCPT TO:<alice@example.org>", 250)
+        c.cmd("DATA", 354)
+        mx.storaged.kill()
+        mx.storaged.wait()
+        c.send(message(body=b"w" * 300000 + b"\r\n") + b".\r\n")
+        c.expect(451, "4.3.0")
+        c.cmd("NOOP", 250)
+    assert messages_in_db(mx) == 0
+
+
+def test_starttls_drops_pipelined_plaintext(mx):
+    """Commands pipelined after STARTTLS are not run inside TLS (CVE-2011-0411)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with Raw(mx) as c:
+        c.ehlo()
+        c.send("STARTTLS\r\nRSET\r\n")
+        c.expect(220)
+        tls = ctx.wrap_socket(c.s, server_hostname="mx.example.org")
+        c.s = tls
+        c.cmd("EHLO client.example.net", 250, "mx.example.org")   # not RSET's 250
+        texts = c.cmd("NOOP", 250)
+        assert texts == ["2.0.0 OK"]
+
+
+def test_tls_reload_on_sighup(bus):
+    import os
+    import signal
+    from smtp import make_cert
+    with_users(bus, ALICE)
+    tdir = os.path.join(bus.data_dir, "tls")
+    start_smtpd(bus, tls=False)
+    with Raw(bus) as c:
+        assert "STARTTLS" not in c.ehlo()
+        c.cmd("STARTTLS", 454, "4.7.0")
+    os.makedirs(tdir, exist_ok=True)
+    make_cert(tdir)
+    bus.smtpd.kill(signal.SIGHUP)
+    buslib.wait_until(lambda: "reload" in bus.smtpd.log() and "result=ok" in bus.smtpd.log(),
+                      what="smtpd to reload")
+    with smtp_client(bus) as s:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        s.starttls(context=ctx)
+        assert s.sendmail("x@example.net", [ALICE], message()) == {}
+    assert count(bus) == 1
+
+
+def test_control_stats_and_event(mx):
+    import json
+    import zmq
+    sub = buslib.zctx().socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"smtpd.message.received")
+    sub.connect("ipc://%s/events.out" % mx.dir)
+    try:
+        time.sleep(0.5)   # the subscription reaches smtpd through busd asynchronously
+        with smtp_client(mx) as s:
+            s.sendmail("x@example.net", [ALICE, BOB], message())
+        assert sub.poll(int(WAIT * 1000)), "no smtpd.message.received"
+        e = json.loads(sub.recv_multipart()[1])
+    finally:
+        sub.close(0)
+    assert e["deliveries"] == 2 and e["forwards"] == 0 and e["client"] == "127.0.0.1"
+    assert e["tls"] is False and e["size"] == len(message()), e
+    env, _ = mx.c.call("smtpd.control", {"type": "smtpd.control.stats"})
+    assert env["status"] == "ok", env
+    st = env["stats"]
+    assert st["messages"] == 1 and st["connections"] >= 2 and st["tls"] is True, st
+
+
+def test_large_message_bounded_memory(mx):
+    size = 20 * 1000 * 1000
+    line = b"0123456789abcdefghijklmnopqrstuvwxyz" * 2 + b"\r\n"
+    data = message(body=line * (size // len(line)))
+    pid = mx.smtpd.pid
+    with smtp_client(mx) as s:
+        assert s.sendmail("x@example.net", [ALICE], data) == {}
+    got = strip_received(message_get(mx, ALICE, 1))[1]
+    assert got == data
+    with open("/proc/%d/status" % pid) as f:
+        hwm = [int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")][0]
+    print("smtpd VmHWM %d KiB after a %d byte message" % (hwm, len(data)))
+    if not buslib.SANITIZED:
+        assert hwm < 24 * 1024, hwm     # libraries + a few chunks, not 20 MB
+
+
+def test_roost_run_starts_smtpd(bus):
+    """make run's supervisor counts smtpd ready once smtpd.control is registered."""
+    import os
+    import subprocess
+    from smtp import free_port
+    data = os.path.join(bus.tmp, "run")
+    env = {k: v for k, v in bus.env.items() if not k.startswith("ROOST_")}
+    env.update(ROOST_DATA_DIR=data, ROOST_BUS_DIR=os.path.join(bus.tmp, "rbus"),
+               ROOST_SERVICES="busd storaged smtpd", ROOST_SMTP_PORT=str(free_port()),
+               ROOST_LISTEN="127.0.0.1")
+    p = subprocess.Popen([buslib.binary("roost-run")], env=env, cwd=bus.tmp,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = p.stdout.readline()
+        assert line.startswith("roost: ready") and "smtpd.control" in line, line
+        with socket.create_connection(("127.0.0.1", int(env["ROOST_SMTP_PORT"])), timeout=WAIT) as s:
+            assert s.recv(100).startswith(b"220 ")
+    finally:
+        p.terminate()
+        p.wait(timeout=WAIT)
+        p.stdout.close()
