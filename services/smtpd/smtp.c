@@ -63,6 +63,14 @@ static enum smtp_state smtp_idle_state(const session_t *s)
 	return s->helo[0] != '\0' ? ST_READY : ST_HELO;
 }
 
+/* Drops the transaction in progress, if any, with its log line. */
+static void smtp_abandon(session_t *s, const char *why)
+{
+	if (s->txn.active)
+		deliver_log(s, why);
+	txn_reset(s);
+}
+
 void smtp_greet(session_t *s)
 {
 	session_reply(s, R_GREETING, s->d->conf.hostname);
@@ -75,7 +83,7 @@ void smtp_tls_done(session_t *s)
 	tls_describe(s->ssl, desc, sizeof desc);
 	log_info("tls", "session=%llu ip=%s tls=%s", (unsigned long long)s->serial, s->ip, desc);
 	/* RFC 3207 4.2: forget everything learnt before, EHLO included. */
-	txn_reset(s);
+	smtp_abandon(s, "starttls");
 	s->helo[0] = '\0';
 	s->esmtp = false;
 	smtp_enter_state(s, ST_HELO);
@@ -99,7 +107,7 @@ static void cmd_ehlo_common(session_t *s, const char *arg, size_t len, bool esmt
 		smtp_error(s, R_BAD_HELO);
 		return;
 	}
-	txn_reset(s);
+	smtp_abandon(s, esmtp ? "ehlo" : "helo");
 	memcpy(s->helo, arg, len);
 	s->helo[len] = '\0';
 	s->esmtp = esmtp;
@@ -363,7 +371,7 @@ static void cmd_rset(session_t *s, const char *arg, size_t len)
 	(void)arg;
 	if (!no_args(s, len))
 		return;
-	txn_reset(s);
+	smtp_abandon(s, "rset");
 	smtp_enter_state(s, smtp_idle_state(s));
 	session_reply(s, R_RESET);
 }
@@ -391,6 +399,7 @@ static void cmd_quit(session_t *s, const char *arg, size_t len)
 	(void)arg;
 	if (!no_args(s, len))
 		return;
+	smtp_abandon(s, "quit");
 	session_reply(s, R_BYE);
 	session_close_after_flush(s);
 }
