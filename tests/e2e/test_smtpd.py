@@ -100,6 +100,23 @@ def test_smtplib_smtputf8_and_8bit_body(mx):
     check_stored(mx, ALICE, 1, data, proto=b"UTF8SMTP")
 
 
+def test_utf8_recipients(mx):
+    with Raw(mx) as c:
+        c.ehlo()
+        c.cmd("MAIL FROM:<x@example.net>", 250)
+        c.cmd("RCPT TO:<jörg@example.org>", 553, "5.6.7")          # no SMTPUTF8
+        c.cmd("RSET", 250)
+        c.cmd("MAIL FROM:<jörg@bücher.example> SMTPUTF8", 250)
+        c.cmd("RCPT TO:<jörg@example.org>", 550, "5.1.1")          # no such user
+        c.cmd("RCPT TO:<alice@bücher.example>", 554, "5.7.1")      # a U-label: not ours
+        c.cmd("RCPT TO:<alice@example.org>", 250)
+        c.cmd("DATA", 354)
+        c.send(message(sender="Jörg <jörg@bücher.example>") + b".\r\n")
+        c.expect(250)
+    rec = strip_received(message_get(mx, ALICE, 1))[0]
+    assert b"with UTF8SMTP id" in rec and b"for <alice@example.org>" in rec, rec
+
+
 def test_smtplib_unknown_and_foreign_recipients(mx):
     with smtp_client(mx) as s:
         s.ehlo()
@@ -257,6 +274,8 @@ def test_commands_out_of_order_and_unknown(mx):
         c.cmd("MAIL FROM:<x@example.net> FOO=BAR", 555, "5.5.4")
         c.cmd("MAIL FROM:x@example.net", 553, "5.1.7")
         c.cmd("MAIL FROM:<jörg@example.net>", 553, "5.6.7")
+        c.send(b"MAIL FROM:<j\xc3rg@example.net> SMTPUTF8\r\n")    # malformed UTF-8
+        c.expect(553, "5.6.7")
         c.cmd("EHLO bad_name!", 501, "5.5.4")
 
 
@@ -559,6 +578,8 @@ def test_roost_run_starts_smtpd(bus):
     p = subprocess.Popen([buslib.binary("roost-run")], env=env, cwd=bus.tmp,
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
+        import select
+        assert select.select([p.stdout], [], [], WAIT)[0], "roost-run printed nothing"
         line = p.stdout.readline()
         assert line.startswith("roost: ready") and "smtpd.control" in line, line
         with socket.create_connection(("127.0.0.1", int(env["ROOST_SMTP_PORT"])), timeout=WAIT) as s:
