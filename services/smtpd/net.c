@@ -371,7 +371,10 @@ static void session_settle(session_t *s)
 		ev |= ZMQ_POLLIN;
 	if (s->outlen > 0 || s->tls_want_write)
 		ev |= ZMQ_POLLOUT;
-	loop_set_events(s->d->loop, NULL, s->fd, ev);
+	if (ev != s->events) {   /* a syscall only when something changed */
+		loop_set_events(s->d->loop, NULL, s->fd, ev);
+		s->events = ev;
+	}
 }
 
 void session_resume(session_t *s)
@@ -416,6 +419,7 @@ static void net_new_session(smtpd_t *d, int fd, const char *ip, unsigned port)
 	d->stats.connections++;
 	s->state = ST_GREET;
 	loop_add_fd(d->loop, fd, ZMQ_POLLIN, session_io, s);
+	s->events = ZMQ_POLLIN;
 	session_touch(s);
 	log_info("session.open", "session=%llu ip=%s port=%u", (unsigned long long)s->serial, ip, port);
 	s->greet = loop_timer_add(d->loop, d->conf.greet_delay_ms, false, session_greet, s);

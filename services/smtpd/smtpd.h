@@ -249,6 +249,7 @@ struct session {
 	session_t *prev, *next;
 	uint64_t serial;
 	int fd;
+	short events;             /* what the loop watches on fd now */
 	char ip[64];
 	unsigned port;
 	SSL *ssl;
