@@ -588,3 +588,31 @@ def test_roost_run_starts_smtpd(bus):
         p.terminate()
         p.wait(timeout=WAIT)
         p.stdout.close()
+
+
+def test_garbage_never_crashes(mx):
+    """Random bytes as commands, paths and parameters: every answer is a
+    well-formed reply, too many errors end the session, smtpd lives on."""
+    import random
+    rnd = random.Random(4)
+    pieces = [b"MAIL FROM:<", b"RCPT TO:<", b"BDAT ", b"EHLO ", b"@", b"\"", b"\\", b">", b":",
+              b" SIZE=", b"\x00", b"\xff", b"\xc3", b"\r", b".", b"%", b"!", b"[", b"]"]
+    for _ in range(5):
+        with Raw(mx) as c:
+            c.ehlo()
+            for _ in range(30):
+                line = b"".join(rnd.choice(pieces) + bytes(rnd.randrange(256) for _ in range(rnd.randrange(5)))
+                                for _ in range(rnd.randrange(1, 12)))
+                line = line.replace(b"\n", b"").replace(b"BDAT", b"NOOP")
+                try:
+                    c.send(line + b"\r\n")
+                    code, texts = c.reply()
+                except (EOFError, ConnectionResetError, BrokenPipeError):
+                    break
+                assert 200 <= code < 600, (line, code, texts)
+                if code == 421:
+                    assert c.closed()
+                    break
+    assert mx.smtpd.alive()
+    with smtp_client(mx) as s:
+        assert s.sendmail("x@example.net", [ALICE], message()) == {}
