@@ -524,6 +524,15 @@ def test_tls_reload_on_sighup(bus):
         s.starttls(context=ctx)
         assert s.sendmail("x@example.net", [ALICE], message()) == {}
     assert count(bus) == 1
+    # smtpd.control.reload does the same; a broken pair keeps the old context
+    env, _ = bus.c.call("smtpd.control", {"type": "smtpd.control.reload"})
+    assert env["status"] == "ok" and env["reloaded"] is True, env
+    with open(os.path.join(tdir, "key.pem"), "w") as f:
+        f.write("not a key\n")
+    env, _ = bus.c.call("smtpd.control", {"type": "smtpd.control.reload"})
+    assert env["status"] == "error" and env["code"] == "reload_failed", env
+    with Raw(bus) as c:
+        assert "STARTTLS" in c.ehlo()
 
 
 def test_control_stats_and_event(mx):

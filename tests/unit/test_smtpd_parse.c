@@ -258,8 +258,13 @@ static void test_reply_format(void **state)
 	n = reply_format(small, sizeof small, R_TEMP_STORE);
 	assert_true(n <= sizeof small);
 	assert_memory_equal(small + n - 2, "\r\n", 2);
-	for (int i = 0; i < R_COUNT; i++)
-		assert_true(reply_table[i].code >= 200 && reply_table[i].code < 600 && reply_table[i].text);
+	/* every row is filled, and its enhanced code has the class of its code */
+	for (int i = 0; i < R_COUNT; i++) {
+		const reply_t *r = &reply_table[i];
+		assert_true(r->code >= 200 && r->code < 600 && r->text != NULL);
+		if (r->enh != NULL)
+			assert_int_equal(r->enh[0] - '0', r->code / 100);
+	}
 }
 
 int main(void)
