@@ -34,6 +34,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -425,6 +426,16 @@ static void net_new_session(smtpd_t *d, int fd, const char *ip, unsigned port)
 	s->greet = loop_timer_add(d->loop, d->conf.greet_delay_ms, false, session_greet, s);
 }
 
+#define NET_ACCEPT_PAUSE_MS 200
+
+/* Out of file descriptors a moment ago: listen again. */
+static void net_accept_resume(loop_t *loop, void *arg)
+{
+	smtpd_t *d = arg;
+	if (d->lfd >= 0)
+		loop_set_events(loop, NULL, d->lfd, ZMQ_POLLIN);
+}
+
 static void net_accept(loop_t *loop, void *zsock, int fd, short revents, void *arg)
 {
 	(void)loop; (void)zsock; (void)revents;
@@ -434,9 +445,17 @@ static void net_accept(loop_t *loop, void *zsock, int fd, short revents, void *a
 		socklen_t sl = sizeof sa;
 		int c = accept4(fd, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (c < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-			    errno != ECONNABORTED)
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				/* The connection stays queued and the socket readable:
+				 * stop watching it for a moment instead of spinning. */
+				log_warn("accept", "error=%s pause_ms=%d", log_quote(strerror(errno)),
+					 NET_ACCEPT_PAUSE_MS);
+				loop_set_events(d->loop, NULL, fd, 0);
+				loop_timer_add(d->loop, NET_ACCEPT_PAUSE_MS, false, net_accept_resume, d);
+			} else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+				   errno != ECONNABORTED) {
 				log_warn("accept", "error=%s", log_quote(strerror(errno)));
+			}
 			return;
 		}
 		char ip[64] = "?", serv[16] = "0";
@@ -464,6 +483,12 @@ int net_listen(smtpd_t *d, char *err, size_t errlen)
 	if (rc != 0) {
 		snprintf(err, errlen, "listen %s: %s", d->conf.listen, gai_strerror(rc));
 		return -1;
+	}
+	/* Every session is a descriptor: take all the kernel allows us. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
 	}
 	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	int one = 1;

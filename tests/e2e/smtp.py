@@ -39,7 +39,7 @@ def make_cert(dirpath, cn="mx.example.org"):
     return cert, key
 
 
-def start_smtpd(b, env=None, greet_delay_ms=50, tls=True, wait=True):
+def start_smtpd(b, env=None, greet_delay_ms=50, tls=True, wait=True, preexec_fn=None):
     """Starts smtpd on bus b; b.smtp_port is its port, returns the Proc."""
     port = free_port()
     e = {"ROOST_LISTEN": "127.0.0.1", "ROOST_SMTP_PORT": str(port),
@@ -52,7 +52,7 @@ def start_smtpd(b, env=None, greet_delay_ms=50, tls=True, wait=True):
         e["ROOST_TLS_CERT"] = os.path.join(tdir, "cert.pem")
         e["ROOST_TLS_KEY"] = os.path.join(tdir, "key.pem")
     e.update(env or {})
-    p = b.spawn("smtpd", [buslib.binary("smtpd")], env=e)
+    p = b.spawn("smtpd", [buslib.binary("smtpd")], env=e, preexec_fn=preexec_fn)
     b.smtp_port = port
     b.smtpd = p
     if wait:

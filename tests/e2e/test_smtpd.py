@@ -625,3 +625,33 @@ def test_garbage_never_crashes(mx):
     assert mx.smtpd.alive()
     with smtp_client(mx) as s:
         assert s.sendmail("x@example.net", [ALICE], message()) == {}
+
+
+def test_out_of_descriptors_does_not_spin(bus):
+    """accept() failing with EMFILE pauses the listener instead of spinning
+    on a socket that stays readable; once descriptors are free again,
+    clients are served."""
+    import resource
+
+    def low_fd_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
+    with_users(bus, ALICE)
+    start_smtpd(bus, preexec_fn=low_fd_limit, tls=False, env={"ROOST_SMTP_MAX_PER_IP": "1000"})
+    conns = []
+    try:
+        for _ in range(60):
+            s = socket.create_connection(("127.0.0.1", bus.smtp_port), timeout=WAIT)
+            conns.append(s)
+        buslib.wait_until(lambda: "pause_ms" in bus.smtpd.log(), what="smtpd out of descriptors")
+
+        def cpu():
+            with open("/proc/%d/stat" % bus.smtpd.pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])     # utime + stime, in ticks
+        before = cpu()
+        time.sleep(2)
+        assert cpu() - before < 100, "smtpd spun on the listening socket"
+    finally:
+        for s in conns:
+            s.close()
+    buslib.wait_until(lambda: _greets(bus), what="smtpd serving again")
