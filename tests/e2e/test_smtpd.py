@@ -655,3 +655,20 @@ def test_out_of_descriptors_does_not_spin(bus):
         for s in conns:
             s.close()
     buslib.wait_until(lambda: _greets(bus), what="smtpd serving again")
+
+
+def test_command_and_error_limits(mx):
+    with Raw(mx) as c:
+        c.ehlo()
+        c.send("NOOP\r\n" * 2000)          # EHLO was the first command
+        for _ in range(1999):
+            c.expect(250)
+        c.expect(421, "4.7.0")
+        assert c.closed()
+    with Raw(mx) as c:
+        c.ehlo()
+        c.send("XYZZY\r\n" * 21)
+        for _ in range(21):
+            c.expect(500, "5.5.2")
+        c.expect(421, "4.7.0")
+        assert c.closed()
