@@ -6,10 +6,12 @@
  *               not found: 550 5.1.1; no answer: 451 4.3.0.
  *   DATA/BDAT   storaged.message.store as a stream (bus_stream_*): our
  *               Received header, then the message in chunks of at most
- *               SMTPD_CHUNK as they arrive; one chunk in flight and one being
- *               filled, so a session holds two chunks whatever the size (when
- *               both are full, smtp.c stops reading the socket). The last
- *               chunk commits; 250 only after storaged says so.
+ *               SMTPD_CHUNK as they arrive. While a chunk is in flight
+ *               smtp.c stops reading the socket (the client's TCP window
+ *               fills: backpressure), and our buffer is freed once the bus
+ *               has its copy, so a session holds about one chunk whatever
+ *               the size. The last chunk commits; 250 only after storaged
+ *               says so.
  *
  * Each transaction has an id (the queue id): it is logged and is the store's
  * idempotency key, so a chunk the bus resends is stored once. A failure
@@ -200,17 +202,18 @@ static void received_header(session_t *s)
 	char forbuf[SMTPD_PATH_MAX + 16] = "";
 	if (t->nrcpt == 1)
 		snprintf(forbuf, sizeof forbuf, "\r\n\tfor <%s>", t->rcpts[0]);
-	int n = snprintf(t->buf, SMTPD_CHUNK,
+	int n = snprintf(t->buf, t->bufcap,
 			 "Received: from %s (%s)\r\n\tby %s (Roost) with %s id %s%s%s;\r\n\t%s\r\n",
 			 s->helo, lit, s->d->conf.hostname, with_protocol(s), t->id, tls, forbuf,
 			 date);
-	t->buflen = n > 0 && n < SMTPD_CHUNK ? (size_t)n : 0;
+	t->buflen = n > 0 && (size_t)n < t->bufcap ? (size_t)n : 0;
 }
 
 void deliver_open(session_t *s)
 {
 	txn_t *t = &s->txn;
-	t->buf = xmalloc(SMTPD_CHUNK);
+	t->bufcap = 16384;
+	t->buf = xmalloc(t->bufcap);
 	t->buflen = 0;
 	t->size = 0;
 	hdrscan_init(&t->hs);
@@ -236,7 +239,7 @@ static void deliver_fail(session_t *s, enum reply_id id)
 	t->inflight = false;
 	free(t->buf);
 	t->buf = NULL;
-	t->buflen = 0;
+	t->buflen = t->bufcap = 0;
 }
 
 size_t deliver_room(session_t *s)
@@ -244,14 +247,22 @@ size_t deliver_room(session_t *s)
 	txn_t *t = &s->txn;
 	if (t->fail != 0 || t->stream == NULL)
 		return SMTPD_CHUNK;   /* read and drop */
+	if (t->inflight)
+		return 0;             /* backpressure: one chunk at a time */
 	/* "Full" leaves no room for the two bytes the DATA decoder may write
 	 * at once (a CRLF): below that it could never move again. */
 	if (t->buflen + 2 > SMTPD_CHUNK) {
-		if (t->inflight)
-			return 0;     /* backpressure */
 		store_send(s, false);
+		return 0;
 	}
-	return SMTPD_CHUNK - t->buflen;
+	if (t->bufcap - t->buflen < 2) {
+		/* grown as needed: a small message never holds a whole chunk */
+		t->bufcap = t->bufcap ? 2 * t->bufcap : 16384;
+		if (t->bufcap > SMTPD_CHUNK)
+			t->bufcap = SMTPD_CHUNK;
+		t->buf = xrealloc(t->buf, t->bufcap);
+	}
+	return t->bufcap - t->buflen;
 }
 
 void deliver_append(session_t *s, const char *p, size_t n)
@@ -341,7 +352,11 @@ static void store_send(session_t *s, bool last)
 		log_error("store.write", "qid=%s why=\"chunk while one is in flight\"", t->id);
 	t->calling = false;
 	t->sent += t->buflen;
-	t->buflen = 0;
+	/* the bus keeps its own copy until the acknowledgement: ours goes, so
+	 * a session holds one chunk, not two */
+	free(t->buf);
+	t->buf = NULL;
+	t->buflen = t->bufcap = 0;
 }
 
 void deliver_finish(session_t *s)

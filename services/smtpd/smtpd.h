@@ -210,8 +210,8 @@ typedef struct txn {
 	json_t *forwards;         /* [address] alias targets elsewhere (owned) */
 	/* the message in flight */
 	bus_stream_t *stream;     /* to storaged (owned) */
-	char *buf;                /* bytes not yet sent (owned, <= SMTPD_CHUNK) */
-	size_t buflen;
+	char *buf;                /* bytes not yet sent (owned; grows to SMTPD_CHUNK) */
+	size_t buflen, bufcap;
 	uint64_t size;            /* message bytes received (ours excluded) */
 	uint64_t sent;            /* bytes handed to the stream */
 	bool inflight;            /* a chunk awaits its acknowledgement */
