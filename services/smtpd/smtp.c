@@ -394,6 +394,14 @@ static void cmd_help(session_t *s, const char *arg, size_t len)
 	session_reply(s, R_HELP);
 }
 
+/* EXPN would list an alias's members; ETRN, TURN and AUTH are not for an
+ * MX (RFC 5321 3.5.3, 7.3): known, refused. */
+static void cmd_not_impl(session_t *s, const char *arg, size_t len)
+{
+	(void)arg; (void)len;
+	smtp_error(s, R_NOT_IMPLEMENTED);
+}
+
 static void cmd_quit(session_t *s, const char *arg, size_t len)
 {
 	(void)arg;
@@ -447,6 +455,10 @@ static const struct command {
 	{ "HELP", ANY, R_ORDER, cmd_help },
 	{ "QUIT", ANY, R_ORDER, cmd_quit },
 	{ "STARTTLS", S(ST_READY), R_ORDER, cmd_starttls },
+	{ "EXPN", ANY, R_ORDER, cmd_not_impl },
+	{ "ETRN", ANY, R_ORDER, cmd_not_impl },
+	{ "TURN", ANY, R_ORDER, cmd_not_impl },
+	{ "AUTH", ANY, R_ORDER, cmd_not_impl },
 };
 
 /* The reply for a command in the wrong state. */

@@ -147,6 +147,8 @@ def test_ehlo_and_simple_commands(mx):
         assert "SIZE %d" % (64 * 1024 * 1024 - 4096) in texts
         c.cmd("NOOP", 250, "2.0.0")
         c.cmd("VRFY alice", 252, "2.5.0")
+        c.cmd("EXPN staff", 502, "5.5.1")
+        c.cmd("AUTH PLAIN AGFsaWNlAHg=", 502, "5.5.1")
         c.cmd("HELP", 214)
         c.cmd("RSET", 250)
         c.cmd("HELO again.example.net", 250)
