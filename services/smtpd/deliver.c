@@ -269,7 +269,7 @@ void deliver_append(session_t *s, const char *p, size_t n)
 {
 	txn_t *t = &s->txn;
 	t->size += n;
-	if (t->fail != 0 || t->stream == NULL)
+	if (n == 0 || t->fail != 0 || t->stream == NULL)
 		return;
 	if (t->size > (uint64_t)s->d->conf.max_size) {
 		deliver_fail(s, R_SIZE_EXCEEDED);

@@ -62,7 +62,7 @@ static void per_ip_add(smtpd_t *d, const char *ip, long delta)
 
 void session_write(session_t *s, const char *buf, size_t len)
 {
-	if (s->closed)
+	if (s->closed || len == 0)
 		return;
 	if (s->outlen + len > s->outcap) {
 		s->outcap = s->outlen + len > 4096 ? s->outlen + len : 4096;
@@ -114,6 +114,8 @@ static int session_flush(session_t *s)
 		}
 		off += (size_t)n;
 	}
+	if (off == 0)
+		return 0;
 	memmove(s->out, s->out + off, s->outlen - off);
 	s->outlen -= off;
 	if (s->outlen == 0 && s->outcap > 4096) {
