@@ -53,7 +53,7 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 
 BINS := $(BUILD)/bin/busd $(BUILD)/bin/roostctl $(BUILD)/bin/roost-run \
 	$(BUILD)/bin/echo-worker $(BUILD)/bin/bus-client $(BUILD)/bin/busbench $(BUILD)/bin/storaged \
-	$(BUILD)/bin/storebench
+	$(BUILD)/bin/storebench $(BUILD)/bin/smtpd
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .PHONY: all test run build-for-run deps check-deps clean bench
@@ -115,7 +115,21 @@ $(BUILD)/bin/storaged: $(BUILD)/obj/services/storaged/main.o $(LIBSTORAGED) $(LI
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(STORAGED_LIBS) -o $@
 
-$(BUILD)/obj/tests/unit/%.o: CPPFLAGS += -Iservices/storaged
+# smtpd's modules likewise (the parsers have unit tests).
+SMTPD_SRC := $(filter-out services/smtpd/main.c,$(wildcard services/smtpd/*.c))
+LIBSMTPD := $(BUILD)/lib/libsmtpd.a
+
+$(LIBSMTPD): $(SMTPD_SRC:%.c=$(BUILD)/obj/%.o)
+	@mkdir -p $(dir $@)
+	$(AR) rcs $@ $^
+
+$(BUILD)/obj/services/smtpd/%.o: $(wildcard services/smtpd/*.h)
+
+$(BUILD)/bin/smtpd: $(BUILD)/obj/services/smtpd/main.o $(LIBSMTPD) $(LIBROOST)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lssl -lcrypto -o $@
+
+$(BUILD)/obj/tests/unit/%.o: CPPFLAGS += -Iservices/storaged -Iservices/smtpd
 
 # roostctl restore works on storaged's data directory itself (its lock,
 # its schema version): roostctl links storaged's library too.
@@ -125,9 +139,9 @@ $(BUILD)/bin/roostctl: $(ROOSTCTL_SRC:%.c=$(BUILD)/obj/%.o) $(LIBSTORAGED) $(LIB
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(STORAGED_LIBS) -o $@
 
-$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBSTORAGED) $(LIBROOST)
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBSTORAGED) $(LIBSMTPD) $(LIBROOST)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(STORAGED_LIBS) -lcmocka -o $@
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(STORAGED_LIBS) -lssl -lcmocka -o $@
 
 # ---- tests ----
 # check-deps installs missing Debian packages (make deps) or says which are missing.

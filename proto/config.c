@@ -58,6 +58,10 @@ static const char *const config_keys[] = {
 	"min_free_space",       /* storaged refuses messages ("disk full") below this many free bytes */
 	"run_user",             /* user a service started as root switches to after binding */
 	"services",             /* make run: which services the supervisor starts */
+	"smtp_idle_timeout_ms", /* smtpd: idle client dropped after this (RFC 5321 4.5.3.2: 5 min) */
+	"smtp_greet_delay_ms",  /* smtpd: wait before the greeting; input before it is an early talker */
+	"smtp_max_per_ip",      /* smtpd: concurrent sessions per client address */
+	"smtp_max_sessions",    /* smtpd: concurrent sessions per process */
 };
 
 #define CONFIG_NKEYS ARRAY_LEN(config_keys)

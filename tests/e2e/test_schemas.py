@@ -302,6 +302,8 @@ VALID = [
         uidvalidity=1732540000, kind="new", uids="7", highestmodseq=12),
     env("storaged.mailbox.changed", address="alice@example.org", mailbox="Work/2024",
         uidvalidity=1, kind="expunge", uids="1:3,5", highestmodseq=1),
+    env("smtpd.message.received", qid="1A21449316D3557D28E", client="192.0.2.7", size=4158,
+        deliveries=2, forwards=0, tls=True),
     # backups: running and failed snapshots have no files; the operator's id is checked by storaged
     ok("storaged.backup.status", backup=BKID, state="running", schema=2),
     ok("storaged.backup.status", backup=BKID, state="failed", schema=2, error="disk full"),
@@ -360,7 +362,8 @@ VALID = [
     ok("storaged.message.search", uids="", highestmodseq=1),
 ]
 
-EVENTS = {"busd.worker.joined", "busd.worker.left", "echo.event.fired", "storaged.mailbox.changed"}
+EVENTS = {"busd.worker.joined", "busd.worker.left", "echo.event.fired", "storaged.mailbox.changed",
+          "smtpd.message.received"}
 REPLIES = {"busd.error"}
 
 LONG = "x" * 4097
@@ -516,6 +519,10 @@ INVALID = [
                                     uidvalidity=1, kind="moved", uids="1", highestmodseq=1)),
     ("changed without uids", env("storaged.mailbox.changed", address="a@b.c", mailbox="INBOX",
                                  uidvalidity=1, kind="new", highestmodseq=1)),
+    ("received with a lower-case qid", env("smtpd.message.received", qid="1a2b", client="192.0.2.7",
+                                           size=1, deliveries=1, forwards=0, tls=False)),
+    ("received without tls", env("smtpd.message.received", qid="1A2B", client="192.0.2.7",
+                                 size=1, deliveries=1, forwards=0)),
     ("backup.start without idem", env("storaged.backup.start")),
     ("backup.start with a field", env("storaged.backup.start", idem="k", dir="/tmp")),
     ("backup id malformed", ok("storaged.backup.start", backup="../etc", state="running")),

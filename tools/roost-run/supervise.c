@@ -54,6 +54,7 @@ static const struct {
 	const char *service;
 } sup_service_names[] = {
 	{ "echo-worker", "echo" },
+	{ "smtpd", "smtpd.control" },   /* smtpd serves no requests: only its control worker */
 };
 
 enum child_state { CHILD_WAITING, CHILD_RUNNING, CHILD_BACKOFF, CHILD_DONE };
