@@ -179,6 +179,9 @@ const void *bus_req_raw(const bus_req_t *req, size_t *len);
  * none), and an optional raw frame. Consumes *req.
  */
 void bus_reply(bus_req_t **req, json_t **fields, const void *raw, size_t rawlen);
+/* The same with the fields already compact JSON text ("{...}", or NULL), which
+ * must hold no header key (type, v, id, status, code, error); not taken over. */
+void bus_reply_text(bus_req_t **req, const char *fields, const void *raw, size_t rawlen);
 /* Replies with status "error" (or "invalid" if code is "invalid"). */
 void bus_reply_error(bus_req_t **req, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

@@ -230,14 +230,6 @@ static size_t json_quote(char *out, size_t o, size_t cap, const char *s)
  */
 void bus_reply(bus_req_t **rp, json_t **fieldsp, const void *raw, size_t rawlen)
 {
-	bus_req_t *r = *rp;
-	char head[2 * BUS_ID_MAX + 300];
-	size_t o = 0;
-	o += (size_t)snprintf(head, sizeof head, "{\"type\":");
-	o = json_quote(head, o, sizeof head / 2, r->type);
-	o += (size_t)snprintf(head + o, sizeof head - o, ",\"v\":%d,\"id\":", BUS_PROTOCOL_VERSION);
-	o = json_quote(head, o, sizeof head - 20, r->id);
-	o += (size_t)snprintf(head + o, sizeof head - o, ",\"status\":\"ok\"");
 	char *fields = NULL;
 	if (fieldsp != NULL && *fieldsp != NULL) {
 		static const char *const header_keys[] = { "type", "v", "id", "status", "code", "error" };
@@ -248,20 +240,33 @@ void bus_reply(bus_req_t **rp, json_t **fieldsp, const void *raw, size_t rawlen)
 		json_decref(*fieldsp);
 		*fieldsp = NULL;
 	}
-	if (fields == NULL) {
+	bus_reply_text(rp, fields, raw, rawlen);
+	free(fields);
+}
+
+void bus_reply_text(bus_req_t **rp, const char *fields, const void *raw, size_t rawlen)
+{
+	bus_req_t *r = *rp;
+	char head[2 * BUS_ID_MAX + 300];
+	size_t o = 0;
+	o += (size_t)snprintf(head, sizeof head, "{\"type\":");
+	o = json_quote(head, o, sizeof head / 2, r->type);
+	o += (size_t)snprintf(head + o, sizeof head - o, ",\"v\":%d,\"id\":", BUS_PROTOCOL_VERSION);
+	o = json_quote(head, o, sizeof head - 20, r->id);
+	o += (size_t)snprintf(head + o, sizeof head - o, ",\"status\":\"ok\"");
+	size_t fl = fields != NULL ? strlen(fields) : 0;
+	if (fl <= 2) {  /* none, or "{}" */
 		head[o++] = '}';
 		req_send(rp, head, o, raw, rawlen);
 		return;
 	}
 	/* fields is "{...}": splice its members after the header. */
-	size_t fl = strlen(fields);
 	char *env = xmalloc(o + fl + 1);
 	memcpy(env, head, o);
 	env[o] = ',';
 	memcpy(env + o + 1, fields + 1, fl - 1);
 	req_send(rp, env, o + fl, raw, rawlen);
 	free(env);
-	free(fields);
 }
 
 void bus_reply_error(bus_req_t **rp, const char *code, const char *fmt, ...)

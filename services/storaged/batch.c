@@ -28,7 +28,8 @@
 
 struct parked {
 	bus_req_t *req;
-	json_t *fields;     /* ok reply (NULL for an error) */
+	json_t *fields;     /* ok reply (NULL for an error or text) */
+	char *text;         /* ok reply already as JSON text (acc_reply_text) */
 	const char *code;   /* static string: the error's code */
 	char *msg;
 };
@@ -52,6 +53,7 @@ static void batch_park(accounts_t *a, bus_req_t **req, json_t **fields, const ch
 	p->fields = fields ? *fields : NULL;
 	if (fields)
 		*fields = NULL;
+	p->text = NULL;
 	p->code = code;
 	p->msg = msg ? xstrdup(msg) : NULL;
 }
@@ -66,6 +68,27 @@ void acc_ok(accounts_t *a, bus_req_t **req, json_t **fields)
 	}
 	a->ok++;
 	bus_reply(req, fields, NULL, 0);
+}
+
+void acc_reply_text(accounts_t *a, char *text)
+{
+	free(a->batch.reply_text);
+	a->batch.reply_text = text;
+}
+
+/* acc_ok with the fields as text (taken over). */
+static void acc_ok_text(accounts_t *a, bus_req_t **req, char **text)
+{
+	if (a->batch.open) {
+		batch_park(a, req, NULL, NULL, NULL);
+		a->batch.v[a->batch.n - 1].text = *text;
+		*text = NULL;
+		return;
+	}
+	a->ok++;
+	bus_reply_text(req, *text, NULL, 0);
+	free(*text);
+	*text = NULL;
 }
 
 void acc_fail(accounts_t *a, bus_req_t **req, const char *code, const char *msg)
@@ -136,10 +159,13 @@ static void batch_reply(accounts_t *a, const char *code, const char *msg)
 	struct parked *v = b->v;
 	b->v = NULL, b->n = b->cap = 0;
 	for (size_t i = 0; i < n; i++) {
-		if (v[i].fields != NULL && code == NULL) {
+		if (v[i].text != NULL && code == NULL) {
+			acc_ok_text(a, &v[i].req, &v[i].text);
+		} else if (v[i].fields != NULL && code == NULL) {
 			acc_ok(a, &v[i].req, &v[i].fields);
 		} else {
 			json_decref(v[i].fields);
+			free(v[i].text);
 			acc_fail(a, &v[i].req, v[i].code ? v[i].code : code,
 				 v[i].code ? v[i].msg : msg);
 		}
@@ -236,6 +262,7 @@ static void batch_request(accounts_t *a, bus_req_t **req, acc_change_fn change, 
 	if (result != NULL && found == 0 && idem != NULL && idem_store(a->db, idem, type, result) < 0)
 		json_decref(result), result = NULL, acc_set(&e, "internal", "database error");
 	if (result == NULL) {
+		acc_reply_text(a, NULL);
 		int rc = sqlite3_extended_errcode(db_handle(a->db));
 		if (strcmp(e.code, "internal") == 0 && (rc & 0xff) == SQLITE_FULL)
 			acc_set(&e, "disk_full", "temporary failure: disk full");
@@ -253,7 +280,12 @@ static void batch_request(accounts_t *a, bus_req_t **req, acc_change_fn change, 
 		acc_fail(a, req, e.code, e.msg);
 	} else {
 		batch_exec(a, "RELEASE req");
-		acc_ok(a, req, &result);
+		if (a->batch.reply_text != NULL) {
+			json_decref(result);
+			acc_ok_text(a, req, &a->batch.reply_text);
+		} else {
+			acc_ok(a, req, &result);
+		}
 	}
 	batch_maybe_flush(a);
 }
@@ -272,6 +304,7 @@ void batch_free(accounts_t *a)
 {
 	if (a->batch.open)
 		acc_flush(a);
+	free(a->batch.reply_text);
 	free(a->batch.v);
 	json_decref(a->batch.events);
 	memset(&a->batch, 0, sizeof a->batch);

@@ -47,9 +47,16 @@ out:
 int idem_store(db_t *db, const char *idem, const char *type, const json_t *result)
 {
 	char *text = json_dumps(result, JSON_COMPACT);
-	int rc = -1;
 	if (text == NULL)
 		return -1;
+	int rc = idem_store_text(db, idem, type, text);
+	free(text);
+	return rc;
+}
+
+int idem_store_text(db_t *db, const char *idem, const char *type, const char *text)
+{
+	int rc = -1;
 	sqlite3_stmt *st = db_prepare(db, "INSERT INTO idempotency (key, type, result, created) "
 				      "VALUES (?1, ?2, ?3, ?4)");
 	if (st != NULL) {
@@ -62,7 +69,6 @@ int idem_store(db_t *db, const char *idem, const char *type, const json_t *resul
 	if (rc < 0)
 		log_warn("idem", "op=store why=%s", log_quote(sqlite3_errmsg(db_handle(db))));
 	db_release(db, st);
-	free(text);
 	return rc;
 }
 

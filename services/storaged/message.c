@@ -85,6 +85,7 @@ struct store_req {
 	const char *idem;
 	int64_t internaldate;
 	bool ok;              /* a chunk was written */
+	bool idem_missed;     /* this request's own lookup found no prior result */
 };
 
 static const char *const msg_sysflags[] = { "\\Seen", "\\Answered", "\\Flagged", "\\Deleted",
@@ -450,13 +451,27 @@ static void msg_scan(struct upload *up, const unsigned char *p, size_t len, uint
 	}
 }
 
+static int msg_insert_whole(accounts_t *a, struct upload *up);
+
 /* Writes one chunk row (creating the blob row first); then updates the
- * upload. SQLITE_DONE or the error. */
-static int msg_write_chunk(accounts_t *a, struct upload *up, const void *data, size_t len)
+ * upload. A message whose first chunk is also its last gets its blob row
+ * complete in one INSERT (no UPDATE after it). SQLITE_DONE or the error. */
+static int msg_write_chunk(accounts_t *a, struct upload *up, const void *data, size_t len,
+			   bool whole)
 {
 	sqlite3 *h = db_handle(a->db);
 	int64_t blob_id = up->blob_id;
-	if (blob_id == 0) {
+	if (whole) {
+		/* The upload is dropped after its last chunk, whatever
+		 * happens: it may be updated before the SQL. */
+		msg_scan(up, data, len, up->rx.bytes - len);
+		EVP_DigestUpdate(up->sha, data, len);
+		int rc = msg_insert_whole(a, up);
+		if (rc != SQLITE_DONE)
+			return rc;
+		blob_id = sqlite3_last_insert_rowid(h);
+		up->blob_gen = a->batch.gen;
+	} else if (blob_id == 0) {
 		int rc = acc_run(a, acc_prep(a, "INSERT INTO blobs (created) VALUES (?1)", "i",
 					     (int64_t)time(NULL)));
 		if (rc != SQLITE_DONE)
@@ -478,8 +493,10 @@ static int msg_write_chunk(accounts_t *a, struct upload *up, const void *data, s
 	/* Only now: a blob row made in a savepoint that then fails is gone,
 	 * and its id may be given to the next blob. */
 	up->blob_id = blob_id;
-	msg_scan(up, data, len, up->rx.bytes - len);
-	EVP_DigestUpdate(up->sha, data, len);
+	if (!whole) {
+		msg_scan(up, data, len, up->rx.bytes - len);
+		EVP_DigestUpdate(up->sha, data, len);
+	}
 	up->gen = a->batch.gen;
 	acc_wrote(a, len);
 	return SQLITE_DONE;
@@ -488,7 +505,7 @@ static int msg_write_chunk(accounts_t *a, struct upload *up, const void *data, s
 static json_t *msg_chunk_change(accounts_t *a, void *ctx, struct acc_err *e)
 {
 	struct store_req *r = ctx;
-	int rc = msg_write_chunk(a, r->up, r->data, r->len);
+	int rc = msg_write_chunk(a, r->up, r->data, r->len, false);
 	if (rc != SQLITE_DONE) {
 		if ((rc & 0xff) == SQLITE_FULL)
 			acc_set(e, "disk_full", "temporary failure: disk full");
@@ -505,17 +522,26 @@ static const char *const msg_hdr_names[] = { "Date", "Subject", "From", "Sender"
 					     "To", "Cc", "Bcc", "Message-ID", "In-Reply-To" };
 #define MSG_HDRS ARRAY_LEN(msg_hdr_names)
 
-/* Fills the blob's size, digest, body offset and header cache. */
-static int msg_complete_blob(accounts_t *a, struct upload *up)
+/* What a complete blob's row holds besides its bytes. */
+struct blob_summary {
+	char *val[MSG_HDRS];  /* unfolded header fields, or NULL */
+	int64_t date_sent;    /* -1: no usable Date */
+	int64_t body_off;
+};
+
+/* Finishes the digest (hex into up->sha256) and parses the header cache. */
+static void msg_summarise(struct upload *up, struct blob_summary *s)
 {
+	static const char hexdig[] = "0123456789abcdef";
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
-	char *hex = up->sha256;
-	char *val[MSG_HDRS] = { NULL };
 	EVP_DigestFinal_ex(up->sha, md, &mdlen);
-	for (unsigned i = 0; i < mdlen; i++)
-		snprintf(hex + 2 * i, 3, "%02x", md[i]);
-	hex[2 * mdlen] = '\0';
+	for (unsigned i = 0; i < mdlen; i++) {
+		up->sha256[2 * i] = hexdig[md[i] >> 4];
+		up->sha256[2 * i + 1] = hexdig[md[i] & 15];
+	}
+	up->sha256[2 * mdlen] = '\0';
+	memset(s->val, 0, sizeof s->val);
 	if (up->hdr != NULL) {
 		bool found;
 		size_t end = hdr_end(up->hdr, up->hdrlen, &found);
@@ -525,32 +551,57 @@ static int msg_complete_blob(accounts_t *a, struct upload *up)
 		hdr_iter_init(&it, up->hdr, end);
 		while (hdr_next(&it, &name, &nlen, &value, &vlen) == 1)
 			for (size_t i = 0; i < MSG_HDRS; i++)
-				if (val[i] == NULL && hdr_name_is(name, nlen, msg_hdr_names[i])) {
+				if (s->val[i] == NULL && hdr_name_is(name, nlen, msg_hdr_names[i])) {
 					size_t cap = vlen + 1 < MSG_HDR_FIELD_MAX ? vlen + 1 : MSG_HDR_FIELD_MAX;
-					val[i] = xmalloc(cap);
-					hdr_unfold(value, vlen, val[i], cap);
+					s->val[i] = xmalloc(cap);
+					hdr_unfold(value, vlen, s->val[i], cap);
 				}
 	}
-	int64_t date_sent = val[0] ? hdr_date_parse(val[0]) : -1;
-	int64_t body_off = up->body_off >= 0 ? up->body_off : (int64_t)up->rx.bytes;
-	sqlite3_stmt *st = acc_prep(a, "UPDATE blobs SET size = ?1, sha256 = ?2, complete = 1, "
-				    "body_off = ?3, date_sent = ?4, hdr_date = ?5, hdr_subject = ?6, "
-				    "hdr_from = ?7, hdr_sender = ?8, hdr_reply_to = ?9, hdr_to = ?10, "
-				    "hdr_cc = ?11, hdr_bcc = ?12, hdr_message_id = ?13, "
-				    "hdr_in_reply_to = ?14 WHERE id = ?15",
-				    "isiissssssssssi", (int64_t)up->rx.bytes, hex, body_off,
-				    (int64_t)0, val[0], val[1], val[2], val[3], val[4], val[5], val[6],
-				    val[7], val[8], val[9], up->blob_id);
-	if (st != NULL && date_sent < 0)
+	s->date_sent = s->val[0] ? hdr_date_parse(s->val[0]) : -1;
+	s->body_off = up->body_off >= 0 ? up->body_off : (int64_t)up->rx.bytes;
+}
+
+/* Runs sql (an UPDATE or INSERT of blobs with the summary as ?1..?14 and
+ * id_or_created as ?15), then frees the summary and the header buffer. */
+static int msg_write_summary(accounts_t *a, struct upload *up, const char *sql,
+			     int64_t id_or_created)
+{
+	struct blob_summary s;
+	msg_summarise(up, &s);
+	sqlite3_stmt *st = acc_prep(a, sql, "isiissssssssssi", (int64_t)up->rx.bytes, up->sha256,
+				    s.body_off, (int64_t)0, s.val[0], s.val[1], s.val[2], s.val[3],
+				    s.val[4], s.val[5], s.val[6], s.val[7], s.val[8], s.val[9],
+				    id_or_created);
+	if (st != NULL && s.date_sent < 0)
 		sqlite3_bind_null(st, 4);
 	else if (st != NULL)
-		sqlite3_bind_int64(st, 4, date_sent);
+		sqlite3_bind_int64(st, 4, s.date_sent);
 	int rc = acc_run(a, st);
 	for (size_t i = 0; i < MSG_HDRS; i++)
-		free(val[i]);
+		free(s.val[i]);
 	free(up->hdr);
 	up->hdr = NULL;
 	return rc;
+}
+
+/* Fills the blob's size, digest, body offset and header cache. */
+static int msg_complete_blob(accounts_t *a, struct upload *up)
+{
+	return msg_write_summary(a, up, "UPDATE blobs SET size = ?1, sha256 = ?2, complete = 1, "
+				 "body_off = ?3, date_sent = ?4, hdr_date = ?5, hdr_subject = ?6, "
+				 "hdr_from = ?7, hdr_sender = ?8, hdr_reply_to = ?9, hdr_to = ?10, "
+				 "hdr_cc = ?11, hdr_bcc = ?12, hdr_message_id = ?13, "
+				 "hdr_in_reply_to = ?14 WHERE id = ?15", up->blob_id);
+}
+
+/* The blob row of a message that came in one chunk, complete at once. */
+static int msg_insert_whole(accounts_t *a, struct upload *up)
+{
+	return msg_write_summary(a, up, "INSERT INTO blobs (size, sha256, complete, body_off, "
+				 "date_sent, hdr_date, hdr_subject, hdr_from, hdr_sender, "
+				 "hdr_reply_to, hdr_to, hdr_cc, hdr_bcc, hdr_message_id, "
+				 "hdr_in_reply_to, created) VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, "
+				 "?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)", (int64_t)time(NULL));
 }
 
 /* One delivery into a mailbox: quota, UID, MODSEQ, the row, the event. */
@@ -602,7 +653,8 @@ static json_t *msg_final_change(accounts_t *a, void *ctx, struct acc_err *e)
 	struct store_req *r = ctx;
 	json_t *result = NULL;
 	const char *type = "storaged.message.store";
-	int found = r->idem ? idem_lookup(a->db, r->idem, type, &result) : 0;
+	/* A one-chunk store looked its idem up a moment ago, in this savepoint. */
+	int found = r->idem && !r->idem_missed ? idem_lookup(a->db, r->idem, type, &result) : 0;
 	if (found == 1)
 		return result;  /* a retry of a stored message: its blob is dropped */
 	if (found != 0) {
@@ -611,8 +663,8 @@ static json_t *msg_final_change(accounts_t *a, void *ctx, struct acc_err *e)
 		return NULL;
 	}
 	bool blob_new = r->up->blob_id == 0;
-	int rc = msg_write_chunk(a, r->up, r->data, r->len);
-	if (rc == SQLITE_DONE)
+	int rc = msg_write_chunk(a, r->up, r->data, r->len, blob_new);
+	if (rc == SQLITE_DONE && !blob_new)
 		rc = msg_complete_blob(a, r->up);
 	if (rc != SQLITE_DONE) {
 		if ((rc & 0xff) == SQLITE_FULL)
@@ -645,10 +697,15 @@ static json_t *msg_final_change(accounts_t *a, void *ctx, struct acc_err *e)
 	json_object_set_new(result, "bytes", json_integer((json_int_t)r->up->rx.bytes));
 	if (queued > 0)
 		json_object_set_new(result, "queued", json_integer(queued));
-	if (r->idem != NULL && idem_store(a->db, r->idem, type, result) < 0) {
-		json_decref(result);
-		result = NULL;
-		goto fail;
+	if (r->idem != NULL) {
+		char *text = json_dumps(result, JSON_COMPACT);
+		if (text == NULL || idem_store_text(a->db, r->idem, type, text) < 0) {
+			free(text);
+			json_decref(result);
+			result = NULL;
+			goto fail;
+		}
+		acc_reply_text(a, text);  /* the reply is this same text */
 	}
 	json_array_foreach(events, i, d) {
 		json_t *ev = json_incref(d);
@@ -759,10 +816,12 @@ void message_store(bus_req_t **req, void *arg)
 		json_t *prior = NULL;
 		/* A resend after the reply of the last chunk was lost, or a
 		 * whole retry: the first result, nothing stored again. */
-		if (r.idem != NULL && idem_lookup(a->db, r.idem, bus_req_type(*req), &prior) == 1) {
+		int found = r.idem != NULL ? idem_lookup(a->db, r.idem, bus_req_type(*req), &prior) : 0;
+		if (found == 1) {
 			acc_ok(a, req, &prior);
 			return;
 		}
+		r.idem_missed = found == 0;
 		if (seq != 0) {
 			acc_fail(a, req, "stream_lost", "unknown stream (storaged restarted or the "
 				 "stream failed): send the message again");

@@ -50,6 +50,7 @@ struct batch {
 	json_t *events;          /* events published after COMMIT */
 	uint64_t gen;            /* batches finished so far */
 	size_t bytes;            /* written in this batch */
+	char *reply_text;        /* a change's reply already dumped (acc_reply_text) */
 };
 
 /* storaged's request state, shared by all its modules. */
@@ -102,6 +103,10 @@ typedef json_t *(*acc_row_fn)(sqlite3_stmt *st);
  * a batch is open the reply waits for its COMMIT (batch.c). */
 void acc_ok(accounts_t *a, bus_req_t **req, json_t **fields);
 void acc_fail(accounts_t *a, bus_req_t **req, const char *code, const char *msg);
+/* For a change function (acc_write/acc_commit) that has its reply as
+ * compact JSON text already (it dumped it for the idempotency row): the
+ * request is answered with text (taken over) instead of a second dump. */
+void acc_reply_text(accounts_t *a, char *text);
 /* Publishes *event (stolen) after the open batch commits (now if none). */
 void acc_event(accounts_t *a, json_t **event);
 /* The check behind acc_name, without a reply: NULL, or why not. */
@@ -288,6 +293,8 @@ int idem_lookup(db_t *db, const char *idem, const char *type, json_t **result_ou
 /* Records result (borrowed) under idem; call inside the change's
  * transaction. 0 or -1. */
 int idem_store(db_t *db, const char *idem, const char *type, const json_t *result);
+/* The same with the result already compact JSON text. */
+int idem_store_text(db_t *db, const char *idem, const char *type, const char *text);
 /* Deletes rows older than max_age_s; the number deleted, or -1. */
 int idem_prune(db_t *db, int64_t max_age_s);
 

@@ -297,9 +297,14 @@ def restart(b):
     the dead one busd may still list); returns the number of blobs it
     dropped at start (its "ready" line)."""
     b.storaged = start_storaged(b)
-    m = re.search(r"\bready\b.*\bblobs_dropped=(-?\d+)", b.storaged.log())
-    assert m, "no ready line in storaged's log:\n%s" % b.storaged.log()
-    return int(m.group(1))
+    pat = re.compile(r"\bready\b.*\bblobs_dropped=(-?\d+)")
+    # storaged registers before its start-up sweep ends and logs "ready"
+    # after it: busd may list it a moment before the line is written.
+    try:
+        buslib.wait_until(lambda: pat.search(b.storaged.log()), what="storaged's ready line")
+    except Exception:
+        raise AssertionError("no ready line in storaged's log:\n%s" % b.storaged.log()) from None
+    return int(pat.search(b.storaged.log()).group(1))
 
 
 def wait_progress(run, since, n):
