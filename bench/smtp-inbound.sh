@@ -23,7 +23,9 @@ size (4 KiB, 100 KiB) and concurrency (1, 8, 64):
      exactly the messages the generator saw accepted (250 = durable store)
   4. the peer: /work/shared/bench/peer-smtp.sh with MSGS=N CONC=C SIZE
      (a private Postfix 3.7 into its queue and Maildir, both fsynced; it also
-     runs its own TLS and --reuse variants, which are not compared here)
+     runs its own TLS and --reuse variants, which are not compared here,
+     and both generators against smtp-sink, a server that writes nothing:
+     that rate is the generator's own ceiling at that size and concurrency)
 
 smtpd, storaged and busd: CPU seconds per message (/proc/PID/stat) in the
 8-client runs; PSS (/proc/PID/smaps_rollup) sampled every PSS_INTERVAL s
@@ -286,6 +288,10 @@ peer_run() {
 	local lrate lp50 lp99 lerr srate ldeliv sdeliv lsize ssize serr=0
 	read -r lrate lp50 lp99 ldeliv lerr < <(awk '/^  smtp-load -> Postfix / { print $4, $5, $6, $7, $9 }' <<<"$out")
 	read -r srate sdeliv < <(awk '/^  smtp-source -> Postfix / { print $4, $7 }' <<<"$out")
+	# the generators against smtp-sink (250 to everything, no disk): their own ceiling
+	local lsink ssink
+	lsink=$(awk '/^  smtp-load -> smtp-sink / { print $6 }' <<<"$out")
+	ssink=$(awk '/^  smtp-source -> smtp-sink / { print $5 }' <<<"$out")
 	lsize=$(grep -o 'avg file [0-9]* B' <<<"$out" | sed -n '1s/[^0-9]//gp')
 	ssize=$(grep -o 'avg file [0-9]* B' <<<"$out" | sed -n '$s/[^0-9]//gp')
 	grep -q 'smtp-source exited' <<<"$out" && serr=1
@@ -299,11 +305,12 @@ peer_run() {
 		"$size" "$conc" "$n" "${lrate:-?}" "${lp99:-?}" "${lerr:-?}" "${ldeliv:-?}" "${lsize:-?}" >&2
 	printf '  Postfix source %6s B x%-3s %5s msgs: %8s msgs/s  in Maildir after %s s (avg %s B)\n' \
 		"$size" "$conc" "$n" "${srate:-?}" "${sdeliv:-?}" "${ssize:-?}" >&2
+	printf '  smtp-sink (no disk): smtp-load %s msgs/s, smtp-source %s msgs/s\n' "${lsink:-?}" "${ssink:-?}" >&2
 	record side=postfix gen=load size="$size" conc="$conc" msgs="$n" msgs_per_s="${lrate:-null}" \
 		p50_ms="${lp50:-null}" p99_ms="${lp99:-null}" errors="${lerr:-null}" maildir_s="\"${ldeliv:-}\"" \
-		avg_file_bytes="${lsize:-null}"
+		avg_file_bytes="${lsize:-null}" sink_msgs_per_s="${lsink:-null}"
 	record side=postfix gen=source size="$size" conc="$conc" msgs="$n" msgs_per_s="${srate:-null}" \
-		errors="$serr" maildir_s="\"${sdeliv:-}\"" avg_file_bytes="${ssize:-null}"
+		errors="$serr" maildir_s="\"${sdeliv:-}\"" avg_file_bytes="${ssize:-null}" sink_msgs_per_s="${ssink:-null}"
 }
 
 DO_PEER=0
@@ -376,8 +383,8 @@ print("smtpd inbound benchmark, " + os.environ["T_START"] + " to " + os.environ[
 print("smtpd: smtp_greet_delay_ms=0, smtp_max_per_ip=1000, the rest as shipped; one message per connection, plain SMTP; "
       "N = " + os.environ["MSGS"] + " messages per run (" + os.environ["MSGS"] + "/4 with 1 client), the same for Postfix")
 print()
-print("| size | clients | generator | smtpd msgs/s | smtpd p99 DATA→250 ms | Postfix msgs/s | Postfix p99 ms | smtpd / Postfix | stored / accepted | client CPU % (smtpd run) |")
-print("|-----:|--------:|-----------|-------------:|----------------------:|---------------:|---------------:|----------------:|------------------:|-------------------------:|")
+print("| size | clients | generator | smtpd msgs/s | smtpd p99 DATA→250 ms | Postfix msgs/s | Postfix p99 ms | smtpd / Postfix | stored / accepted | client CPU % (smtpd run) | generator → smtp-sink msgs/s |")
+print("|-----:|--------:|-----------|-------------:|----------------------:|---------------:|---------------:|----------------:|------------------:|-------------------------:|-----------------------------:|")
 for size in sizes:
     for conc in concs:
         for gen in ("load", "source"):
@@ -386,11 +393,12 @@ for size in sizes:
             q = ratio(r.get("msgs_per_s"), p.get("msgs_per_s"))
             ratios.append({"size": size, "conc": conc, "gen": gen, "ratio": q})
             err = "" if r.get("errors", 0) == 0 else " (%s errors)" % r.get("errors")
-            print("| %s | %d | %s | %s%s | %s | %s | %s | %s | %s / %s | %s |" % (
+            print("| %s | %d | %s | %s%s | %s | %s | %s | %s | %s / %s | %s | %s |" % (
                 kib(size), conc, "smtp-load.py" if gen == "load" else "smtp-source",
                 f(r.get("msgs_per_s")), err, f(r.get("p99_ms"), "{:.1f}"),
                 f(p.get("msgs_per_s")) if peer else "-", f(p.get("p99_ms"), "{:.1f}") if peer else "-",
-                f(q, "{:.2f}"), r.get("stored", "-"), r.get("ok", "-"), f(r.get("client_cpu_pct"))))
+                f(q, "{:.2f}"), r.get("stored", "-"), r.get("ok", "-"), f(r.get("client_cpu_pct")),
+                f(p.get("sink_msgs_per_s"))))
 print()
 print("CPU per accepted message, 8 clients (µs, from /proc/PID/stat, 10 ms ticks):")
 print()
