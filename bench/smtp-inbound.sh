@@ -54,7 +54,7 @@ Environment:
   PEER          0: skip Postfix (default 1; needs root and peers-install.sh)
   PEER_DIR      the peer scripts (default <repo>/../shared/bench)
 
-About 8 minutes with the defaults on 2 cores (5 of them Postfix's runs).
+About 4 minutes with the defaults on 2 cores (3 of them Postfix's runs).
 Exit status 1 if a run counted errors or a mailbox missed a message.
 EOF
 }
