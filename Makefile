@@ -167,6 +167,7 @@ build-for-run: check-deps
 bench: all
 	bench/bus.sh
 	bench/store.sh
+	bench/smtp-inbound.sh
 
 clean:
 	rm -rf build
