@@ -246,6 +246,11 @@ typedef void (*bus_stream_fn)(bus_stream_t *s, json_t **reply, void *arg);
 /* *fields (stolen) are the request fields repeated on every chunk. */
 bus_stream_t *bus_stream_new(bus_client_t *c, const char *service, const char *type,
 			     json_t **fields, bus_stream_fn fn, void *arg);
+/* From now on every chunk carries "deadline", the wall-clock unix ms at
+ * which this sender stops waiting for it (less a margin): a receiver that
+ * honours it (storaged.message.store) refuses a chunk that arrives too
+ * late, so a retry after a timeout cannot duplicate what it carried. */
+void bus_stream_deadlines(bus_stream_t *s);
 /* Sends the next chunk (len <= BUS_CHUNK_SIZE); -1 if one is in flight. */
 int bus_stream_write(bus_stream_t *s, const void *data, size_t len, bool last);
 /* Bytes sent and chunks acknowledged so far. */

@@ -21,6 +21,7 @@ struct bus_stream {
 	json_t *fields;
 	int64_t seq;
 	bool inflight, finished;
+	bool deadlines;       /* each chunk carries "deadline" (bus_stream_deadlines) */
 	uint64_t bytes;
 	bus_stream_fn fn;
 	void *arg;
@@ -61,6 +62,14 @@ int bus_stream_write(bus_stream_t *s, const void *data, size_t len, bool last)
 	json_object_set_new(req, "type", json_string(s->type));
 	json_object_set_new(req, "chunk", json_pack("{s:s, s:I, s:b}", "stream", s->id,
 						    "seq", (json_int_t)s->seq, "last", last));
+	if (s->deadlines) {
+		/* When this sender will have given up on the chunk (every try
+		 * timed out), less a quarter (at most 5 s) for the receiver's
+		 * own work after accepting it, such as a commit. */
+		int64_t wait = (int64_t)bus_timeout_ms() * (bus_retries() + 1);
+		int64_t margin = wait / 4 < 5000 ? wait / 4 : 5000;
+		json_object_set_new(req, "deadline", json_integer(wall_ms() + wait - margin));
+	}
 	s->seq++;
 	s->bytes += len;
 	s->inflight = true;
@@ -68,6 +77,11 @@ int bus_stream_write(bus_stream_t *s, const void *data, size_t len, bool last)
 	/* Sent even when empty: an empty chunk still carries "last". */
 	s->handle = bus_call(s->client, s->service, &req, data ? data : "", len, NULL, stream_acked, s);
 	return 0;
+}
+
+void bus_stream_deadlines(bus_stream_t *s)
+{
+	s->deadlines = true;
 }
 
 uint64_t bus_stream_bytes(const bus_stream_t *s)

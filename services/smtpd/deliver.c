@@ -225,6 +225,9 @@ void deliver_open(session_t *s)
 	received_header(s);
 	t->stream = bus_stream_new(s->d->bus, "storaged", "storaged.message.store", &fields,
 				   store_ack, s);
+	/* We answer 451 when storaged is late and the sender tries again:
+	 * a store storaged only reaches after that must not happen too. */
+	bus_stream_deadlines(t->stream);
 }
 
 /* Ends the transaction with reply id instead of storing: the stream (and

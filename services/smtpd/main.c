@@ -6,14 +6,15 @@
  * Table of contents: configuration (conf.c), the TLS context (tls.c), the
  * bus client for storaged (deliver.c), the control worker smtpd.control
  * (ping, stats, reload = SIGHUP: certificates), the listener (net.c; the
- * sessions run smtp.c), dropping root, the loop; at the end every session
- * gets 421 and everything is freed.
+ * sessions run smtp.c), dropping root, the loop; SIGTERM drains (net.c:
+ * commits in flight are answered first), then everything is freed.
  */
 #include "smtpd.h"
 #include "log.h"
 #include "service.h"
 #include "util.h"
 
+#include <signal.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -56,6 +57,14 @@ static void smtpd_stats(json_t *st, void *arg)
 	json_object_set_new(st, "tls", json_boolean(d->tls != NULL));
 }
 
+/* SIGTERM/SIGINT: drain (net.c); a second one stops at once. */
+static void smtpd_on_stop(loop_t *loop, int signo, void *arg)
+{
+	(void)loop;
+	log_info("stopping", "signal=%d", signo);
+	net_drain(arg);
+}
+
 int main(int argc, char **argv)
 {
 	static const service_opts_t opts = { "smtpd", "The Roost SMTP server: receives mail "
@@ -78,7 +87,9 @@ int main(int argc, char **argv)
 	if (net_listen(&d, err, sizeof err) < 0)
 		fatal("listen", "why=%s", log_quote(err));
 	service_drop_root(cfg);
-	service_stop_on_signals(d.loop);
+	signal(SIGPIPE, SIG_IGN);
+	loop_on_signal(d.loop, SIGTERM, smtpd_on_stop, &d);
+	loop_on_signal(d.loop, SIGINT, smtpd_on_stop, &d);
 	log_info("ready", "listen=%s port=%ld hostname=%s max_size=%ld tls=%s pid=%d", d.conf.listen,
 		 d.conf.port, d.conf.hostname, d.conf.max_size, d.tls ? "yes" : "no", (int)getpid());
 

@@ -511,24 +511,71 @@ int net_listen(smtpd_t *d, char *err, size_t errlen)
 	return 0;
 }
 
-/* At shutdown: every session gets 421 (best effort) and is closed. */
-void net_close_all(smtpd_t *d)
+/* 421 (best effort) and closed. */
+static void session_shutdown(session_t *s)
 {
+	if (!s->closed) {
+		if (s->state != ST_GREET && s->state != ST_TLS) {
+			session_reply(s, R_SHUTDOWN);
+			session_flush(s);
+		}
+		session_abort(s, "shutdown");
+	}
+	session_free(s);
+}
+
+/* Every 50 ms while draining: a session that is not waiting for its
+ * commit is closed (one that was has had its 250 or 451 by now). */
+static void net_drain_tick(loop_t *loop, void *arg)
+{
+	smtpd_t *d = arg;
+	size_t committing = 0;
+	for (session_t *s = d->sessions, *next; s != NULL; s = next) {
+		next = s->next;
+		if (!s->closed && s->txn.committing)
+			committing++;
+		else
+			session_shutdown(s);
+	}
+	if (committing == 0 || loop_now(loop) >= d->drain_until) {
+		if (committing > 0)
+			log_warn("drain", "committing=%zu why=\"storaged did not answer in time\"",
+				 committing);
+		loop_stop(loop);
+	}
+}
+
+void net_drain(smtpd_t *d)
+{
+	if (d->drain != NULL) {
+		loop_stop(d->loop);
+		return;
+	}
 	if (d->lfd >= 0) {
 		loop_remove(d->loop, NULL, d->lfd);
 		close(d->lfd);
 		d->lfd = -1;
 	}
-	while (d->sessions != NULL) {
-		session_t *s = d->sessions;
-		if (!s->closed) {
-			if (s->state != ST_GREET && s->state != ST_TLS) {
-				session_reply(s, R_SHUTDOWN);
-				session_flush(s);
-			}
-			session_abort(s, "shutdown");
-		}
-		session_free(s);
+	/* A sender told 421 after its message was stored would send it
+	 * again: the commits in flight are answered first. They cannot take
+	 * longer than every try of the store call. */
+	d->drain_until = loop_now(d->loop) +
+			 (int64_t)bus_timeout_ms() * (bus_retries() + 1) + 1000;
+	log_info("draining", "sessions=%ld", d->stats.sessions);
+	d->drain = loop_timer_add(d->loop, 50, true, net_drain_tick, d);
+	net_drain_tick(d->loop, d);
+}
+
+/* At shutdown: every session gets 421 (best effort) and is closed. */
+void net_close_all(smtpd_t *d)
+{
+	loop_timer_cancel(d->loop, &d->drain);
+	if (d->lfd >= 0) {
+		loop_remove(d->loop, NULL, d->lfd);
+		close(d->lfd);
+		d->lfd = -1;
 	}
+	while (d->sessions != NULL)
+		session_shutdown(d->sessions);
 	hmap_free(&d->per_ip);
 }

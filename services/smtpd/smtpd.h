@@ -188,6 +188,8 @@ typedef struct smtpd {
 	tls_t *tls;               /* NULL: no certificate, STARTTLS not offered */
 	int lfd;                  /* listening socket */
 	session_t *sessions;      /* list of live sessions */
+	loop_timer_t *drain;      /* after SIGTERM: waits for commits in flight */
+	int64_t drain_until;      /* loop ms: stop even if one is still committing */
 	hmap_t *per_ip;           /* client address -> sessions (as uintptr_t) */
 	uint64_t serial;
 	struct {
@@ -277,6 +279,10 @@ struct session {
 /* net.c */
 int net_listen(smtpd_t *d, char *err, size_t errlen);
 void net_close_all(smtpd_t *d);
+/* SIGTERM/SIGINT: stop accepting; sessions whose message storaged is
+ * committing get their answer first, the others 421 now; the loop stops
+ * when none is left (a second call stops it at once). */
+void net_drain(smtpd_t *d);
 /* Queues bytes to the client (copied). */
 void session_write(session_t *s, const char *buf, size_t len);
 /* Queues reply id with its arguments. */

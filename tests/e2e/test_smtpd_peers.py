@@ -21,12 +21,11 @@ on 127.0.0.1: a real Postfix relaying to smtpd (mta.Postfix, relayhost
     a bigger message without sending it), 120 recipients (452 4.5.3 past
     100, sent again), a certificate reload (SIGHUP) and an smtpd restart
     (SIGTERM) while it delivers.
-  * Two xfail(strict) tests pin a duplicate-delivery bug: when smtpd answers
-    4xx at the end of DATA (451 after a storaged timeout, 421 at SIGTERM)
-    while its commit is still queued for storaged, storaged stores the
-    message anyway and the sender's retry stores it again. HoldingProxy, a
-    TCP relay between Postfix and smtpd, stalls storaged (SIGSTOP) at the
-    exact moment before smtpd sees the end of DATA.
+  * No duplicate after a 4xx at the end of DATA: storaged stalls (SIGSTOP,
+    by HoldingProxy, a TCP relay between Postfix and smtpd, the moment
+    before smtpd sees the end of DATA). After a 451 (timeout) the late
+    commit is refused by its deadline, so Postfix's retry is the only
+    copy; at SIGTERM smtpd drains: it waits for the commit and answers 250.
   * swaks: plain, STARTTLS, PIPELINING, an 8-bit body, a non-hosted domain,
     a UTF-8 sender (SMTPUTF8 only if the installed swaks can say it).
   * smtp-source: 50 messages over 4 parallel sessions, and 20 preformatted
@@ -688,13 +687,8 @@ def stored_count(b):
     return sum(1 for t in smtpd_txns(b) if t["result"] == "stored")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "smtpd bug (see test_postfix_retry_after_a_421_at_shutdown_is_not_a_duplicate): a "
-    "SIGTERM while a commit is in flight answers 421 4.3.2 at the end of DATA, storaged "
-    "still commits, Postfix's retry stores the message again; whether a commit is in "
-    "flight at the SIGTERM is a matter of timing"))
 def test_postfix_across_an_smtpd_restart(mx, postfix):
-    """smtpd stopped (SIGTERM: 421 4.3.2 to every session) and started again while
+    """smtpd stopped (SIGTERM: a commit in flight is answered, every other session gets 421 4.3.2) and started again while
     Postfix delivers 100 messages: Postfix defers and retries; in the end every
     message is stored exactly once per final recipient."""
     pf = postfix(mx.smtp_port)
@@ -797,11 +791,6 @@ class HoldingProxy:
                 pass
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "smtpd bug: after the end of DATA, when storaged does not answer the commit in time "
-    "(bus_timeout_ms x (1 + bus_retries)), smtpd answers 451 4.3.0 but the commit request "
-    "stays queued for storaged, which stores the message when it resumes; the sender's "
-    "retry stores it a second time"))
 def test_postfix_retry_after_a_451_at_end_of_data_is_not_a_duplicate(make_bus, postfix):
     """storaged stalls (SIGSTOP) just before smtpd sees the end of DATA: smtpd times out
     and answers 451 4.3.0, Postfix defers and retries. The message must end up stored
@@ -834,10 +823,6 @@ def test_postfix_retry_after_a_451_at_end_of_data_is_not_a_duplicate(make_bus, p
         proxy.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "smtpd bug: on SIGTERM smtpd answers 421 4.3.2 to a session waiting for storaged's "
-    "commit (result=\"shutdown\" in its txn line) and exits; storaged commits the message "
-    "anyway, so the sender's retry stores it a second time"))
 def test_postfix_retry_after_a_421_at_shutdown_is_not_a_duplicate(bus, postfix):
     """smtpd gets SIGTERM while the commit of a message is with storaged (stalled by
     SIGSTOP just before smtpd sees the end of DATA). Whatever smtpd answers, the message
@@ -854,9 +839,15 @@ def test_postfix_retry_after_a_421_at_shutdown_is_not_a_duplicate(bus, postfix):
         try:
             assert proxy.fired.wait(WAIT), "Postfix never reached the end of DATA"
             time.sleep(0.5)             # smtpd has the end of DATA; its commit waits for storaged
-            restart_smtpd(bus, tls=False)   # SIGTERM, then a new smtpd on the same port
+            bus.smtpd.kill(signal.SIGTERM)
+            time.sleep(0.5)             # smtpd drains: it must wait for that commit
+            assert bus.smtpd.alive(), "smtpd left while a commit was in flight"
         finally:
             bus.storaged.kill(signal.SIGCONT)
+        assert bus.smtpd.wait() == 0
+        first = smtpd_txns(bus)
+        assert [t["result"] for t in first] == ["stored"], [t["line"] for t in first]
+        restart_smtpd(bus, tls=False)
         drain(pf)
         time.sleep(1)
         txns = smtpd_txns(bus)
