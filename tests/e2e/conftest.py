@@ -5,6 +5,8 @@ conftest.py — fixtures for the end-to-end tests.
                the tap recorder, ready when `roostctl status` answers
   make_bus     the same as a factory, for tests that need their own
                environment (make_bus(env={"ROOST_BUS_HEARTBEAT_MS": "200"}))
+  postfix      a factory of throwaway Postfix instances (mta.Postfix) relaying
+               to a port, stopped at teardown
 
 At teardown every process the test started on the bus is stopped (SIGTERM,
 SIGKILL after 10 s), and every envelope the tap recorder saw must validate
@@ -22,6 +24,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import bus as buslib  # noqa: E402
+import mta  # noqa: E402
 import schemas  # noqa: E402
 
 
@@ -113,3 +116,28 @@ def bus(make_bus):
 
 def pytest_report_header(config):
     return "roost binaries: %s" % buslib.BIN
+
+
+@pytest.fixture
+def postfix(request):
+    """Factory: postfix(relay_port, **kw) -> a started mta.Postfix, stopped at teardown
+    (its directory kept and its log's tail shown if the test failed)."""
+    made = []
+
+    def factory(relay_port, **kw):
+        try:
+            mta.Postfix.check_available()
+        except mta.PostfixUnavailable as e:
+            pytest.skip("Postfix cannot run here: %s" % e)
+        pf = mta.Postfix(relay_port, **kw).start()
+        made.append(pf)
+        return pf
+    yield factory
+    rep = getattr(request.node, "rep_call", None)
+    failed = rep is not None and rep.failed
+    for pf in made:
+        if failed:
+            pf.keep = True
+            sys.stderr.write("\nPostfix directory kept in %s; its log ends:\n%s\n" % (pf.dir, pf.log_tail()))
+        pf.close()
+        assert not mta._group_members(pf.master_pid), "Postfix processes left after stop()"

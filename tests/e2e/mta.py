@@ -101,13 +101,15 @@ def free_port():
         return s.getsockname()[1]
 
 
-def make_cert(directory, cn="localhost", name="cert"):
-    """A self-signed P-256 certificate for cn (and 127.0.0.1): returns (cert_path, key_path)."""
+def make_cert(directory, cn="localhost", name="cert", key_file=None, rsa=False):
+    """A self-signed P-256 (or RSA 2048) certificate for cn (and 127.0.0.1), in
+    name.pem and name.key (or key_file): returns (cert_path, key_path)."""
     cert = os.path.join(directory, name + ".pem")
-    key = os.path.join(directory, name + ".key")
+    key = os.path.join(directory, key_file or name + ".key")
+    alg = ["rsa:2048"] if rsa else ["ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
     r = subprocess.run(
-        [OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-days", "2", "-subj", "/CN=" + cn,
+        [OPENSSL, "req", "-x509", "-newkey"] + alg +
+        ["-nodes", "-days", "2", "-subj", "/CN=" + cn,
          "-addext", "subjectAltName=DNS:%s,IP:127.0.0.1" % cn,
          "-keyout", key, "-out", cert],
         stdin=subprocess.DEVNULL, capture_output=True, timeout=WAIT)

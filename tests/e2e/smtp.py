@@ -18,6 +18,7 @@ import subprocess
 import time
 
 import bus as buslib
+import mta
 from bus import WAIT
 
 
@@ -30,13 +31,8 @@ def free_port():
 
 
 def make_cert(dirpath, cn="mx.example.org"):
-    """A self-signed RSA pair in dirpath: (cert path, key path)."""
-    cert = os.path.join(dirpath, "cert.pem")
-    key = os.path.join(dirpath, "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
-                    "-out", cert, "-days", "2", "-subj", "/CN=%s" % cn],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=WAIT)
-    return cert, key
+    """A self-signed RSA pair in dirpath: (cert.pem, key.pem)."""
+    return mta.make_cert(dirpath, cn, "cert", key_file="key.pem", rsa=True)
 
 
 def start_smtpd(b, env=None, greet_delay_ms=50, tls=True, wait=True, preexec_fn=None):

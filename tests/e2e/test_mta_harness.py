@@ -31,31 +31,6 @@ def sinks():
         s.stop()
 
 
-@pytest.fixture
-def postfix(request):
-    """Factory: postfix(relay_port, **kw) -> a started mta.Postfix, stopped at teardown
-    (its directory and log kept, and the log's tail shown, if the test failed)."""
-    made = []
-
-    def factory(relay_port, **kw):
-        try:
-            mta.Postfix.check_available()
-        except mta.PostfixUnavailable as e:
-            pytest.skip("Postfix cannot run here: %s" % e)
-        pf = mta.Postfix(relay_port, **kw).start()
-        made.append(pf)
-        return pf
-    yield factory
-    rep = getattr(request.node, "rep_call", None)
-    failed = rep is not None and rep.failed
-    for pf in made:
-        if failed:
-            pf.keep = True
-            sys.stderr.write("\nPostfix directory kept in %s; its log ends:\n%s\n" % (pf.dir, pf.log_tail()))
-        pf.close()
-        assert not mta._group_members(pf.master_pid), "Postfix processes left after stop()"
-
-
 def message(i, body_lines, extra_headers=()):
     """A complete message (From, To, Date, Message-ID...), so that Postfix adds only Received."""
     head = ["From: Sender %d <sender%d@example.org>" % (i, i),

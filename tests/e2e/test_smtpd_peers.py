@@ -108,31 +108,6 @@ def mx(bus):
     return bus
 
 
-@pytest.fixture
-def postfix(request):
-    """Factory: postfix(relay_port, **kw) -> a started mta.Postfix, stopped at teardown
-    (its directory kept and its log's tail shown if the test failed)."""
-    made = []
-
-    def factory(relay_port, **kw):
-        try:
-            mta.Postfix.check_available()
-        except mta.PostfixUnavailable as e:
-            pytest.skip("Postfix cannot run here: %s" % e)
-        pf = mta.Postfix(relay_port, **kw).start()
-        made.append(pf)
-        return pf
-    yield factory
-    rep = getattr(request.node, "rep_call", None)
-    failed = rep is not None and rep.failed
-    for pf in made:
-        if failed:
-            pf.keep = True
-            sys.stderr.write("\nPostfix directory kept in %s; its log ends:\n%s\n" % (pf.dir, pf.log_tail()))
-        pf.close()
-        assert not mta._group_members(pf.master_pid), "Postfix processes left after stop()"
-
-
 def drain(pf, timeout=WAIT * 2):
     """Waits until Postfix's queue is empty after deferrals, asking for a queue run
     (postqueue -f) every few seconds: with its 1 s backoff Postfix retries by itself, but
@@ -523,8 +498,13 @@ def test_postfix_unknown_user_bounces(mx, postfix):
         assert b"Content-Type: multipart/report; report-type=delivery-status;" in dsn
         assert re.search(rb"Final-Recipient: rfc822; (nobody|ghost)@example\.org\r\n", dsn), dsn
         assert b"Status: 5.1.1\r\n" in dsn and b"Diagnostic-Code: smtp; 550 5.1.1 " in dsn
-    txns = smtpd_txns(mx)
-    assert [t["result"] for t in txns] == ["stored"] * 3, [t["line"] for t in txns]
+    # The transaction whose only recipient was refused ends with RSET or
+    # QUIT, depending on whether Postfix keeps the connection for reuse.
+    every = smtpd_txns(mx)
+    txns = [t for t in every if t["result"] == "stored"]
+    assert len(txns) == 3, [t["line"] for t in every]
+    assert all(t["result"] in ("rset", "quit") for t in every if t["result"] != "stored"), \
+        [t["line"] for t in every]
     assert sorted(t["from"] for t in txns) == ["", "", BOB], [t["line"] for t in txns]
     assert sorted(t["to"] for t in txns) == [ALICE, BOB, BOB], [t["line"] for t in txns]
 
