@@ -77,6 +77,7 @@ int bus_configure(const struct config *cfg, char *err, size_t errlen)
 int bus_heartbeat_ms(void) { return hb_ms; }
 int bus_timeout_ms(void) { return call_timeout_ms; }
 int bus_retries(void) { return call_retries; }
+int64_t bus_give_up_ms(void) { return (int64_t)call_timeout_ms * (call_retries + 1); }
 
 json_t *bus_env_new(const char *type)
 {

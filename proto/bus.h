@@ -82,6 +82,8 @@ int bus_configure(const struct config *cfg, char *err, size_t errlen);
 int bus_heartbeat_ms(void);
 int bus_timeout_ms(void);
 int bus_retries(void);
+/* How long a default call waits before it gives up: every try timed out. */
+int64_t bus_give_up_ms(void);
 
 /* The process-wide ZeroMQ context (created on first use). */
 void *bus_zmq_ctx(void);

@@ -66,7 +66,7 @@ int bus_stream_write(bus_stream_t *s, const void *data, size_t len, bool last)
 		/* When this sender will have given up on the chunk (every try
 		 * timed out), less a quarter (at most 5 s) for the receiver's
 		 * own work after accepting it, such as a commit. */
-		int64_t wait = (int64_t)bus_timeout_ms() * (bus_retries() + 1);
+		int64_t wait = bus_give_up_ms();
 		int64_t margin = wait / 4 < 5000 ? wait / 4 : 5000;
 		json_object_set_new(req, "deadline", json_integer(wall_ms() + wait - margin));
 	}

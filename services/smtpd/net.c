@@ -559,8 +559,7 @@ void net_drain(smtpd_t *d)
 	/* A sender told 421 after its message was stored would send it
 	 * again: the commits in flight are answered first. They cannot take
 	 * longer than every try of the store call. */
-	d->drain_until = loop_now(d->loop) +
-			 (int64_t)bus_timeout_ms() * (bus_retries() + 1) + 1000;
+	d->drain_until = loop_now(d->loop) + bus_give_up_ms() + 1000;
 	log_info("draining", "sessions=%ld", d->stats.sessions);
 	d->drain = loop_timer_add(d->loop, 50, true, net_drain_tick, d);
 	net_drain_tick(d->loop, d);
