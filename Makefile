@@ -53,7 +53,8 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 
 BINS := $(BUILD)/bin/busd $(BUILD)/bin/roostctl $(BUILD)/bin/roost-run \
 	$(BUILD)/bin/echo-worker $(BUILD)/bin/bus-client $(BUILD)/bin/busbench $(BUILD)/bin/storaged \
-	$(BUILD)/bin/storebench $(BUILD)/bin/smtpd
+	$(BUILD)/bin/storebench $(BUILD)/bin/smtpd \
+	$(if $(wildcard services/imapd/main.c),$(BUILD)/bin/imapd)
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .PHONY: all test run build-for-run deps check-deps clean bench
@@ -129,7 +130,21 @@ $(BUILD)/bin/smtpd: $(BUILD)/obj/services/smtpd/main.o $(LIBSMTPD) $(LIBROOST)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lssl -lcrypto -o $@
 
-$(BUILD)/obj/tests/unit/%.o: CPPFLAGS += -Iservices/storaged -Iservices/smtpd
+# imapd's modules likewise (the IMAP parser and the MIME formatting have unit tests).
+IMAPD_SRC := $(filter-out services/imapd/main.c,$(wildcard services/imapd/*.c))
+LIBIMAPD := $(if $(IMAPD_SRC),$(BUILD)/lib/libimapd.a)
+
+$(BUILD)/lib/libimapd.a: $(IMAPD_SRC:%.c=$(BUILD)/obj/%.o)
+	@mkdir -p $(dir $@)
+	$(AR) rcs $@ $^
+
+$(BUILD)/obj/services/imapd/%.o: $(wildcard services/imapd/*.h)
+
+$(BUILD)/bin/imapd: $(BUILD)/obj/services/imapd/main.o $(LIBIMAPD) $(LIBROOST)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -lssl -lcrypto -o $@
+
+$(BUILD)/obj/tests/unit/%.o: CPPFLAGS += -Iservices/storaged -Iservices/smtpd -Iservices/imapd
 
 # roostctl restore works on storaged's data directory itself (its lock,
 # its schema version): roostctl links storaged's library too.
@@ -139,7 +154,7 @@ $(BUILD)/bin/roostctl: $(ROOSTCTL_SRC:%.c=$(BUILD)/obj/%.o) $(LIBSTORAGED) $(LIB
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(STORAGED_LIBS) -o $@
 
-$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBSTORAGED) $(LIBSMTPD) $(LIBROOST)
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBSTORAGED) $(LIBSMTPD) $(LIBIMAPD) $(LIBROOST)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(STORAGED_LIBS) -lssl -lcmocka -o $@
 
