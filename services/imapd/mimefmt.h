@@ -1,0 +1,53 @@
+/*
+ * mimefmt.h — what IMAP FETCH says about a message's MIME structure
+ * (RFC 3501 7.4.2): ENVELOPE, BODY and BODYSTRUCTURE, and the bytes of a
+ * BODY[section]. Built on lib/mime.h's bounded parser.
+ *
+ * Every function works on the whole message in msg[0..len) (borrowed, not
+ * NUL-terminated; lines may end in CRLF or bare LF) and appends to out.
+ */
+#ifndef ROOST_IMAPD_MIMEFMT_H
+#define ROOST_IMAPD_MIMEFMT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "strbuf.h"
+
+#define SECT_PATH_MAX 32     /* part numbers in one section spec */
+#define SECT_FIELDS_MAX 64   /* names in HEADER.FIELDS (...) */
+
+enum sect_kind {
+	SECT_ALL,                /* BODY[] or BODY[1.2]: the whole part */
+	SECT_HEADER,             /* BODY[HEADER], BODY[1.HEADER] (message/rfc822 part) */
+	SECT_HEADER_FIELDS,      /* BODY[HEADER.FIELDS (A B)] */
+	SECT_HEADER_FIELDS_NOT,  /* BODY[HEADER.FIELDS.NOT (A B)] */
+	SECT_TEXT,               /* BODY[TEXT], BODY[1.TEXT] */
+	SECT_MIME,               /* BODY[1.MIME]: the part's own MIME header */
+};
+
+/* A parsed section spec: the imapd command parser fills it, mimefmt reads it. */
+typedef struct imap_section {
+	uint32_t path[SECT_PATH_MAX]; /* part numbers, each >= 1 */
+	size_t depth;                 /* 0: the message itself */
+	enum sect_kind kind;
+	const char *fields[SECT_FIELDS_MAX]; /* borrowed, NUL-terminated */
+	size_t nfields;
+} imap_section_t;
+
+/* Appends the ENVELOPE list "(date subject from ...)" for msg. */
+void mimefmt_envelope(const char *msg, size_t len, strbuf_t *out);
+
+/* Appends BODYSTRUCTURE (extended true) or BODY (false), parenthesised. */
+void mimefmt_bodystructure(const char *msg, size_t len, bool extended, strbuf_t *out);
+
+/*
+ * Appends the bytes of section s of msg (before any <partial> cut, which
+ * the caller applies). A part that does not exist gives no bytes (the
+ * caller sends ""). Returns 0, or -1 if the spec cannot apply (MIME with
+ * depth 0), which the caller answers with BAD.
+ */
+int mimefmt_section(const char *msg, size_t len, const imap_section_t *s, strbuf_t *out);
+
+#endif
