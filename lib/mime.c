@@ -143,9 +143,12 @@ static int param_next(lex_t *l, rawparam_t *rp)
 		bool digits = false;
 		while (q < e && *q >= '0' && *q <= '9' && idx < 1000)
 			idx = idx * 10 + (*q++ - '0'), digits = true;
+		/* "name*" alone marks an extended value without pieces. */
 		bool ext = q < e && *q == '*';
 		if (ext)
 			q++;
+		else if (!digits && q == e)
+			ext = true;
 		if (q == e && (digits || ext) && idx < 1000) {
 			rp->index = digits ? (int)idx : 0;
 			rp->extended = ext;
@@ -378,7 +381,12 @@ static void part_header(mime_t *m, mime_part_t *p)
 	const char *name, *v;
 	size_t nlen, vlen;
 	bool mime_version = false;
-	hdr_iter_init(&it, m->msg + p->hdr_off, p->body_off - p->hdr_off);
+	size_t n = p->body_off - p->hdr_off;
+	if (n > MIME_HEADER_MAX) {
+		n = MIME_HEADER_MAX;  /* fields past this are not read */
+		m->truncated = true;
+	}
+	hdr_iter_init(&it, m->msg + p->hdr_off, n);
 	while (hdr_next(&it, &name, &nlen, &v, &vlen) == 1) {
 		if (hdr_name_is(name, nlen, "MIME-Version"))
 			mime_version = true;
@@ -458,20 +466,17 @@ static int part_new(scan_t *s, int parent, size_t off)
 	mime_part_t *p = &m->parts[idx];
 	memset(p, 0, sizeof *p);
 	p->parent = parent;
-	p->first_child = p->next_sibling = -1;
+	p->first_child = p->next_sibling = p->last_child = -1;
 	p->hdr_off = p->body_off = p->end_off = off;
 	if (parent >= 0) {
 		mime_part_t *pp = &m->parts[parent];
 		p->depth = pp->depth + 1;
 		p->is_message_root = pp->kind == MIME_MESSAGE;
-		if (pp->first_child < 0) {
+		if (pp->first_child < 0)
 			pp->first_child = idx;
-		} else {
-			int c = pp->first_child;  /* the last child is the open one: short walk */
-			while (m->parts[c].next_sibling >= 0)
-				c = m->parts[c].next_sibling;
-			m->parts[c].next_sibling = idx;
-		}
+		else
+			m->parts[pp->last_child].next_sibling = idx;
+		pp->last_child = idx;
 		pp->nchildren++;
 	} else {
 		p->is_message_root = true;

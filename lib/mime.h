@@ -22,6 +22,7 @@
 #define MIME_DEPTH_MAX 100      /* a part at depth MIME_DEPTH_MAX - 1 has no children */
 #define MIME_PARTS_MAX 10000    /* parts in one message; later ones stay in their parent's body */
 #define MIME_PARAMS_MAX 64      /* parameters kept from one field */
+#define MIME_HEADER_MAX 262144  /* bytes of a part's header whose fields we read */
 #define MIME_FIELD_MAX 16384    /* bytes of a Content-* value we interpret */
 #define MIME_BOUNDARY_MAX 200   /* RFC 2046 says 70; longer ones are not boundaries */
 #define MIME_LANGS_MAX 32       /* tags kept from Content-Language */
@@ -47,6 +48,7 @@ typedef struct mime_part {
 	int parent;          /* index in mime_t.parts, -1 for the message */
 	int first_child;     /* -1 if none */
 	int next_sibling;    /* -1 if last */
+	int last_child;      /* -1 if none: where the next child goes */
 	unsigned depth;      /* 0 for the message */
 	size_t nchildren;
 	enum mime_kind kind;

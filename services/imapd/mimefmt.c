@@ -251,16 +251,16 @@ static bool a_angle(alex_t *l, addr_t *a)
 	if (!a_skip(l))
 		goto out;
 	if (*l->p == '@') {
-		while (l->p < l->end && *l->p == '@') {
+		bool route_ok = true;
+		while (route_ok && l->p < l->end && *l->p == '@') {
 			if (sb_len(&t) > 0)
 				sb_addc(&t, ',');
 			sb_addc(&t, '@');
-			if (!a_domain(l, &t))
-				goto out;
-			while (a_skip(l) && *l->p == ',')
+			route_ok = a_domain(l, &t);
+			while (route_ok && a_skip(l) && *l->p == ',')
 				l->p++;
 		}
-		if (l->p < l->end && *l->p == ':') {
+		if (route_ok && l->p < l->end && *l->p == ':') {
 			l->p++;
 			a->route = sb_take(&t);
 		} else {
