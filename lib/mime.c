@@ -488,6 +488,7 @@ static int part_new(scan_t *s, int parent, size_t off)
  * before a boundary belongs to the boundary, RFC 2046 5.1.1). */
 static void scan_close(scan_t *s, size_t keep, size_t end, size_t lf, size_t bare)
 {
+	size_t was_open = s->nopen;
 	while (s->nopen > keep) {
 		size_t i = --s->nopen;
 		int idx = s->open[i];
@@ -505,6 +506,16 @@ static void scan_close(scan_t *s, size_t keep, size_t end, size_t lf, size_t bar
 		p->end_off = e;
 		p->body_lines = l - s->body_lf[idx];
 		p->body_size = (e - p->body_off) + (b - s->body_bare[idx]);
+	}
+	/* A message whose part lost that empty line to the boundary starts
+	 * after its parent's end: it is empty, at that end. */
+	for (size_t i = keep + 1; i < was_open; i++) {
+		const mime_part_t *pp = &s->m->parts[s->open[i - 1]];
+		mime_part_t *p = &s->m->parts[s->open[i]];
+		if (p->hdr_off > pp->end_off) {
+			p->hdr_off = p->body_off = p->end_off = pp->end_off;
+			p->body_size = p->body_lines = 0;
+		}
 	}
 }
 
