@@ -46,15 +46,27 @@ size_t dotdec_feed(dotdec_t *d, const char *in, size_t inlen, char *out, size_t 
 	while (i < inlen && !d->done && o + 2 <= outcap) {
 		if (d->st == DD_MID) {
 			/* Fast path: the middle of a line is copied as a run up to
-			 * the next CR (memchr and memcpy, not a byte at a time);
-			 * only the CR goes through the state machine. A LF in the
-			 * run is bare (MID '\n' row): flagged, kept, still MID. */
+			 * the next CR (memchr, then one memcpy), and a CRLF whose
+			 * next line does not start with a dot is part of the run
+			 * (CR '\n' -> BOL, BOL non-dot -> as MID: the bytes come out
+			 * as they went in). A LF in a run is bare (MID '\n': flagged,
+			 * kept, still MID). Everything else (a CR not followed by LF,
+			 * a line starting with '.', a CR at the end of the input)
+			 * goes through the state machine below, a byte at a time. */
 			size_t avail = inlen - i < outcap - o ? inlen - i : outcap - o;
-			const char *cr = memchr(in + i, '\r', avail);
-			size_t n = cr ? (size_t)(cr - (in + i)) : avail;
-			if (n > 0) {
-				if (!d->bare && memchr(in + i, '\n', n) != NULL)
+			const char *p = in + i, *end = in + i + avail;
+			for (;;) {
+				const char *cr = memchr(p, '\r', (size_t)(end - p));
+				const char *stop = cr ? cr : end;
+				if (!d->bare && memchr(p, '\n', (size_t)(stop - p)) != NULL)
 					d->bare = true;
+				p = stop;
+				if (cr == NULL || end - cr < 3 || cr[1] != '\n' || cr[2] == '.')
+					break;
+				p = cr + 2;
+			}
+			size_t n = (size_t)(p - (in + i));
+			if (n > 0) {
 				memcpy(out + o, in + i, n);
 				i += n;
 				o += n;

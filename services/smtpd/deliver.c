@@ -268,6 +268,14 @@ size_t deliver_room(session_t *s)
 	return t->bufcap - t->buflen;
 }
 
+char *deliver_space(session_t *s)
+{
+	txn_t *t = &s->txn;
+	if (t->fail != 0 || t->stream == NULL || t->buf == NULL)
+		return NULL;
+	return t->buf + t->buflen;
+}
+
 void deliver_append(session_t *s, const char *p, size_t n)
 {
 	txn_t *t = &s->txn;
@@ -283,7 +291,8 @@ void deliver_append(session_t *s, const char *p, size_t n)
 		deliver_fail(s, R_HOPS);
 		return;
 	}
-	memcpy(t->buf + t->buflen, p, n);
+	if (p != t->buf + t->buflen)
+		memcpy(t->buf + t->buflen, p, n);
 	t->buflen += n;
 }
 

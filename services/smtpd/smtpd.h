@@ -322,6 +322,9 @@ void deliver_rcpt(session_t *s, const smtp_path_t *rcpt);
 void deliver_open(session_t *s);
 /* Room left in the chunk buffer (0: wait for an acknowledgement). */
 size_t deliver_room(session_t *s);
+/* Where deliver_room's bytes may be written in place (then passed to
+ * deliver_append without a copy), or NULL when they are being dropped. */
+char *deliver_space(session_t *s);
 /* Appends decoded message bytes (at most deliver_room). */
 void deliver_append(session_t *s, const char *p, size_t n);
 /* The client's message is complete: commit (or fail) and answer through
