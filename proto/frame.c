@@ -6,6 +6,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 void bus_frames_init(bus_frames_t *f)
@@ -100,6 +101,22 @@ void bus_frames_add(bus_frames_t *f, const void *data, size_t len)
 	zmq_msg_init_size(m, len);
 	if (len > 0)
 		memcpy(zmq_msg_data(m), data, len);
+	f->bytes += len;
+}
+
+static void frame_free(void *data, void *hint)
+{
+	(void)hint;
+	free(data);
+}
+
+void bus_frames_add_owned(bus_frames_t *f, void *data, size_t len)
+{
+	if (f->n >= BUS_FRAMES_MAX)
+		abort();
+	zmq_msg_t *m = &f->part[f->n++];
+	if (zmq_msg_init_data(m, data, len, frame_free, NULL) < 0)
+		abort();  /* ENOMEM */
 	f->bytes += len;
 }
 

@@ -8,9 +8,9 @@
  *               Received header, then the message in chunks of at most
  *               SMTPD_CHUNK as they arrive. While a chunk is in flight
  *               smtp.c stops reading the socket (the client's TCP window
- *               fills: backpressure), and our buffer is freed once the bus
- *               has its copy, so a session holds about one chunk whatever
- *               the size. The last chunk commits; 250 only after storaged
+ *               fills: backpressure), and the buffer itself is handed to
+ *               the bus (no copy), so a session holds about one chunk
+ *               whatever the size. The last chunk commits; 250 only after storaged
  *               says so.
  *
  * Each transaction has an id (the queue id): it is logged and is the store's
@@ -360,13 +360,17 @@ static void store_send(session_t *s, bool last)
 	txn_t *t = &s->txn;
 	t->inflight = true;
 	t->calling = true;
-	if (bus_stream_write(t->stream, t->buf, t->buflen, last) < 0)
+	size_t len = t->buflen;
+	/* Fitted first: a 100 KiB message must not keep the 128 KiB the
+	 * buffer grew to while it waits for the commit (in place, no copy). */
+	if (t->bufcap - len > 4096)
+		t->buf = xrealloc(t->buf, len ? len : 1);
+	/* the buffer itself goes to the bus (no copy); it frees it after the
+	 * acknowledgement, so a session holds one chunk, never two */
+	if (bus_stream_write_give(t->stream, (void **)&t->buf, len, last) < 0)
 		log_error("store.write", "qid=%s why=\"chunk while one is in flight\"", t->id);
 	t->calling = false;
-	t->sent += t->buflen;
-	/* the bus keeps its own copy until the acknowledgement: ours goes, so
-	 * a session holds one chunk, not two */
-	free(t->buf);
+	t->sent += len;
 	t->buf = NULL;
 	t->buflen = t->bufcap = 0;
 }

@@ -25,6 +25,7 @@
 #include "log.h"
 #include "util.h"
 
+#include <malloc.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
@@ -156,6 +157,21 @@ void session_abort(session_t *s, const char *why)
 	s->closed = true;
 }
 
+/* No session for a while: the chunk buffers a burst left in the heap go
+ * back to the system (glibc only trims the top of the heap by itself). A
+ * timer, not at once: with one message per connection the count touches
+ * 0 after every message. */
+#define NET_TRIM_AFTER_MS 2000
+
+static void net_trim(loop_t *loop, void *arg)
+{
+	smtpd_t *d = arg;
+	(void)loop;
+	d->trim = NULL;
+	if (d->stats.sessions == 0)
+		malloc_trim(0);
+}
+
 static void session_free(session_t *s)
 {
 	smtpd_t *d = s->d;
@@ -169,6 +185,8 @@ static void session_free(session_t *s)
 	d->stats.sessions--;
 	free(s->out);
 	free(s);
+	if (d->stats.sessions == 0 && d->trim == NULL && d->lfd >= 0)
+		d->trim = loop_timer_add(d->loop, NET_TRIM_AFTER_MS, false, net_trim, d);
 }
 
 /* True while the session waits for storaged rather than for the client. */
@@ -569,6 +587,7 @@ void net_drain(smtpd_t *d)
 void net_close_all(smtpd_t *d)
 {
 	loop_timer_cancel(d->loop, &d->drain);
+	loop_timer_cancel(d->loop, &d->trim);
 	if (d->lfd >= 0) {
 		loop_remove(d->loop, NULL, d->lfd);
 		close(d->lfd);

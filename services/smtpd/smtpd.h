@@ -189,6 +189,7 @@ typedef struct smtpd {
 	int lfd;                  /* listening socket */
 	session_t *sessions;      /* list of live sessions */
 	loop_timer_t *drain;      /* after SIGTERM: waits for commits in flight */
+	loop_timer_t *trim;       /* no session left: give the heap back (net.c) */
 	int64_t drain_until;      /* loop ms: stop even if one is still committing */
 	hmap_t *per_ip;           /* client address -> sessions (as uintptr_t) */
 	uint64_t serial;
