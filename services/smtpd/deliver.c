@@ -27,10 +27,12 @@
  * buf and stream; txn_reset releases them all. Bus replies are borrowed.
  */
 #include "smtpd.h"
+#include "hmap.h"
 #include "log.h"
 #include "util.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
@@ -141,17 +143,94 @@ static enum reply_id rcpt_verdict(session_t *s, const json_t *reply)
 	return R_RCPT_OK;
 }
 
+/*
+ * The RCPT cache: storaged's positive answers (the address exists, and its
+ * deliveries and forwards), reused for SMTPD_RCPT_CACHE_MS, so a burst of
+ * messages to the same recipients does not cost a bus round trip through
+ * busd and storaged per recipient (like Postfix's address verification
+ * cache, but seconds, not days). Negative answers and failures are never
+ * kept: a user added is seen at once. A user (or domain) deleted within
+ * the TTL is still accepted at RCPT, but storaged checks every delivery
+ * again at the commit and fails the store: the client gets 451 4.3.0 and
+ * tries again later (then 550 5.1.1), so nothing is lost silently, as
+ * when the deletion falls between RCPT and the end of DATA. An alias
+ * changed within the TTL still goes to its old targets for that long.
+ */
+struct rcpt_hit {
+	int64_t until;      /* loop ms */
+	json_t *reply;      /* storaged's answer (owned) */
+};
+
+static int rcpt_hit_free(const void *k, size_t kl, void *v, void *arg)
+{
+	(void)k; (void)kl; (void)arg;
+	struct rcpt_hit *h = v;
+	json_decref(h->reply);
+	free(h);
+	return 0;
+}
+
+void deliver_cache_free(smtpd_t *d)
+{
+	if (d->rcpt_cache == NULL)
+		return;
+	hmap_each(d->rcpt_cache, rcpt_hit_free, NULL);
+	hmap_free(&d->rcpt_cache);
+}
+
+/* The cached answer for address (borrowed), or NULL. */
+static const json_t *rcpt_cache_get(smtpd_t *d, const char *address)
+{
+	if (d->rcpt_cache == NULL)
+		return NULL;
+	struct rcpt_hit *h = hmap_get(d->rcpt_cache, address, strlen(address));
+	if (h == NULL)
+		return NULL;
+	if (now_ms() < h->until)
+		return h->reply;
+	hmap_del(d->rcpt_cache, address, strlen(address));
+	rcpt_hit_free(NULL, 0, h, NULL);
+	return NULL;
+}
+
+/* Keeps reply (borrowed) for address if it says the address is ours and exists. */
+static void rcpt_cache_put(smtpd_t *d, const char *address, json_t *reply)
+{
+	if (!bus_reply_ok(reply) || !json_is_true(json_object_get(reply, "local")) ||
+	    !json_is_true(json_object_get(reply, "found")))
+		return;
+	if (d->rcpt_cache != NULL && hmap_count(d->rcpt_cache) >= SMTPD_RCPT_CACHE_MAX)
+		deliver_cache_free(d);   /* bounded: start over */
+	if (d->rcpt_cache == NULL)
+		d->rcpt_cache = hmap_new();
+	struct rcpt_hit *h = hmap_get(d->rcpt_cache, address, strlen(address));
+	if (h == NULL) {
+		h = xcalloc(1, sizeof *h);
+		hmap_put(d->rcpt_cache, address, strlen(address), h);
+	}
+	json_decref(h->reply);
+	h->reply = json_incref(reply);
+	h->until = now_ms() + SMTPD_RCPT_CACHE_MS;
+}
+
+/* storaged's answer (fresh or cached) to RCPT TO: the reply to the client. */
+static void rcpt_answer(session_t *s, const json_t *reply, bool cached)
+{
+	enum reply_id id = rcpt_verdict(s, reply);
+	if (id == R_RCPT_OK)
+		s->d->stats.rcpts++;
+	log_debug("rcpt", "qid=%s rcpt=%s result=%s%s", s->txn.id, log_quote(s->txn.pending),
+		  reply_table[id].enh, cached ? " cached=yes" : "");
+	smtp_rcpt_done(s, id, s->txn.pending);
+}
+
 static void rcpt_reply(json_t **reply, const void *raw, size_t rawlen, void *arg)
 {
 	(void)raw; (void)rawlen;
 	session_t *s = arg;
 	s->txn.call = 0;
-	enum reply_id id = rcpt_verdict(s, *reply);
-	if (id == R_RCPT_OK)
-		s->d->stats.rcpts++;
-	log_debug("rcpt", "qid=%s rcpt=%s result=%s", s->txn.id, log_quote(s->txn.pending),
-		  reply_table[id].enh);
-	smtp_rcpt_done(s, id, s->txn.pending);
+	rcpt_cache_put(s->d, s->txn.pending, *reply);
+	rcpt_answer(s, *reply, false);
 	if (!s->txn.calling)
 		session_resume(s);
 }
@@ -164,6 +243,11 @@ void deliver_rcpt(session_t *s, const smtp_path_t *rcpt)
 		snprintf(t->pending, sizeof t->pending, "postmaster@%s", s->d->conf.hostname);
 	else
 		snprintf(t->pending, sizeof t->pending, "%s", rcpt->addr);
+	const json_t *hit = rcpt_cache_get(s->d, t->pending);
+	if (hit != NULL) {
+		rcpt_answer(s, hit, true);   /* smtp.c goes on processing */
+		return;
+	}
 	json_t *req = bus_env_new("storaged.rcpt.resolve");
 	json_object_set_new(req, "address", json_string(t->pending));
 	bus_call_opts_t opts = { s->d->conf.store_timeout_ms, -1 };

@@ -596,4 +596,5 @@ void net_close_all(smtpd_t *d)
 	while (d->sessions != NULL)
 		session_shutdown(d->sessions);
 	hmap_free(&d->per_ip);
+	deliver_cache_free(d);
 }

@@ -47,6 +47,8 @@
 #define SMTPD_CHUNK (128 * 1024)    /* message bytes per storaged chunk */
 #define SMTPD_HEADROOM 4096         /* bytes of our own headers within max size */
 #define SMTPD_QID_MAX 32
+#define SMTPD_RCPT_CACHE_MS 5000    /* a positive RCPT answer is reused this long */
+#define SMTPD_RCPT_CACHE_MAX 1024   /* addresses in that cache (then it starts over) */
 
 /* ---- configuration ---------------------------------------------------------- */
 typedef struct smtpd_conf {
@@ -192,6 +194,7 @@ typedef struct smtpd {
 	loop_timer_t *trim;       /* no session left: give the heap back (net.c) */
 	int64_t drain_until;      /* loop ms: stop even if one is still committing */
 	hmap_t *per_ip;           /* client address -> sessions (as uintptr_t) */
+	hmap_t *rcpt_cache;       /* address -> storaged's positive answer (deliver.c) */
 	uint64_t serial;
 	struct {
 		uint64_t connections, refused, early, timeouts, messages, rejected, tempfail,
@@ -317,8 +320,11 @@ void txn_begin(session_t *s);
 void txn_reset(session_t *s);
 /* Hook: policyd at MAIL FROM (SPF, FCrDNS). Returns R_OK to accept. */
 enum reply_id deliver_policy_mail(session_t *s, const smtp_path_t *from);
-/* Asks storaged where rcpt goes; answers through smtp_rcpt_done. */
+/* Asks storaged where rcpt goes; answers through smtp_rcpt_done (at once
+ * when the answer is in the RCPT cache). */
 void deliver_rcpt(session_t *s, const smtp_path_t *rcpt);
+/* Empties the RCPT cache (at exit). */
+void deliver_cache_free(smtpd_t *d);
 /* Opens the stream and writes the Received header (DATA / first BDAT). */
 void deliver_open(session_t *s);
 /* Room left in the chunk buffer (0: wait for an acknowledgement). */
