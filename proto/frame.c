@@ -3,6 +3,7 @@
  */
 #include "frame.h"
 #include "bus.h"
+#include "loop.h"
 #include "util.h"
 
 #include <errno.h>
@@ -28,6 +29,7 @@ void bus_frames_close(bus_frames_t *f)
 int bus_frames_recv(void *sock, bus_frames_t *f)
 {
 	bus_frames_init(f);
+	loop_zmq_used();
 	for (;;) {
 		zmq_msg_t tmp;
 		zmq_msg_t *m = f->n < BUS_FRAMES_MAX ? &f->part[f->n] : &tmp;
@@ -75,6 +77,7 @@ int bus_drain(void *sock, int max, bus_frames_fn fn, void *arg)
 int bus_frames_send(void *sock, bus_frames_t *f)
 {
 	int rc = 0;
+	loop_zmq_used();
 	int i;
 	for (i = 0; i < f->n; i++) {
 		int flags = ZMQ_DONTWAIT | (i + 1 < f->n ? ZMQ_SNDMORE : 0);
