@@ -258,16 +258,27 @@ static int session_read(session_t *s)
 			}
 			n = r;
 		} else {
-			n = recv(s->fd, s->in + s->inlen, sizeof s->in - s->inlen, 0);
+			/* Only after epoll said readable, and not after a short read:
+			 * the socket was empty then, and epoll (level-triggered) says
+			 * when more comes, so a recv that would only say EAGAIN is
+			 * not made (it was one per command and per reply). */
+			if (s->drained)
+				break;
+			size_t want = sizeof s->in - s->inlen;
+			n = recv(s->fd, s->in + s->inlen, want, 0);
 			if (n == 0) {
 				s->eof = true;
 				break;
 			}
 			if (n < 0) {
+				if (errno == EAGAIN || errno == EWOULDBLOCK)
+					s->drained = true;
 				if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
 					break;
 				return -1;
 			}
+			if ((size_t)n < want)
+				s->drained = true;
 		}
 		s->inlen += (size_t)n;
 		got = 1;
@@ -405,8 +416,11 @@ void session_resume(session_t *s)
 
 static void session_io(loop_t *loop, void *zsock, int fd, short revents, void *arg)
 {
-	(void)loop; (void)zsock; (void)fd; (void)revents;
-	session_settle(arg);
+	(void)loop; (void)zsock; (void)fd;
+	session_t *s = arg;
+	if (revents & (ZMQ_POLLIN | ZMQ_POLLERR))
+		s->drained = false;
+	session_settle(s);
 }
 
 /* ---- accepting ----------------------------------------------------------------- */
@@ -439,6 +453,7 @@ static void net_new_session(smtpd_t *d, int fd, const char *ip, unsigned port)
 	d->stats.sessions++;
 	d->stats.connections++;
 	s->state = ST_GREET;
+	s->drained = true;   /* nothing to read until epoll says so */
 	loop_add_fd(d->loop, fd, ZMQ_POLLIN, session_io, s);
 	s->events = ZMQ_POLLIN;
 	session_touch(s);

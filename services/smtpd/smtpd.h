@@ -268,6 +268,7 @@ struct session {
 	bool closed;              /* gone: freed at the end of the event */
 	bool close_after_flush;
 	bool eof;                 /* the peer closed its side */
+	bool drained;             /* a recv found the socket empty; no more until epoll says readable */
 	bool starttls_after_flush;
 	bool discard_line;        /* resynchronising after an over-long line */
 	enum smtp_state state;
