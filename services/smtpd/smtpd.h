@@ -44,7 +44,9 @@
 #define SMTPD_ERRORS_MAX 20         /* error replies per session before 421 */
 #define SMTPD_INBUF 16384           /* socket read buffer per session */
 #define SMTPD_OUTBUF_MAX 65536      /* replies queued before we stop reading */
-#define SMTPD_CHUNK (128 * 1024)    /* message bytes per storaged chunk */
+#define SMTPD_CHUNK (128 * 1024)    /* message bytes per storaged chunk, at most */
+#define SMTPD_CHUNK_MIN (32 * 1024) /* ... and at least, however many sessions stream */
+#define SMTPD_DATA_BUDGET (2L * 1024 * 1024) /* all sessions' chunks together (deliver.c) */
 #define SMTPD_HEADROOM 4096         /* bytes of our own headers within max size */
 #define SMTPD_QID_MAX 32
 #define SMTPD_RCPT_CACHE_MS 5000    /* a positive RCPT answer is reused this long */
@@ -196,6 +198,7 @@ typedef struct smtpd {
 	hmap_t *per_ip;           /* client address -> sessions (as uintptr_t) */
 	hmap_t *rcpt_cache;       /* address -> storaged's positive answer (deliver.c) */
 	uint64_t serial;
+	size_t chunk_bytes;       /* all sessions' chunk buffers, filling or in flight (deliver.c) */
 	struct {
 		uint64_t connections, refused, early, timeouts, messages, rejected, tempfail,
 			 bytes, rcpts;
@@ -218,6 +221,7 @@ typedef struct txn {
 	bus_stream_t *stream;     /* to storaged (owned) */
 	char *buf;                /* bytes not yet sent (owned; grows to SMTPD_CHUNK) */
 	size_t buflen, bufcap;
+	size_t flying;            /* bytes of the chunk in flight (counted in chunk_bytes) */
 	uint64_t size;            /* message bytes received (ours excluded) */
 	uint64_t sent;            /* bytes handed to the stream */
 	bool inflight;            /* a chunk awaits its acknowledgement */
