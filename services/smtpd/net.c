@@ -33,6 +33,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -442,7 +443,8 @@ static void net_refuse(smtpd_t *d, int fd, enum reply_id id, const char *ip)
 
 static void net_new_session(smtpd_t *d, int fd, const char *ip, unsigned port)
 {
-	session_t *s = xcalloc(1, sizeof *s);
+	session_t *s = xmalloc(sizeof *s);
+	memset(s, 0, offsetof(session_t, in));   /* in[] is written before it is read */
 	s->d = d;
 	s->fd = fd;
 	s->serial = ++d->serial;

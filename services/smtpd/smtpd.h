@@ -264,8 +264,7 @@ struct session {
 	unsigned port;
 	SSL *ssl;
 	bool tls, tls_want_write;
-	char in[SMTPD_INBUF];
-	size_t inlen;
+	size_t inlen;             /* bytes in in[] (last member) */
 	char *out;                /* replies not yet written (owned) */
 	size_t outlen, outcap;
 	loop_timer_t *idle, *greet;
@@ -283,6 +282,9 @@ struct session {
 	uint64_t bdat_skip;
 	enum smtp_state bdat_return; /* state to go back to after discarding */
 	txn_t txn;
+	/* Last: a new session zeroes everything before it, not these 16 KiB
+	 * (that memset was 7% of smtpd's instructions per 4 KiB message). */
+	char in[SMTPD_INBUF];
 };
 
 /* net.c */
