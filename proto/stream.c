@@ -64,7 +64,11 @@ static int stream_write(bus_stream_t *s, const void *data, void **give, size_t l
 		}
 		return -1;
 	}
-	json_t *req = json_deep_copy(s->fields);
+	/* The last chunk takes the fields themselves: nothing needs them after
+	 * it (a message in one chunk never copies them). */
+	json_t *req = last ? s->fields : json_deep_copy(s->fields);
+	if (last)
+		s->fields = NULL;
 	json_object_set_new(req, "type", json_string(s->type));
 	json_object_set_new(req, "chunk", json_pack("{s:s, s:I, s:b}", "stream", s->id,
 						    "seq", (json_int_t)s->seq, "last", last));
