@@ -1,0 +1,897 @@
+/*
+ * message.c — the message commands (RFC 3501 6.3.11, 6.4; UIDPLUS RFC
+ * 4315, MOVE RFC 6851, CONDSTORE RFC 7162): FETCH, STORE, SEARCH, COPY,
+ * MOVE, EXPUNGE, CLOSE, APPEND, each a short chain of storaged requests.
+ *
+ * Sequence numbers become UIDs through the session's map before anything
+ * reaches storaged; what comes back is shown only for UIDs in the map, so
+ * a message the client has not been told about (EXISTS) never appears.
+ *
+ * FETCH pages through storaged.message.list (flags, sizes, dates) and,
+ * when the message itself is needed, reads it with storaged.message.fetch
+ * in pieces of IMAPD_MSG_PIECE. It pauses while the output is over
+ * IMAPD_OUTBUF_MAX, so a slow reader holds one page and one message.
+ * A non-PEEK body fetch sets \Seen first (storaged.message.flags) and
+ * answers the new FLAGS with the item (RFC 3501 6.4.5).
+ *
+ * Sections: BODY[], [HEADER], [TEXT] and [HEADER.FIELDS (.NOT)] of the
+ * message itself are cut here (lib/rfc5322); nested parts, MIME, ENVELOPE,
+ * BODY and BODYSTRUCTURE need mimefmt.c and answer BAD until it lands.
+ *
+ * Ownership: everything lives in the cmd_t and goes with imap_cmd_end.
+ */
+#include "imapd.h"
+#include "log.h"
+#include "rfc5322.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+/* ---- shared pieces ------------------------------------------------------------- */
+
+/* The command's set argument as a UID set for storaged (c->set, no "*");
+ * false with the reply sent. An empty result sets c->set to "". */
+static bool msg_set_arg(session_t *s)
+{
+	cmd_t *c = s->cmd;
+	imap_parser_t *ip = &c->ip;
+	const char *set = ip_sp(ip) ? ip_seqset(ip) : NULL, *why = NULL;
+	if (set == NULL) {
+		imap_done(s, "BAD", "%s", ip->err ? ip->err : "expected a sequence set");
+		return false;
+	}
+	if (!c->uid) {
+		seqmap_t map = mbox_seqmap(&s->mbox);
+		c->set = seqmap_to_uids(&map, set, &why);
+	} else {
+		mbox_t *m = &s->mbox;
+		seqset_t *u = xmalloc(sizeof *u);
+		/* "*" is the highest UID the client knows of */
+		if (seqset_parse(u, set, m->n ? m->uids[m->n - 1] : 0, &why) == 0) {
+			c->set = xmalloc(SEQSET_TEXT_MAX + 1);
+			if (seqset_format(u, c->set, SEQSET_TEXT_MAX + 1) < 0) {
+				free(c->set);
+				c->set = NULL;
+				why = "set too large";
+			}
+		}
+		free(u);
+	}
+	if (c->set == NULL) {
+		imap_done(s, "BAD", "%s", why ? why : "bad sequence set");
+		return false;
+	}
+	return true;
+}
+
+struct clip {
+	uint32_t from;
+	strbuf_t *sb;
+};
+
+static void clip_range(uint32_t lo, uint32_t hi, void *arg)
+{
+	struct clip *k = arg;
+	if (hi < k->from)
+		return;
+	if (lo < k->from)
+		lo = k->from;
+	sb_addf(k->sb, "%s%u:%u", k->sb->len ? "," : "", (unsigned)lo, (unsigned)hi);
+}
+
+/* c->set from UID from on (a page's "next"), owned by the caller. */
+static char *msg_set_from(cmd_t *c, uint32_t from)
+{
+	strbuf_t sb = STRBUF_INIT;
+	struct clip k = { from, &sb };
+	uidset_each(c->set, clip_range, &k);
+	return sb_steal(&sb, NULL);
+}
+
+static bool json_has_flag(const json_t *flags, const char *flag)
+{
+	size_t i;
+	json_t *f;
+	json_array_foreach(flags, i, f)
+		if (json_is_string(f) && strcasecmp(json_string_value(f), flag) == 0)
+			return true;
+	return false;
+}
+
+static bool next_of(const json_t *reply, uint32_t *next)
+{
+	json_t *n = json_object_get(reply, "next");
+	if (!json_is_integer(n) || json_integer_value(n) <= 0 || json_integer_value(n) > UINT32_MAX)
+		return false;
+	*next = (uint32_t)json_integer_value(n);
+	return true;
+}
+
+static bool read_only(session_t *s)
+{
+	if (!s->mbox.readonly)
+		return false;
+	imap_done(s, "NO", "[READ-ONLY] Mailbox is read-only");
+	return true;
+}
+
+/* ---- FETCH --------------------------------------------------------------------------- */
+
+static void fetch_ask(session_t *s, uint32_t from);
+static void fetch_next(session_t *s);
+
+/* The header fields of hdr[0..len) named (or not named) in sect, and the
+ * empty line (RFC 3501 6.4.5 HEADER.FIELDS). */
+static void fetch_fields(const char *hdr, size_t len, const imap_section_t *sect, strbuf_t *out)
+{
+	hdr_iter_t it;
+	const char *name, *value;
+	size_t nlen, vlen;
+	hdr_iter_init(&it, hdr, len);
+	while (hdr_next(&it, &name, &nlen, &value, &vlen) == 1) {
+		bool listed = false;
+		for (size_t i = 0; i < sect->nfields && !listed; i++)
+			listed = hdr_name_is(name, nlen, sect->fields[i]);
+		if (listed != (sect->kind == SECT_HEADER_FIELDS))
+			continue;
+		sb_add(out, name, (size_t)(value + vlen - name));
+		sb_adds(out, "\r\n");
+	}
+	sb_adds(out, "\r\n");
+}
+
+/* One BODY[...] item: the section's bytes, cut by <partial>, as a literal. */
+static void fetch_body(strbuf_t *sb, const fetch_body_t *b, const char *msg, size_t len,
+		       size_t body_off)
+{
+	strbuf_t part = STRBUF_INIT;
+	const char *p = msg;
+	size_t n = len;
+	if (body_off > len)
+		body_off = len;
+	switch (b->sect.kind) {
+	case SECT_HEADER:
+		n = body_off;
+		break;
+	case SECT_TEXT:
+		p = msg + body_off;
+		n = len - body_off;
+		break;
+	case SECT_HEADER_FIELDS:
+	case SECT_HEADER_FIELDS_NOT:
+		fetch_fields(msg, body_off, &b->sect, &part);
+		p = part.buf ? part.buf : "";
+		n = part.len;
+		break;
+	default:
+		break;
+	}
+	if (b->partial) {
+		size_t o = b->origin < n ? (size_t)b->origin : n;
+		p += o;
+		n = n - o < b->count ? n - o : (size_t)b->count;
+	}
+	sb_addf(sb, " %s {%zu}\r\n", b->name, n);
+	sb_add(sb, p, n);
+	sb_free(&part);
+}
+
+/* "* seq FETCH (...)" for the message in c->msg (bytes in c->buf if read). */
+static void fetch_emit(session_t *s, uint32_t seq)
+{
+	cmd_t *c = s->cmd;
+	fetch_req_t *f = c->fetch;
+	json_t *m = c->msg;
+	strbuf_t sb = STRBUF_INIT;
+	sb_addf(&sb, "* %u FETCH (UID %lld", (unsigned)seq,
+		(long long)json_integer_value(json_object_get(m, "uid")));
+	if (f->items & FI_FLAGS || c->msize == UINT64_MAX) {
+		sb_adds(&sb, " FLAGS ");
+		imap_flags(&sb, json_object_get(m, "flags"));
+	}
+	if (f->items & FI_INTERNALDATE) {
+		char date[64];
+		time_t t = (time_t)json_integer_value(json_object_get(m, "internaldate"));
+		struct tm tm;
+		gmtime_r(&t, &tm);
+		strftime(date, sizeof date, "%d-%b-%Y %H:%M:%S +0000", &tm);
+		sb_addf(&sb, " INTERNALDATE \"%s\"", date);
+	}
+	if (f->items & FI_SIZE)
+		sb_addf(&sb, " RFC822.SIZE %lld", (long long)json_integer_value(json_object_get(m, "size")));
+	if (f->items & FI_MODSEQ)
+		sb_addf(&sb, " MODSEQ (%lld)", (long long)json_integer_value(json_object_get(m, "modseq")));
+	const char *msg = c->buf.buf ? c->buf.buf : "";
+	size_t len = c->buf.len, off = (size_t)c->body_off;
+	if (off > len)
+		off = len;
+	if (f->items & FI_RFC822_HEADER) {
+		sb_addf(&sb, " RFC822.HEADER {%zu}\r\n", off);
+		sb_add(&sb, msg, off);
+	}
+	if (f->items & FI_RFC822_TEXT) {
+		sb_addf(&sb, " RFC822.TEXT {%zu}\r\n", len - off);
+		sb_add(&sb, msg + off, len - off);
+	}
+	if (f->items & FI_RFC822) {
+		sb_addf(&sb, " RFC822 {%zu}\r\n", len);
+		sb_add(&sb, msg, len);
+	}
+	for (size_t i = 0; i < f->nbodies; i++)
+		fetch_body(&sb, &f->bodies[i], msg, len, off);
+	sb_adds(&sb, ")\r\n");
+	session_write(s, sb.buf, sb.len);
+	sb_free(&sb);
+}
+
+static void fetch_piece(session_t *s, json_t *reply, const void *raw, size_t rawlen);
+
+static void fetch_read(session_t *s)
+{
+	cmd_t *c = s->cmd;
+	json_t *req = bus_env_new("storaged.message.fetch");
+	json_object_set_new(req, "mailbox", json_string(s->mbox.name));
+	json_object_set_new(req, "uid", json_object_get(c->msg, "uid") ?
+			    json_incref(json_object_get(c->msg, "uid")) : json_integer(0));
+	json_object_set_new(req, "offset", json_integer((json_int_t)c->buf.len));
+	json_object_set_new(req, "length", json_integer(IMAPD_MSG_PIECE));
+	imap_call(s, &req, fetch_piece);
+}
+
+/* The message is complete (or was not needed): answer it, go on. */
+static void fetch_answer(session_t *s)
+{
+	cmd_t *c = s->cmd;
+	uint32_t uid = (uint32_t)json_integer_value(json_object_get(c->msg, "uid"));
+	uint32_t seq = mbox_seq(&s->mbox, uid);
+	if (seq != 0)
+		fetch_emit(s, seq);
+	sb_free(&c->buf);
+	json_decref(c->msg);
+	c->msg = NULL;
+	c->msize = 0;
+	c->page_i++;
+	fetch_next(s);
+}
+
+static void fetch_piece(session_t *s, json_t *reply, const void *raw, size_t rawlen)
+{
+	cmd_t *c = s->cmd;
+	if (!bus_reply_ok(reply)) {
+		const char *code = json_string_value(json_object_get(reply, "code"));
+		if (code != NULL && strcmp(code, "not_found") == 0) {
+			/* expunged since the page was read: nothing to show */
+			sb_free(&c->buf);
+			json_decref(c->msg);
+			c->msg = NULL;
+			c->page_i++;
+			fetch_next(s);
+			return;
+		}
+		imap_fail_reply(s, reply, "FETCH");
+		return;
+	}
+	uint64_t size = (uint64_t)json_integer_value(json_object_get(reply, "size"));
+	c->body_off = (uint64_t)json_integer_value(json_object_get(reply, "body_offset"));
+	if (size > (uint64_t)s->d->conf.max_size * 2) {
+		imap_done(s, "NO", "[LIMIT] Message too large to fetch");
+		return;
+	}
+	if (raw != NULL && rawlen > 0)
+		sb_add(&c->buf, raw, rawlen);
+	if (c->buf.len < size && rawlen > 0) {
+		fetch_read(s);
+		return;
+	}
+	fetch_answer(s);
+}
+
+static void fetch_seen(session_t *s, json_t *reply, const void *raw, size_t rawlen)
+{
+	(void)raw; (void)rawlen;
+	cmd_t *c = s->cmd;
+	if (!bus_reply_ok(reply)) {
+		imap_fail_reply(s, reply, "FETCH");
+		return;
+	}
+	json_t *ch = json_array_get(json_object_get(reply, "changed"), 0);
+	if (ch != NULL) {
+		json_object_set(c->msg, "flags", json_object_get(ch, "flags"));
+		json_object_set(c->msg, "modseq", json_object_get(ch, "modseq"));
+	}
+	c->msize = UINT64_MAX;   /* FLAGS go with the answer (6.4.5) */
+	if (c->fetch->needs_bytes) {
+		c->msize = UINT64_MAX;
+		fetch_read(s);
+	} else {
+		fetch_answer(s);
+	}
+}
+
+/* The next message of the page, or the next page, or the end. */
+static void fetch_next(session_t *s)
+{
+	cmd_t *c = s->cmd;
+	fetch_req_t *f = c->fetch;
+	json_t *msgs = json_object_get(c->page, "messages");
+	while (c->page_i < json_array_size(msgs)) {
+		if (session_out_full(s)) {
+			imap_pause(s, fetch_next);
+			return;
+		}
+		json_t *m = json_array_get(msgs, c->page_i);
+		uint32_t uid = (uint32_t)json_integer_value(json_object_get(m, "uid"));
+		if (mbox_seq(&s->mbox, uid) == 0) {
+			c->page_i++;   /* not announced (yet): the client does not know it */
+			continue;
+		}
+		c->msg = json_deep_copy(m);
+		c->msize = 0;
+		sb_free(&c->buf);
+		if (f->sets_seen && !s->mbox.readonly &&
+		    !json_has_flag(json_object_get(m, "flags"), "\\Seen")) {
+			char set[16];
+			snprintf(set, sizeof set, "%u", (unsigned)uid);
+			json_t *req = bus_env_new("storaged.message.flags");
+			imap_idem(s, req);
+			json_object_set_new(req, "mailbox", json_string(s->mbox.name));
+			json_object_set_new(req, "uids", json_string(set));
+			json_object_set_new(req, "op", json_string("add"));
+			json_object_set_new(req, "flags", json_pack("[s]", "\\Seen"));
+			imap_call(s, &req, fetch_seen);
+			return;
+		}
+		if (f->needs_bytes)
+			fetch_read(s);
+		else
+			fetch_answer(s);
+		return;
+	}
+	uint32_t next;
+	if (next_of(c->page, &next)) {
+		fetch_ask(s, next);
+		return;
+	}
+	imap_done(s, "OK", "%s completed", c->name);
+}
+
+static void fetch_page(session_t *s, json_t *reply, const void *raw, size_t rawlen)
+{
+	(void)raw; (void)rawlen;
+	cmd_t *c = s->cmd;
+	if (!bus_reply_ok(reply)) {
+		imap_fail_reply(s, reply, c->name);
+		return;
+	}
+	json_decref(c->page);
+	c->page = json_incref(reply);
+	c->page_i = 0;
+	fetch_next(s);
+}
+
+static void fetch_ask(session_t *s, uint32_t from)
+{
+	cmd_t *c = s->cmd;
+	char *set = from > 1 ? msg_set_from(c, from) : xstrdup(c->set);
+	if (set == NULL || set[0] == '\0') {
+		free(set);
+		imap_done(s, "OK", "%s completed", c->name);
+		return;
+	}
+	json_t *req = bus_env_new("storaged.message.list");
+	json_object_set_new(req, "mailbox", json_string(s->mbox.name));
+	json_object_set_new(req, "uids", json_string(set));
+	json_object_set_new(req, "limit", json_integer(c->fetch->needs_bytes ? 50 : 500));
+	if (c->fetch->changedsince)
+		json_object_set_new(req, "changedsince", json_integer((json_int_t)c->fetch->changedsince));
+	free(set);
+	imap_call(s, &req, fetch_page);
+}
+
+/* What needs mimefmt.c (not in this build yet). */
+static bool fetch_needs_mime(const fetch_req_t *f)
+{
+	if (f->items & (FI_ENVELOPE | FI_BODY | FI_BODYSTRUCTURE))
+		return true;
+	for (size_t i = 0; i < f->nbodies; i++)
+		if (f->bodies[i].sect.depth > 0)
+			return true;
+	return false;
+}
+
+void cmd_fetch(session_t *s)
+{
+	cmd_t *c = s->cmd;
+	imap_parser_t *ip = &c->ip;
+	if (!msg_set_arg(s))
+		return;
+	c->fetch = xmalloc(sizeof *c->fetch);
+	if (!ip_sp(ip) || !ip_fetch_atts(ip, c->fetch) || !ip_eol(ip)) {
+		imap_done(s, "BAD", "%s", ip->err ? ip->err : "bad FETCH items");
+		return;
+	}
+	if (fetch_needs_mime(c->fetch)) {
+		imap_done(s, "BAD", "ENVELOPE, BODY, BODYSTRUCTURE and part sections are not "
+			  "supported yet");
+		return;
+	}
+	if (c->fetch->items & FI_MODSEQ)
+		s->condstore = true;   /* RFC 7162 3.1: enabling */
+	fetch_ask(s, 1);
+}
+
+/* ---- STORE ---------------------------------------------------------------------------- */
+
+static void store_done(session_t *s, json_t *reply, const void *raw, size_t rawlen)
+{
+	(void)raw; (void)rawlen;
+	cmd_t *c = s->cmd;
+	mbox_t *m = &s->mbox;
+	if (!bus_reply_ok(reply)) {
+		imap_fail_reply(s, reply, c->name);
+		return;
+	}
+	uint64_t hms = (uint64_t)json_integer_value(json_object_get(reply, "highestmodseq"));
+	if (hms == m->hms + 1)
+		m->hms = hms;   /* only our change happened: no need to look again */
+	size_t i;
+	json_t *ch;
+	strbuf_t sb = STRBUF_INIT;
+	json_array_foreach(json_object_get(reply, "changed"), i, ch) {
+		uint32_t uid = (uint32_t)json_integer_value(json_object_get(ch, "uid"));
+		uint32_t seq = mbox_seq(m, uid);
+		if (seq == 0 || c->examine)   /* examine: .SILENT here */
+			continue;
+		sb_truncate(&sb, 0);
+		sb_addf(&sb, "* %u FETCH (FLAGS ", (unsigned)seq);
+		imap_flags(&sb, json_object_get(ch, "flags"));
+		if (c->uid)
+			sb_addf(&sb, " UID %u", (unsigned)uid);
+		if (s->condstore)
+			sb_addf(&sb, " MODSEQ (%lld)",
+				(long long)json_integer_value(json_object_get(ch, "modseq")));
+		sb_adds(&sb, ")\r\n");
+		session_write(s, sb.buf, sb.len);
+	}
+	sb_free(&sb);
+	const char *modified = json_string_value(json_object_get(reply, "modified"));
+	if (modified != NULL && modified[0] != '\0') {
+		/* RFC 7162 3.1.3: the messages UNCHANGEDSINCE kept as they were,
+		 * as sequence numbers for STORE (ascending, like their UIDs) */
+		uidlist_t l = { 0 };
+		if (c->uid) {
+			imap_done(s, "OK", "[MODIFIED %s] Conditional STORE failed for some", modified);
+			return;
+		}
+		seqset_t *u = xmalloc(sizeof *u);
+		const char *why;
+		if (strlen(modified) <= SEQSET_TEXT_MAX && seqset_parse(u, modified, 0, &why) == 0) {
+			for (size_t r = 0; r < u->n; r++)
+				for (size_t k = mbox_lower(m, u->r[r].lo); k < m->n && m->uids[k] <= u->r[r].hi; k++)
+					uidlist_add(&l, (uint32_t)k + 1);
+		}
+		free(u);
+		char *text = xmalloc(l.textlen + 1);
+		size_t pos = 0;
+		uidlist_format(&l, &pos, text, l.textlen + 1);
+		imap_done(s, "OK", "[MODIFIED %s] Conditional STORE failed for some", text);
+		free(text);
+		uidlist_free(&l);
+		return;
+	}
+	imap_done(s, "OK", "%s completed", c->name);
+}
+
+void cmd_store(session_t *s)
+{
+	cmd_t *c = s->cmd;
+	imap_parser_t *ip = &c->ip;
+	uint64_t unchangedsince = 0;
+	bool has_unchanged = false;
+	if (!msg_set_arg(s))
+		return;
+	if (!ip_sp(ip))
+		goto bad;
+	if (ip_char(ip, '(')) {
+		const char *m = ip_atom(ip);
+		if (m == NULL || strcasecmp(m, "UNCHANGEDSINCE") != 0 || !ip_sp(ip) ||
+		    !ip_number(ip, &unchangedsince, 9007199254740991ULL) || !ip_char(ip, ')') ||
+		    !ip_sp(ip))
+			goto bad;
+		has_unchanged = true;
+		s->condstore = true;
+	}
+	const char *op = "set";
+	if (ip_char(ip, '+'))
+		op = "add";
+	else if (ip_char(ip, '-'))
+		op = "remove";
+	const char *item = ip_atom(ip);
+	if (item == NULL)
+		goto bad;
+	if (strcasecmp(item, "FLAGS.SILENT") == 0)
+		c->examine = true;   /* reused as "silent" */
+	else if (strcasecmp(item, "FLAGS") != 0)
+		goto bad;
+	const char *flags[IMAPD_FLAGS_MAX];
+	size_t n;
+	if (!ip_sp(ip) || !ip_flag_list(ip, flags, IMAPD_FLAGS_MAX, &n) || !ip_eol(ip))
+		goto bad;
+	if (read_only(s))
+		return;
+	if (c->set[0] == '\0') {
+		imap_done(s, "OK", "%s completed", c->name);
+		return;
+	}
+	json_t *req = bus_env_new("storaged.message.flags");
+	imap_idem(s, req);
+	json_object_set_new(req, "mailbox", json_string(s->mbox.name));
+	json_object_set_new(req, "uids", json_string(c->set));
+	json_object_set_new(req, "op", json_string(op));
+	json_t *fl = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(fl, json_string(flags[i]));
+	json_object_set_new(req, "flags", fl);
+	if (has_unchanged)
+		json_object_set_new(req, "unchangedsince", json_integer((json_int_t)unchangedsince));
+	imap_call(s, &req, store_done);
+	return;
+bad:
+	imap_done(s, "BAD", "%s", ip->err ? ip->err : "bad STORE arguments");
+}
+
+/* ---- SEARCH ---------------------------------------------------------------------------- */
+
+static void search_page(session_t *s, json_t *reply, const void *raw, size_t rawlen);
+
+static void search_ask(session_t *s, uint32_t from)
+{
+	cmd_t *c = s->cmd;
+	json_t *req = json_deep_copy(c->req);
+	if (from > 0)
+		json_object_set_new(req, "from", json_integer(from));
+	imap_call(s, &req, search_page);
+}
+
+struct hits {
+	session_t *s;
+};
+
+static void search_range(uint32_t lo, uint32_t hi, void *arg)
+{
+	session_t *s = ((struct hits *)arg)->s;
+	mbox_t *m = &s->mbox;
+	cmd_t *c = s->cmd;
+	for (size_t k = mbox_lower(m, lo); k < m->n && m->uids[k] <= hi; k++) {
+		uint32_t v = c->uid ? m->uids[k] : (uint32_t)k + 1;
+		if (c->hits.n == 0 || v > c->hits.r[c->hits.n - 1].hi)
+			uidlist_add(&c->hits, v);
+	}
+}
+
+static void search_page(session_t *s, json_t *reply, const void *raw, size_t rawlen)
+{
+	(void)raw; (void)rawlen;
+	cmd_t *c = s->cmd;
+	if (!bus_reply_ok(reply)) {
+		imap_fail_reply(s, reply, c->name);
+		return;
+	}
+	struct hits h = { s };
+	uidset_each(json_string_value(json_object_get(reply, "uids")) ?
+		    json_string_value(json_object_get(reply, "uids")) : "", search_range, &h);
+	uint64_t mm = (uint64_t)json_integer_value(json_object_get(reply, "max_modseq"));
+	if (mm > c->max_modseq)
+		c->max_modseq = mm;
+	uint32_t next;
+	if (next_of(reply, &next)) {
+		search_ask(s, next);
+		return;
+	}
+	strbuf_t sb = STRBUF_INIT;
+	sb_adds(&sb, "* SEARCH");
+	for (size_t r = 0; r < c->hits.n; r++)
+		for (uint64_t v = c->hits.r[r].lo; v <= c->hits.r[r].hi; v++)
+			sb_addf(&sb, " %u", (unsigned)v);
+	if (c->search_modseq && c->hits.count > 0)
+		sb_addf(&sb, " (MODSEQ %llu)", (unsigned long long)c->max_modseq);
+	sb_adds(&sb, "\r\n");
+	session_write(s, sb.buf, sb.len);
+	sb_free(&sb);
+	imap_done(s, "OK", "%s completed", c->name);
+}
+
+void cmd_search(session_t *s)
+{
+	cmd_t *c = s->cmd;
+	imap_parser_t *ip = &c->ip;
+	if (!ip_sp(ip))
+		goto bad;
+	const char *save = ip->p;
+	const char *w = ip_atom(ip);
+	if (w != NULL && strcasecmp(w, "CHARSET") == 0) {
+		size_t len;
+		const char *cs = ip_sp(ip) ? ip_astring(ip, &len) : NULL;
+		if (cs == NULL || !ip_sp(ip))
+			goto bad;
+		if (strcasecmp(cs, "UTF-8") != 0 && strcasecmp(cs, "US-ASCII") != 0) {
+			imap_done(s, "NO", "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset");
+			return;
+		}
+	} else {
+		ip->p = save;
+		ip->err = NULL;
+	}
+	seqmap_t map = mbox_seqmap(&s->mbox);
+	json_t *crit = ip_search_new(ip, &map, &c->search_modseq);
+	if (crit == NULL || !ip_eol(ip)) {
+		json_decref(crit);
+		if (ip->err != NULL && strncmp(ip->err, "[CANNOT]", 8) == 0) {
+			imap_done(s, "NO", "%s", ip->err);
+			return;
+		}
+		goto bad;
+	}
+	if (c->search_modseq)
+		s->condstore = true;
+	c->req = bus_env_new("storaged.message.search");
+	json_object_set_new(c->req, "address", json_string(s->user));
+	json_object_set_new(c->req, "mailbox", json_string(s->mbox.name));
+	json_object_set_new(c->req, "criteria", crit);
+	search_ask(s, 0);
+	return;
+bad:
+	imap_done(s, "BAD", "%s", ip->err ? ip->err : "bad SEARCH");
+}
+
+/* ---- COPY and MOVE ----------------------------------------------------------------------- */
+
+static void copy_done(session_t *s, json_t *reply, const void *raw, size_t rawlen)
+{
+	(void)raw; (void)rawlen;
+	cmd_t *c = s->cmd;
+	if (!bus_reply_ok(reply)) {
+		const char *code = json_string_value(json_object_get(reply, "code"));
+		if (code != NULL && strcmp(code, "not_found") == 0)
+			imap_done(s, "NO", "[TRYCREATE] No such target mailbox");
+		else
+			imap_fail_reply(s, reply, c->name);
+		return;
+	}
+	const char *src = json_string_value(json_object_get(reply, "src"));
+	const char *dst = json_string_value(json_object_get(reply, "dst"));
+	json_int_t uv = json_integer_value(json_object_get(reply, "uidvalidity"));
+	bool truncated = json_is_true(json_object_get(reply, "truncated"));
+	char code[256] = "";
+	if (src != NULL && dst != NULL && src[0] && !truncated && strlen(src) < 100)
+		snprintf(code, sizeof code, "[COPYUID %lld %s %s] ", (long long)uv, src, dst);
+	if (strcmp(c->mailbox, s->mbox.name) == 0)
+		c->sync_force = true;   /* copies into the selected mailbox: EXISTS now */
+	if (c->examine) {   /* MOVE */
+		if (code[0])
+			session_printf(s, "* OK %sMoved\r\n", code);
+		if (src != NULL)
+			notify_expunged(s, src);
+		imap_done(s, "OK", "%s completed", c->name);
+		return;
+	}
+	imap_done(s, "OK", "%s%s completed", code, c->name);
+}
+
+static void copy_common(session_t *s, bool move)
+{
+	cmd_t *c = s->cmd;
+	char to[IMAPD_NAME_MAX + 1];
+	if (!msg_set_arg(s))
+		return;
+	if (!c->ip.err && !ip_sp(&c->ip)) {
+		imap_done(s, "BAD", "expected a mailbox");
+		return;
+	}
+	if (!imap_mailbox_arg(s, to, sizeof to))
+		return;
+	if (!ip_eol(&c->ip)) {
+		imap_done(s, "BAD", "unexpected arguments");
+		return;
+	}
+	if (move && read_only(s))
+		return;
+	if (c->set[0] == '\0') {
+		imap_done(s, "OK", "%s completed", c->name);
+		return;
+	}
+	c->examine = move;
+	c->mailbox = xstrdup(to);
+	json_t *req = bus_env_new("storaged.message.copy");
+	imap_idem(s, req);
+	json_object_set_new(req, "mailbox", json_string(s->mbox.name));
+	json_object_set_new(req, "uids", json_string(c->set));
+	json_object_set_new(req, "to", json_string(to));
+	if (move)
+		json_object_set_new(req, "move", json_true());
+	imap_call(s, &req, copy_done);
+}
+
+void cmd_copy(session_t *s)
+{
+	copy_common(s, false);
+}
+
+void cmd_move(session_t *s)
+{
+	copy_common(s, true);
+}
+
+/* ---- EXPUNGE and CLOSE -------------------------------------------------------------------- */
+
+static void expunge_done(session_t *s, json_t *reply, const void *raw, size_t rawlen)
+{
+	(void)raw; (void)rawlen;
+	cmd_t *c = s->cmd;
+	if (!bus_reply_ok(reply)) {
+		imap_fail_reply(s, reply, c->name);
+		return;
+	}
+	const char *gone = json_string_value(json_object_get(reply, "expunged"));
+	if (c->examine) {   /* CLOSE: silently */
+		mbox_clear(&s->mbox);
+		imap_enter_state(s, IS_AUTH);
+		imap_done(s, "OK", "CLOSE completed");
+		return;
+	}
+	if (gone != NULL)
+		notify_expunged(s, gone);
+	if (json_is_true(json_object_get(reply, "truncated")))
+		c->sync_force = true;
+	imap_done(s, "OK", "%s completed", c->name);
+}
+
+static void expunge_ask(session_t *s, const char *uids)
+{
+	json_t *req = bus_env_new("storaged.message.expunge");
+	imap_idem(s, req);
+	json_object_set_new(req, "mailbox", json_string(s->mbox.name));
+	if (uids != NULL)
+		json_object_set_new(req, "uids", json_string(uids));
+	imap_call(s, &req, expunge_done);
+}
+
+void cmd_expunge(session_t *s)
+{
+	cmd_t *c = s->cmd;
+	if (c->uid && !msg_set_arg(s))
+		return;
+	if (!ip_eol(&c->ip)) {
+		imap_done(s, "BAD", "unexpected arguments");
+		return;
+	}
+	if (read_only(s))
+		return;
+	if (c->uid && c->set[0] == '\0') {
+		imap_done(s, "OK", "%s completed", c->name);
+		return;
+	}
+	expunge_ask(s, c->uid ? c->set : NULL);
+}
+
+void cmd_close(session_t *s)
+{
+	cmd_t *c = s->cmd;
+	if (!ip_eol(&c->ip)) {
+		imap_done(s, "BAD", "unexpected arguments");
+		return;
+	}
+	if (s->mbox.readonly) {
+		mbox_clear(&s->mbox);
+		imap_enter_state(s, IS_AUTH);
+		imap_done(s, "OK", "CLOSE completed");
+		return;
+	}
+	c->examine = true;
+	expunge_ask(s, NULL);
+}
+
+/* ---- APPEND ------------------------------------------------------------------------------- */
+
+static void append_send(session_t *s);
+
+static void append_ack(bus_stream_t *st, json_t **reply, void *arg)
+{
+	(void)st;
+	session_t *s = arg;
+	cmd_t *c = s->cmd;
+	if (c == NULL || c->stream == NULL)
+		return;
+	if (!bus_reply_ok(*reply)) {
+		const char *code = json_string_value(json_object_get(*reply, "code"));
+		if (code != NULL && strcmp(code, "not_found") == 0)
+			imap_done(s, "NO", "[TRYCREATE] No such mailbox");
+		else
+			imap_fail_reply(s, *reply, "APPEND");
+	} else if (c->sent < c->litlen) {
+		append_send(s);
+		return;
+	} else {
+		json_t *st0 = json_array_get(json_object_get(*reply, "stored"), 0);
+		if (strcmp(c->mailbox, s->mbox.name ? s->mbox.name : "") == 0)
+			c->sync_force = true;   /* the client sees it in its EXISTS now */
+		imap_done(s, "OK", "[APPENDUID %lld %lld] APPEND completed",
+			  (long long)json_integer_value(json_object_get(st0, "uidvalidity")),
+			  (long long)json_integer_value(json_object_get(st0, "uid")));
+	}
+	if (!s->in_call)
+		session_resume(s);
+}
+
+/* The next chunk of the message literal (the last one commits). */
+static void append_send(session_t *s)
+{
+	cmd_t *c = s->cmd;
+	size_t n = c->litlen - c->sent > BUS_CHUNK_SIZE ? BUS_CHUNK_SIZE : c->litlen - c->sent;
+	bool last = c->sent + n == c->litlen;
+	const char *p = c->lit + c->sent;
+	c->sent += n;
+	bool outer = !s->in_call;
+	s->in_call = true;
+	if (bus_stream_write(c->stream, p, n, last) < 0)
+		log_error("append.write", "session=%llu why=\"chunk while one is in flight\"",
+			  (unsigned long long)s->serial);
+	if (outer)
+		s->in_call = false;
+}
+
+void cmd_append(session_t *s)
+{
+	cmd_t *c = s->cmd;
+	imap_parser_t *ip = &c->ip;
+	char name[IMAPD_NAME_MAX + 1];
+	const char *flags[IMAPD_FLAGS_MAX];
+	size_t nflags = 0, len;
+	int64_t date = -1;
+	if (!ip_sp(ip)) {
+		imap_done(s, "BAD", "expected a mailbox");
+		return;
+	}
+	if (!imap_mailbox_arg(s, name, sizeof name))
+		return;
+	if (!ip_sp(ip))
+		goto bad;
+	if (ip_peek(ip, '(') && (!ip_flag_list(ip, flags, IMAPD_FLAGS_MAX, &nflags) || !ip_sp(ip)))
+		goto bad;
+	if (ip_peek(ip, '"')) {
+		const char *d = ip_string(ip, &len);
+		if (d == NULL || (date = imap_datetime_parse(d, len)) < 0 || !ip_sp(ip)) {
+			ip_fail(ip, "bad date-time");
+			goto bad;
+		}
+	}
+	c->lit = ip_literal(ip, &c->litlen);
+	if (c->lit == NULL || !ip_eol(ip))
+		goto bad;   /* CATENATE and MULTIAPPEND are not offered */
+	if (c->litlen > (size_t)s->d->conf.max_size) {
+		imap_done(s, "NO", "[TOOBIG] Message too large");
+		return;
+	}
+	c->mailbox = xstrdup(name);
+	json_t *dl = json_pack("{s:s, s:s}", "address", s->user, "mailbox", name);
+	if (nflags > 0) {
+		json_t *fl = json_array();
+		for (size_t i = 0; i < nflags; i++)
+			json_array_append_new(fl, json_string(flags[i]));
+		json_object_set_new(dl, "flags", fl);
+	}
+	json_t *fields = json_pack("{s:[o]}", "deliveries", dl);
+	imap_idem(s, fields);
+	if (date >= 0)
+		json_object_set_new(fields, "internaldate", json_integer(date));
+	c->stream = bus_stream_new(s->d->bus, "storaged", "storaged.message.store", &fields,
+				   append_ack, s);
+	append_send(s);
+	return;
+bad:
+	imap_done(s, "BAD", "%s", ip->err ? ip->err : "bad APPEND arguments");
+}
