@@ -5,6 +5,14 @@
  *
  * Every function works on the whole message in msg[0..len) (borrowed, not
  * NUL-terminated; lines may end in CRLF or bare LF) and appends to out.
+ * Each call parses the message again (one linear pass, bounded: see
+ * lib/mime.h); nothing is kept between calls.
+ *
+ * Sizes in BODY/BODYSTRUCTURE and the bytes of a section count every bare
+ * LF as CRLF, because that is how a message is sent; RFC822.SIZE must be
+ * measured the same way (mime_crlf_size in lib/mime.h). Where RFC 3501
+ * leaves a choice we answer as Dovecot 2.3 does; tests/unit/test_mimefmt.c
+ * holds the comparison and its documented exceptions.
  */
 #ifndef ROOST_IMAPD_MIMEFMT_H
 #define ROOST_IMAPD_MIMEFMT_H
@@ -44,9 +52,12 @@ void mimefmt_bodystructure(const char *msg, size_t len, bool extended, strbuf_t 
 
 /*
  * Appends the bytes of section s of msg (before any <partial> cut, which
- * the caller applies). A part that does not exist gives no bytes (the
- * caller sends ""). Returns 0, or -1 if the spec cannot apply (MIME with
- * depth 0), which the caller answers with BAD.
+ * the caller applies). A part that does not exist, or HEADER/TEXT of a
+ * part that is not message/rfc822, gives no bytes (the caller sends "", as
+ * Dovecot does). Returns 0, or -1 if the spec cannot apply (MIME with
+ * depth 0, depth > SECT_PATH_MAX), which the caller answers with BAD.
+ * HEADER.FIELDS names are matched ASCII case-insensitively; the fields
+ * keep their own lines, then the empty line.
  */
 int mimefmt_section(const char *msg, size_t len, const imap_section_t *s, strbuf_t *out);
 
