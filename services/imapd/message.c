@@ -14,15 +14,14 @@
  * A non-PEEK body fetch sets \Seen first (storaged.message.flags) and
  * answers the new FLAGS with the item (RFC 3501 6.4.5).
  *
- * Sections: BODY[], [HEADER], [TEXT] and [HEADER.FIELDS (.NOT)] of the
- * message itself are cut here (lib/rfc5322); nested parts, MIME, ENVELOPE,
- * BODY and BODYSTRUCTURE need mimefmt.c and answer BAD until it lands.
+ * ENVELOPE, BODY, BODYSTRUCTURE and every BODY[section] but the whole
+ * message come from mimefmt.c (lib/mime's bounded parser), on the bytes
+ * read with storaged.message.fetch.
  *
  * Ownership: everything lives in the cmd_t and goes with imap_cmd_end.
  */
 #include "imapd.h"
 #include "log.h"
-#include "rfc5322.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -124,51 +123,19 @@ static bool read_only(session_t *s)
 static void fetch_ask(session_t *s, uint32_t from);
 static void fetch_next(session_t *s);
 
-/* The header fields of hdr[0..len) named (or not named) in sect, and the
- * empty line (RFC 3501 6.4.5 HEADER.FIELDS). */
-static void fetch_fields(const char *hdr, size_t len, const imap_section_t *sect, strbuf_t *out)
-{
-	hdr_iter_t it;
-	const char *name, *value;
-	size_t nlen, vlen;
-	hdr_iter_init(&it, hdr, len);
-	while (hdr_next(&it, &name, &nlen, &value, &vlen) == 1) {
-		bool listed = false;
-		for (size_t i = 0; i < sect->nfields && !listed; i++)
-			listed = hdr_name_is(name, nlen, sect->fields[i]);
-		if (listed != (sect->kind == SECT_HEADER_FIELDS))
-			continue;
-		sb_add(out, name, (size_t)(value + vlen - name));
-		sb_adds(out, "\r\n");
-	}
-	sb_adds(out, "\r\n");
-}
-
-/* One BODY[...] item: the section's bytes, cut by <partial>, as a literal. */
-static void fetch_body(strbuf_t *sb, const fetch_body_t *b, const char *msg, size_t len,
-		       size_t body_off)
+/* One BODY[...] item: the section's bytes (mimefmt.c), cut by <partial>,
+ * as a literal. */
+static void fetch_body(strbuf_t *sb, const fetch_body_t *b, const char *msg, size_t len)
 {
 	strbuf_t part = STRBUF_INIT;
 	const char *p = msg;
 	size_t n = len;
-	if (body_off > len)
-		body_off = len;
-	switch (b->sect.kind) {
-	case SECT_HEADER:
-		n = body_off;
-		break;
-	case SECT_TEXT:
-		p = msg + body_off;
-		n = len - body_off;
-		break;
-	case SECT_HEADER_FIELDS:
-	case SECT_HEADER_FIELDS_NOT:
-		fetch_fields(msg, body_off, &b->sect, &part);
+	if (b->sect.depth > 0 || b->sect.kind != SECT_ALL) {
+		/* -1 (MIME of the message itself) cannot pass the parser */
+		if (mimefmt_section(msg, len, &b->sect, &part) < 0)
+			sb_truncate(&part, 0);
 		p = part.buf ? part.buf : "";
 		n = part.len;
-		break;
-	default:
-		break;
 	}
 	if (b->partial) {
 		size_t o = b->origin < n ? (size_t)b->origin : n;
@@ -221,8 +188,20 @@ static void fetch_emit(session_t *s, uint32_t seq)
 		sb_addf(&sb, " RFC822 {%zu}\r\n", len);
 		sb_add(&sb, msg, len);
 	}
+	if (f->items & FI_ENVELOPE) {
+		sb_adds(&sb, " ENVELOPE ");
+		mimefmt_envelope(msg, len, &sb);
+	}
+	if (f->items & FI_BODY) {
+		sb_adds(&sb, " BODY ");
+		mimefmt_bodystructure(msg, len, false, &sb);
+	}
+	if (f->items & FI_BODYSTRUCTURE) {
+		sb_adds(&sb, " BODYSTRUCTURE ");
+		mimefmt_bodystructure(msg, len, true, &sb);
+	}
 	for (size_t i = 0; i < f->nbodies; i++)
-		fetch_body(&sb, &f->bodies[i], msg, len, off);
+		fetch_body(&sb, &f->bodies[i], msg, len);
 	sb_adds(&sb, ")\r\n");
 	session_write(s, sb.buf, sb.len);
 	sb_free(&sb);
@@ -392,17 +371,6 @@ static void fetch_ask(session_t *s, uint32_t from)
 	imap_call(s, &req, fetch_page);
 }
 
-/* What needs mimefmt.c (not in this build yet). */
-static bool fetch_needs_mime(const fetch_req_t *f)
-{
-	if (f->items & (FI_ENVELOPE | FI_BODY | FI_BODYSTRUCTURE))
-		return true;
-	for (size_t i = 0; i < f->nbodies; i++)
-		if (f->bodies[i].sect.depth > 0)
-			return true;
-	return false;
-}
-
 void cmd_fetch(session_t *s)
 {
 	cmd_t *c = s->cmd;
@@ -412,11 +380,6 @@ void cmd_fetch(session_t *s)
 	c->fetch = xmalloc(sizeof *c->fetch);
 	if (!ip_sp(ip) || !ip_fetch_atts(ip, c->fetch) || !ip_eol(ip)) {
 		imap_done(s, "BAD", "%s", ip->err ? ip->err : "bad FETCH items");
-		return;
-	}
-	if (fetch_needs_mime(c->fetch)) {
-		imap_done(s, "BAD", "ENVELOPE, BODY, BODYSTRUCTURE and part sections are not "
-			  "supported yet");
 		return;
 	}
 	if (c->fetch->items & FI_MODSEQ)

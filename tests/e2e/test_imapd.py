@@ -290,11 +290,40 @@ def test_fetch_items_and_seen(imap):
     assert b"\\Seen" in resp[0][0], resp
     typ, resp = c.uid("FETCH", "1:*", "(RFC822)")
     assert resp[0][1] == data and b"UID 1" in resp[0][0]
-    # ENVELOPE and BODYSTRUCTURE need the MIME formatter (not in this build)
-    with pytest.raises(imaplib.IMAP4.error):
-        c.fetch("1", "(ENVELOPE)")
+    typ, resp = c.fetch("1", "(ENVELOPE BODY BODYSTRUCTURE)")
+    head = resp[0]
+    assert b'ENVELOPE ("Tue, 24 Nov 2026 10:00:00 +0100" "fetch me" (("Bob" NIL "bob" ' \
+           b'"example.net"))' in head, resp
+    assert b'BODY ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 20 2)' in head, resp
+    assert b'BODYSTRUCTURE ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 20 2 NIL' in head
     typ, resp = c.fetch("5", "(FLAGS)")
     assert typ == "OK" and resp == [None]
+    c.logout()
+
+
+MULTIPART = (b"From: a@example.net\r\nTo: alice@example.org\r\nSubject: parts\r\n"
+             b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n"
+             b"preamble\r\n--XX\r\nContent-Type: text/plain\r\n\r\nfirst part\r\n"
+             b"--XX\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>second</p>\r\n"
+             b"--XX--\r\n")
+
+
+def test_fetch_mime_sections(imap):
+    c = login(imap)
+    assert c.append("INBOX", None, None, MULTIPART)[0] == "OK"
+    c.select("INBOX")
+    typ, resp = c.fetch("1", "(BODYSTRUCTURE BODY.PEEK[1] BODY.PEEK[2.MIME] BODY.PEEK[2]<3.6>)")
+    assert typ == "OK"
+    head = resp[0][0]
+    assert b'BODYSTRUCTURE (("text" "plain"' in head and b'"mixed" ("boundary" "XX")' in head, resp
+    parts = [p[1] for p in resp if isinstance(p, tuple)]
+    assert parts[0] == b"first part"
+    assert parts[1] == b"Content-Type: text/html; charset=utf-8\r\n\r\n"
+    assert parts[2] == b"second"
+    typ, resp = c.fetch("1", "(BODY.PEEK[3])")       # no such part: ""
+    assert resp[0][1] == b""
+    with pytest.raises(imaplib.IMAP4.error):
+        c.fetch("1", "(BODY.PEEK[MIME])")              # MIME of the message itself
     c.logout()
 
 
