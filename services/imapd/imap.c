@@ -567,8 +567,8 @@ static void cmd_authenticate(session_t *s)
 	}
 	s->cmd->sasl = true;
 	session_printf(s, "+ \r\n");
-	/* the response line comes through the frame like a command */
-	ip_init(&s->cmd->ip, "", 0);
+	/* the response line comes through the frame like a command (the
+	 * parser's strings stay: they are copies) */
 	sb_truncate(&s->frame.cmd, 0);
 	s->frame.line_start = 0;
 }
