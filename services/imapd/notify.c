@@ -147,6 +147,11 @@ static void sync_end(session_t *s)
 	if (m->n > 0 && m->uidnext <= m->uids[m->n - 1])
 		m->uidnext = m->uids[m->n - 1] + 1ULL;
 	void (*done)(session_t *) = c->sync_done;
+	if (c->idling && m->dirty) {
+		/* another event came while we were looking: IDLE tells it now */
+		notify_sync(s, false, done);
+		return;
+	}
 	c->sync_done = NULL;
 	done(s);
 }
@@ -159,8 +164,9 @@ static void sync_page(session_t *s, json_t *reply, const void *raw, size_t rawle
 	mbox_t *m = &s->mbox;
 	cmd_t *c = s->cmd;
 	if (!bus_reply_ok(reply)) {
-		/* the command itself is done: it is answered, the updates wait */
-		m->dirty = true;
+		/* the command itself is done: it is answered; the updates wait for
+		 * the next NOOP or IDLE, which look again (not at once: a mailbox
+		 * deleted under an IDLE would make that a loop) */
 		sync_end(s);
 		return;
 	}

@@ -575,3 +575,69 @@ def test_users_never_see_each_other(imap):
     assert a.status("Alice-Secret", "(MESSAGES)")[1] == [b'"Alice-Secret" (MESSAGES 0)']
     a.logout()
     b.logout()
+
+
+def test_updates_across_replicas(imap):
+    """Two imapd processes on one bus: an IDLE on one hears of an APPEND and
+    an EXPUNGE made through the other (storaged's events reach both)."""
+    first = (imap.imap_port, imap.imaps_port)
+    start_imapd(imap)     # the second replica; imap.imap_port is now its port
+    second = imap.imap_port
+    c = login(imap)       # on the second
+    c.select("INBOX")
+    imap.imap_port = first[0]
+    with Raw(imap) as r:  # on the first
+        r.starttls()
+        r.login()
+        r.cmd("SELECT INBOX")
+        r.send("i IDLE\r\n")
+        assert r.line().startswith(b"+ ")
+        append(c, 2)
+        r.s.settimeout(WAIT)
+        got = []
+        while b"* 2 EXISTS" not in got:
+            got.append(r.line())
+        c.store("1", "+FLAGS", "(\\Deleted)")
+        c.expunge()
+        while b"* 1 EXPUNGE" not in got:
+            got.append(r.line())
+        r.send("DONE\r\n")
+        assert r.until(b"i ").startswith(b"i OK")
+        ln, lines = r.cmd("UID FETCH 1:* (FLAGS)")
+        assert lines == [b"* 1 FETCH (UID 2 FLAGS ())"], lines
+    imap.imap_port = second
+    c.logout()
+
+
+def test_large_fetch_with_a_slow_reader(imap):
+    """FETCH of more than the output bound pauses until the client reads and
+    then finishes, every byte in order."""
+    c = login(imap)
+    body = b"".join(b"%05d %s\r\n" % (i, b"y" * 70) for i in range(700))   # ~53 KB
+    for i in range(40):
+        assert c.append("INBOX", None, None, message(subject="big%d" % i, body=body))[0] == "OK"
+    c.logout()
+    with Raw(imap) as r:
+        r.starttls()
+        r.login()
+        r.cmd("SELECT INBOX")
+        r.send("f FETCH 1:* (BODY.PEEK[TEXT])\r\n")
+        time.sleep(2)          # the server fills its bound and waits
+        r.s.settimeout(WAIT)
+        seen = 0
+        while True:
+            ln = r.line()
+            if ln.startswith(b"f "):
+                assert ln.startswith(b"f OK"), ln
+                break
+            m = re.match(rb"\* (\d+) FETCH \(UID \d+ BODY\[TEXT\] \{(\d+)\}$", ln)
+            assert m, ln[:200]
+            n = int(m.group(2))
+            while len(r.buf) < n:
+                r.buf += r.s.recv(65536)
+            assert r.buf[:n] == body
+            r.buf = r.buf[n:]
+            assert r.line() == b")"
+            seen += 1
+            assert int(m.group(1)) == seen
+        assert seen == 40
