@@ -86,7 +86,7 @@ void imap_flags(strbuf_t *sb, const json_t *flags)
 static void imap_capability(session_t *s, strbuf_t *sb)
 {
 	sb_adds(sb, "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE "
-		"CHILDREN SPECIAL-USE LIST-EXTENDED CONDSTORE");
+		"CHILDREN SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE");
 	if (s->state == IS_NOAUTH) {
 		if (!s->tls)
 			sb_adds(sb, s->d->tls ? " STARTTLS LOGINDISABLED" : " LOGINDISABLED");

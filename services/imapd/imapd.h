@@ -293,6 +293,7 @@ struct cmd {
 	bool examine;
 	json_t *list;             /* LIST: the mailboxes (owned) */
 	unsigned list_opts;
+	unsigned status_items;     /* STATUS, LIST-STATUS: what to report */
 	char *ref, **pats;        /* LIST reference and patterns (owned) */
 	size_t npats;
 	uint64_t count, unseen_uid;

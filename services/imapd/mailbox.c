@@ -34,6 +34,12 @@ enum list_opt {
 	LO_RET_SPECIAL = 16, LO_LSUB = 32, LO_EXTENDED = 64, LO_RECURSIVE = 128,
 };
 
+enum { SI_MESSAGES = 1, SI_RECENT = 2, SI_UIDNEXT = 4, SI_UIDVALIDITY = 8, SI_UNSEEN = 16,
+       SI_HIGHESTMODSEQ = 32, SI_SIZE = 64, SI_DELETED = 128 };
+
+static bool status_items(imap_parser_t *ip, unsigned *bits);
+static void status_line(session_t *s, const char *name, unsigned bits, const json_t *reply);
+
 /* ---- the map ------------------------------------------------------------------ */
 
 void mbox_clear(mbox_t *m)
@@ -269,6 +275,33 @@ static void list_parents(session_t *s, const json_t *list)
 	hmap_free(&seen);
 }
 
+static void list_status_next(session_t *s);
+
+static void list_status_done(session_t *s, json_t *reply, const void *raw, size_t rawlen)
+{
+	(void)raw; (void)rawlen;
+	cmd_t *c = s->cmd;
+	/* a mailbox deleted meanwhile has no STATUS: RFC 5819 lets it go */
+	if (bus_reply_ok(reply))
+		status_line(s, json_string_value(json_array_get(c->list, c->page_i)), c->status_items,
+			    reply);
+	c->page_i++;
+	list_status_next(s);
+}
+
+/* LIST-STATUS (RFC 5819): a STATUS for each listed mailbox, one by one. */
+static void list_status_next(session_t *s)
+{
+	cmd_t *c = s->cmd;
+	if (c->page_i >= json_array_size(c->list)) {
+		imap_done(s, "OK", "%s completed", c->name);
+		return;
+	}
+	json_t *req = bus_env_new("storaged.mailbox.status");
+	json_object_set_new(req, "mailbox", json_incref(json_array_get(c->list, c->page_i)));
+	imap_call(s, &req, list_status_done);
+}
+
 static void list_done(session_t *s, json_t *reply, const void *raw, size_t rawlen)
 {
 	(void)raw; (void)rawlen;
@@ -306,11 +339,14 @@ static void list_done(session_t *s, json_t *reply, const void *raw, size_t rawle
 		imap_quote(&sb, wire, strlen(wire));
 		sb_adds(&sb, "\r\n");
 		session_write(s, sb.buf, sb.len);
+		if (c->status_items != 0)
+			json_array_append_new(c->list, json_string(name));
 	}
 	sb_free(&sb);
 	if (!(c->list_opts & (LO_LSUB | LO_SUBSCRIBED | LO_SPECIAL)))
 		list_parents(s, list);
-	imap_done(s, "OK", "%s completed", c->name);
+	c->page_i = 0;
+	list_status_next(s);
 }
 
 /* "(" opt *(SP opt) ")" of LIST-EXTENDED into c->list_opts. */
@@ -339,6 +375,10 @@ static bool list_options(session_t *s, bool ret)
 			s->cmd->list_opts |= LO_RET_CHILDREN;
 		else if (ret && strcasecmp(o, "SPECIAL-USE") == 0)
 			s->cmd->list_opts |= LO_RET_SPECIAL;
+		else if (ret && strcasecmp(o, "STATUS") == 0) {
+			if (!ip_sp(ip) || !status_items(ip, &s->cmd->status_items))
+				return ip_fail(ip, "bad STATUS return option");
+		}
 		else
 			return ip_fail(ip, "unknown LIST option");
 	} while (ip_char(ip, ' '));
@@ -404,6 +444,7 @@ static void list_common(session_t *s, bool lsub)
 		imap_done(s, "OK", "%s completed", c->name);
 		return;
 	}
+	c->list = json_array();
 	json_t *req = bus_env_new("storaged.mailbox.list");
 	imap_call(s, &req, list_done);
 	return;
@@ -423,8 +464,56 @@ void cmd_lsub(session_t *s)
 
 /* ---- STATUS ------------------------------------------------------------------------------- */
 
-enum { SI_MESSAGES = 1, SI_RECENT = 2, SI_UIDNEXT = 4, SI_UIDVALIDITY = 8, SI_UNSEEN = 16,
-       SI_HIGHESTMODSEQ = 32, SI_SIZE = 64, SI_DELETED = 128 };
+
+static const struct { const char *name, *key; unsigned bit; } status_names[] = {
+	{ "MESSAGES", "messages", SI_MESSAGES }, { "RECENT", NULL, SI_RECENT },
+	{ "UIDNEXT", "uidnext", SI_UIDNEXT }, { "UIDVALIDITY", "uidvalidity", SI_UIDVALIDITY },
+	{ "UNSEEN", "unseen", SI_UNSEEN }, { "HIGHESTMODSEQ", "highestmodseq", SI_HIGHESTMODSEQ },
+	{ "SIZE", "size", SI_SIZE }, { "DELETED", "deleted", SI_DELETED },
+};
+
+/* "(" item *(SP item) ")" of STATUS into *bits. */
+static bool status_items(imap_parser_t *ip, unsigned *bits)
+{
+	if (!ip_char(ip, '('))
+		return ip_fail(ip, "expected '('");
+	do {
+		const char *it = ip_atom(ip);
+		size_t k = 0;
+		if (it == NULL)
+			return false;
+		while (k < ARRAY_LEN(status_names) && strcasecmp(it, status_names[k].name) != 0)
+			k++;
+		if (k == ARRAY_LEN(status_names))
+			return ip_fail(ip, "unknown STATUS item");
+		*bits |= status_names[k].bit;
+	} while (ip_char(ip, ' '));
+	return ip_char(ip, ')') || ip_fail(ip, "expected ')'");
+}
+
+/* "* STATUS name (...)" from a storaged.mailbox.status reply. */
+static void status_line(session_t *s, const char *name, unsigned bits, const json_t *reply)
+{
+	char wire[IMAPD_NAME_MAX * 3];
+	if (name == NULL || mutf7_encode(name, strlen(name), wire, sizeof wire) < 0)
+		return;
+	strbuf_t sb = STRBUF_INIT;
+	sb_adds(&sb, "* STATUS ");
+	imap_quote(&sb, wire, strlen(wire));
+	sb_adds(&sb, " (");
+	bool first = true;
+	for (size_t i = 0; i < ARRAY_LEN(status_names); i++) {
+		if (!(bits & status_names[i].bit))
+			continue;
+		json_int_t v = status_names[i].key ?
+			       json_integer_value(json_object_get(reply, status_names[i].key)) : 0;
+		sb_addf(&sb, "%s%s %lld", first ? "" : " ", status_names[i].name, (long long)v);
+		first = false;
+	}
+	sb_adds(&sb, ")\r\n");
+	session_write(s, sb.buf, sb.len);
+	sb_free(&sb);
+}
 
 static void status_done(session_t *s, json_t *reply, const void *raw, size_t rawlen)
 {
@@ -434,40 +523,12 @@ static void status_done(session_t *s, json_t *reply, const void *raw, size_t raw
 		imap_fail_reply(s, reply, "STATUS");
 		return;
 	}
-	static const struct { unsigned bit; const char *name, *key; } items[] = {
-		{ SI_MESSAGES, "MESSAGES", "messages" }, { SI_RECENT, "RECENT", NULL },
-		{ SI_UIDNEXT, "UIDNEXT", "uidnext" }, { SI_UIDVALIDITY, "UIDVALIDITY", "uidvalidity" },
-		{ SI_UNSEEN, "UNSEEN", "unseen" }, { SI_HIGHESTMODSEQ, "HIGHESTMODSEQ", "highestmodseq" },
-		{ SI_SIZE, "SIZE", "size" }, { SI_DELETED, "DELETED", "deleted" },
-	};
-	char wire[IMAPD_NAME_MAX * 3];
-	if (mutf7_encode(c->mailbox, strlen(c->mailbox), wire, sizeof wire) < 0)
-		snprintf(wire, sizeof wire, "%s", c->mailbox);
-	strbuf_t sb = STRBUF_INIT;
-	sb_adds(&sb, "* STATUS ");
-	imap_quote(&sb, wire, strlen(wire));
-	sb_adds(&sb, " (");
-	bool first = true;
-	for (size_t i = 0; i < ARRAY_LEN(items); i++) {
-		if (!(c->list_opts & items[i].bit))
-			continue;
-		json_int_t v = items[i].key ? json_integer_value(json_object_get(reply, items[i].key)) : 0;
-		sb_addf(&sb, "%s%s %lld", first ? "" : " ", items[i].name, (long long)v);
-		first = false;
-	}
-	sb_adds(&sb, ")\r\n");
-	session_write(s, sb.buf, sb.len);
-	sb_free(&sb);
+	status_line(s, c->mailbox, c->status_items, reply);
 	imap_done(s, "OK", "STATUS completed");
 }
 
 void cmd_status(session_t *s)
 {
-	static const struct { const char *name; unsigned bit; } items[] = {
-		{ "MESSAGES", SI_MESSAGES }, { "RECENT", SI_RECENT }, { "UIDNEXT", SI_UIDNEXT },
-		{ "UIDVALIDITY", SI_UIDVALIDITY }, { "UNSEEN", SI_UNSEEN },
-		{ "HIGHESTMODSEQ", SI_HIGHESTMODSEQ }, { "SIZE", SI_SIZE }, { "DELETED", SI_DELETED },
-	};
 	cmd_t *c = s->cmd;
 	imap_parser_t *ip = &c->ip;
 	char name[IMAPD_NAME_MAX + 1];
@@ -477,30 +538,16 @@ void cmd_status(session_t *s)
 	}
 	if (!imap_mailbox_arg(s, name, sizeof name))
 		return;
-	if (!ip_sp(ip) || !ip_char(ip, '('))
-		goto bad;
-	do {
-		const char *it = ip_atom(ip);
-		size_t k = 0;
-		if (it == NULL)
-			goto bad;
-		while (k < ARRAY_LEN(items) && strcasecmp(it, items[k].name) != 0)
-			k++;
-		if (k == ARRAY_LEN(items))
-			goto bad;
-		c->list_opts |= items[k].bit;
-	} while (ip_char(ip, ' '));
-	if (!ip_char(ip, ')') || !ip_eol(ip))
-		goto bad;
-	if (c->list_opts & SI_HIGHESTMODSEQ)
+	if (!ip_sp(ip) || !status_items(ip, &c->status_items) || !ip_eol(ip)) {
+		imap_done(s, "BAD", "%s", ip->err ? ip->err : "bad STATUS items");
+		return;
+	}
+	if (c->status_items & SI_HIGHESTMODSEQ)
 		s->condstore = true;   /* RFC 7162 3.1: a CONDSTORE-enabling command */
 	c->mailbox = xstrdup(name);
 	json_t *req = bus_env_new("storaged.mailbox.status");
 	json_object_set_new(req, "mailbox", json_string(name));
 	imap_call(s, &req, status_done);
-	return;
-bad:
-	imap_done(s, "BAD", "bad STATUS items");
 }
 
 /* ---- SELECT and EXAMINE ------------------------------------------------------------------- */

@@ -641,3 +641,17 @@ def test_large_fetch_with_a_slow_reader(imap):
             seen += 1
             assert int(m.group(1)) == seen
         assert seen == 40
+
+
+def test_list_status(imap):
+    c = login(imap)
+    append(c, 2)
+    append(c, 1, mailbox="Archive")
+    typ, _ = c._simple_command("LIST", '""', "%", "RETURN", "(SPECIAL-USE STATUS (MESSAGES UNSEEN))")
+    assert typ == "OK"
+    st = untagged(c, "STATUS")
+    assert b'"INBOX" (MESSAGES 2 UNSEEN 2)' in st and b'"Archive" (MESSAGES 1 UNSEEN 1)' in st, st
+    assert len(st) == 6
+    with pytest.raises(imaplib.IMAP4.error):
+        c._simple_command("LIST", '""', "%", "RETURN", "(STATUS (BOGUS))")
+    c.logout()
