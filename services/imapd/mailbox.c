@@ -106,7 +106,7 @@ static void simple_done(session_t *s, json_t *reply, const void *raw, size_t raw
 }
 
 /* type with {name: <mailbox argument>} and idem. */
-static void mailbox_request(session_t *s, const char *type, const char *key, bool create)
+static void mailbox_request(session_t *s, const char *type, const char *key)
 {
 	char name[IMAPD_NAME_MAX + 1];
 	imap_parser_t *ip = &s->cmd->ip;
@@ -120,13 +120,6 @@ static void mailbox_request(session_t *s, const char *type, const char *key, boo
 		imap_done(s, "BAD", "unexpected arguments");
 		return;
 	}
-	size_t n = strlen(name);
-	if (create && n > 1 && name[n - 1] == '/')
-		name[n - 1] = '\0';   /* RFC 3501 6.3.3: a trailing delimiter is a hint */
-	if (create && strcmp(name, "INBOX") == 0) {
-		imap_done(s, "NO", "[ALREADYEXISTS] INBOX always exists");
-		return;
-	}
 	json_t *req = bus_env_new(type);
 	imap_idem(s, req);
 	json_object_set_new(req, key, json_string(name));
@@ -135,24 +128,75 @@ static void mailbox_request(session_t *s, const char *type, const char *key, boo
 	imap_call(s, &req, simple_done);
 }
 
+static void create_next(session_t *s);
+
+static void create_done(session_t *s, json_t *reply, const void *raw, size_t rawlen)
+{
+	cmd_t *c = s->cmd;
+	const char *code = json_string_value(json_object_get(reply, "code"));
+	bool last = c->page_i + 1 >= json_array_size(c->list);
+	if (last || (!bus_reply_ok(reply) && (code == NULL || strcmp(code, "exists") != 0))) {
+		simple_done(s, reply, raw, rawlen);
+		return;
+	}
+	c->page_i++;   /* a superior level made, or there already */
+	create_next(s);
+}
+
+static void create_next(session_t *s)
+{
+	cmd_t *c = s->cmd;
+	json_t *req = bus_env_new("storaged.mailbox.create");
+	imap_idem(s, req);
+	json_object_set_new(req, "name", json_incref(json_array_get(c->list, c->page_i)));
+	imap_call(s, &req, create_done);
+}
+
+/* CREATE "a/b/c" makes "a" and "a/b" first if they are missing (RFC 3501
+ * 6.3.3: superior hierarchical names are created as needed). */
 void cmd_create(session_t *s)
 {
-	mailbox_request(s, "storaged.mailbox.create", "name", true);
+	cmd_t *c = s->cmd;
+	char name[IMAPD_NAME_MAX + 1];
+	if (!ip_sp(&c->ip)) {
+		imap_done(s, "BAD", "expected a mailbox");
+		return;
+	}
+	if (!imap_mailbox_arg(s, name, sizeof name))
+		return;
+	if (!ip_eol(&c->ip)) {
+		imap_done(s, "BAD", "unexpected arguments");
+		return;
+	}
+	size_t n = strlen(name);
+	if (n > 1 && name[n - 1] == '/')
+		name[--n] = '\0';   /* a trailing delimiter is a hint (6.3.3) */
+	if (strcmp(name, "INBOX") == 0) {
+		imap_done(s, "NO", "[ALREADYEXISTS] INBOX always exists");
+		return;
+	}
+	c->list = json_array();
+	for (size_t i = 1; i < n && json_array_size(c->list) < 16; i++)
+		if (name[i] == '/' && name[i - 1] != '/')
+			json_array_append_new(c->list, json_stringn(name, i));
+	json_array_append_new(c->list, json_string(name));
+	c->page_i = 0;
+	create_next(s);
 }
 
 void cmd_delete(session_t *s)
 {
-	mailbox_request(s, "storaged.mailbox.delete", "name", false);
+	mailbox_request(s, "storaged.mailbox.delete", "name");
 }
 
 void cmd_subscribe(session_t *s)
 {
-	mailbox_request(s, "storaged.mailbox.subscribe", "name", false);
+	mailbox_request(s, "storaged.mailbox.subscribe", "name");
 }
 
 void cmd_unsubscribe(session_t *s)
 {
-	mailbox_request(s, "storaged.mailbox.subscribe", "name", false);
+	mailbox_request(s, "storaged.mailbox.subscribe", "name");
 }
 
 void cmd_rename(session_t *s)

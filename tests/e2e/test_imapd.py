@@ -208,7 +208,14 @@ def test_list_create_rename_delete_subscribe(imap):
     typ, data = c.list('""', "Projects/%")
     assert data == [b'(\\HasNoChildren) "/" "Projects/2026"']
     typ, data = c.list('""', "%")
-    assert b'(\\Noselect \\HasChildren) "/" "Projects"' in data
+    assert b'(\\HasChildren) "/" "Projects"' in data       # made by CREATE (6.3.3)
+    assert c.create("Deep/er/still/")[0] == "OK"
+    assert len(c.list('""', "Deep*")[1]) == 3
+    # a level with children but no mailbox of its own (made by another client)
+    rep, _ = imap.c.call("storaged", {"type": "storaged.mailbox.create", "idem": "solo",
+                                      "address": ALICE, "name": "Solo/child"})
+    assert rep["status"] == "ok", rep
+    assert b'(\\Noselect \\HasChildren) "/" "Solo"' in c.list('""', "%")[1]
     assert b'(\\HasNoChildren) "/" "Entw&APw-rfe"' in data
     assert c.create("Projects/2026")[0] == "NO"
     assert c.create("INBOX")[0] == "NO"
