@@ -86,7 +86,7 @@ void imap_flags(strbuf_t *sb, const json_t *flags)
 static void imap_capability(session_t *s, strbuf_t *sb)
 {
 	sb_adds(sb, "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE "
-		"CHILDREN SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE");
+		"CHILDREN SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE UTF8=ACCEPT");
 	if (s->state == IS_NOAUTH) {
 		if (!s->tls)
 			sb_adds(sb, s->d->tls ? " STARTTLS LOGINDISABLED" : " LOGINDISABLED");
@@ -274,13 +274,32 @@ bool imap_mailbox_arg(session_t *s, char *out, size_t cap)
 		snprintf(out, cap, "INBOX");
 		return true;
 	}
-	if (mutf7_decode(name, len, out, cap) < 0) {
+	char check[IMAPD_NAME_MAX * 3];
+	if (s->utf8) {
+		/* RFC 6855 3: UTF-8 as it is (encoding it is the validity check) */
+		if (mutf7_encode(name, len, check, sizeof check) < 0 || len >= cap) {
+			imap_done(s, "NO", "[CANNOT] mailbox name is not UTF-8");
+			return false;
+		}
+		memcpy(out, name, len + 1);
+	} else if (mutf7_decode(name, len, out, cap) < 0) {
 		imap_done(s, "NO", "[CANNOT] mailbox name is not modified UTF-7");
 		return false;
 	}
 	if (strncasecmp(out, "INBOX/", 6) == 0)
 		memcpy(out, "INBOX", 5);   /* INBOX's children live under "INBOX" */
 	return true;
+}
+
+int imap_name_wire(const session_t *s, const char *name, size_t len, char *out, size_t cap)
+{
+	if (!s->utf8)
+		return mutf7_encode(name, len, out, cap);
+	if (len >= cap)
+		return -1;
+	memcpy(out, name, len);
+	out[len] = '\0';
+	return (int)len;
 }
 
 void imap_pause(session_t *s, void (*resume)(session_t *s))
@@ -659,6 +678,9 @@ static void cmd_enable(session_t *s)
 		if (strcasecmp(cap, "CONDSTORE") == 0 && !s->condstore) {
 			s->condstore = true;
 			sb_adds(&sb, " CONDSTORE");
+		} else if (strcasecmp(cap, "UTF8=ACCEPT") == 0 && !s->utf8) {
+			s->utf8 = true;
+			sb_adds(&sb, " UTF8=ACCEPT");
 		}
 	}
 	if (n == 0 || !ip_eol(ip)) {

@@ -255,6 +255,7 @@ struct session {
 	enum imap_state state;
 	char user[321];           /* logged-in address, lower case */
 	bool condstore;           /* ENABLE CONDSTORE or a CONDSTORE command */
+	bool utf8;                /* ENABLE UTF8=ACCEPT: names in UTF-8, not modified UTF-7 */
 	unsigned errors, auth_fails;
 	imap_frame_t frame;
 	cmd_t *cmd;               /* the command being executed (owned), or NULL */
@@ -346,6 +347,9 @@ void imap_fail_reply(session_t *s, const json_t *reply, const char *what);
 bool imap_mailbox_arg(session_t *s, char *out, size_t cap);
 /* Pauses the command until the output drains; resume is called then. */
 void imap_pause(session_t *s, void (*resume)(session_t *s));
+/* A mailbox name (UTF-8, as storaged has it) as the client sees it: modified
+ * UTF-7, or UTF-8 itself after ENABLE UTF8=ACCEPT. The length, or -1. */
+int imap_name_wire(const session_t *s, const char *name, size_t len, char *out, size_t cap);
 void imap_quote(strbuf_t *sb, const char *s, size_t len);
 void imap_flags(strbuf_t *sb, const json_t *flags);
 /* Frees a session's command, frame and mailbox (net.c, at the end). */

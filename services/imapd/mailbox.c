@@ -18,7 +18,6 @@
 #include "imapd.h"
 #include "hmap.h"
 #include "log.h"
-#include "mutf7.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -304,7 +303,7 @@ static void list_parents(session_t *s, const json_t *list)
 			bool fresh = hmap_get(seen, name, n) == NULL;
 			if (fresh)
 				hmap_put(seen, name, n, (void *)1);
-			if (fresh && mutf7_encode(parent, n, wire, sizeof wire) >= 0 &&
+			if (fresh && imap_name_wire(s, parent, n, wire, sizeof wire) >= 0 &&
 			    list_matches(s, wire, false)) {
 				sb_truncate(&sb, 0);
 				sb_adds(&sb, "* LIST (\\Noselect \\HasChildren) \"/\" ");
@@ -363,7 +362,7 @@ static void list_done(session_t *s, json_t *reply, const void *raw, size_t rawle
 		const char *special = json_string_value(json_object_get(m, "special_use"));
 		bool subscribed = json_is_true(json_object_get(m, "subscribed"));
 		char wire[IMAPD_NAME_MAX * 3];
-		if (name == NULL || mutf7_encode(name, strlen(name), wire, sizeof wire) < 0)
+		if (name == NULL || imap_name_wire(s, name, strlen(name), wire, sizeof wire) < 0)
 			continue;
 		if (((c->list_opts & LO_SUBSCRIBED) && !subscribed) ||
 		    ((c->list_opts & LO_SPECIAL) && special == NULL) ||
@@ -539,7 +538,7 @@ static bool status_items(imap_parser_t *ip, unsigned *bits)
 static void status_line(session_t *s, const char *name, unsigned bits, const json_t *reply)
 {
 	char wire[IMAPD_NAME_MAX * 3];
-	if (name == NULL || mutf7_encode(name, strlen(name), wire, sizeof wire) < 0)
+	if (name == NULL || imap_name_wire(s, name, strlen(name), wire, sizeof wire) < 0)
 		return;
 	strbuf_t sb = STRBUF_INIT;
 	sb_adds(&sb, "* STATUS ");

@@ -832,7 +832,16 @@ void cmd_append(session_t *s)
 			goto bad;
 		}
 	}
-	c->lit = ip_literal(ip, &c->litlen);
+	if (s->utf8 && (ip_peek(ip, 'U') || ip_peek(ip, 'u'))) {
+		/* RFC 6855 4: APPEND ... UTF8 (~{n}...) */
+		const char *u = ip_atom(ip);
+		if (u == NULL || strcasecmp(u, "UTF8") != 0 || !ip_sp(ip) || !ip_char(ip, '(') ||
+		    !ip_char(ip, '~') || (c->lit = ip_literal(ip, &c->litlen)) == NULL ||
+		    !ip_char(ip, ')'))
+			goto bad;
+	} else {
+		c->lit = ip_literal(ip, &c->litlen);
+	}
 	if (c->lit == NULL || !ip_eol(ip))
 		goto bad;   /* CATENATE and MULTIAPPEND are not offered */
 	if (c->litlen > (size_t)s->d->conf.max_size) {

@@ -662,3 +662,29 @@ def test_list_status(imap):
     with pytest.raises(imaplib.IMAP4.error):
         c._simple_command("LIST", '""', "%", "RETURN", "(STATUS (BOGUS))")
     c.logout()
+
+
+def test_utf8_accept(imap):
+    name = "Entwürfe".encode()
+    with Raw(imap) as r:
+        r.starttls()
+        r.login()
+        ln, lines = r.cmd("ENABLE UTF8=ACCEPT")
+        assert ln.startswith(b"t OK") and lines == [b"* ENABLED UTF8=ACCEPT"], lines
+        ln, _ = r.cmd(b'CREATE "' + name + b'"')
+        assert ln.startswith(b"t OK"), ln
+        ln, lines = r.cmd(b'LIST "" "Entw*"')
+        # 8-bit names come as literals: the name's bytes follow the line
+        assert ln.startswith(b"t OK") and lines[0].endswith(b"{%d}" % len(name)), lines
+        assert lines[1] == name, lines
+        data = message(subject="Grüße").replace(b"Gr\xc3\xbc\xc3\x9fe", "Grüße".encode())
+        ln, _ = r.cmd(b'APPEND "' + name + b'" UTF8 (~{%d+}\r\n' % len(data) + data + b")")
+        assert ln.startswith(b"t OK [APPENDUID "), ln
+        ln, _ = r.cmd(b"CREATE \"bad\xff\"")
+        assert ln.startswith(b"t NO"), ln
+    c = login(imap)           # without UTF8=ACCEPT: modified UTF-7
+    assert c.status("Entw&APw-rfe", "(MESSAGES)")[1] == [b'"Entw&APw-rfe" (MESSAGES 1)']
+    typ, _ = c.append("INBOX", None, None, message())
+    with pytest.raises(imaplib.IMAP4.error):
+        c._simple_command("APPEND", "INBOX", "UTF8", "(~{1+}\r\nx)")
+    c.logout()
