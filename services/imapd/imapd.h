@@ -283,7 +283,8 @@ struct cmd {
 	seqset_t *want;           /* the UIDs a command asked for (owned) */
 	uint32_t from;            /* paging: go on from this UID */
 	strbuf_t buf;             /* message bytes, reply text (owned) */
-	uint64_t msize, body_off; /* the message being read */
+	uint64_t body_off;        /* the message being read: where its body starts */
+	bool seen_now;            /* FETCH set \Seen on it: FLAGS go with the answer */
 	json_t *msg;              /* the list entry of that message (owned) */
 	fetch_req_t *fetch;       /* owned */
 	uidlist_t hits;           /* SEARCH */
@@ -291,7 +292,9 @@ struct cmd {
 	uint64_t max_modseq;
 	json_t *req;              /* a request kept for paging (owned) */
 	char *mailbox;            /* target name (owned) */
-	bool examine;
+	bool silent;              /* STORE .SILENT */
+	bool move;                /* COPY is a MOVE */
+	bool closing;             /* EXPUNGE is CLOSE's: no responses */
 	json_t *list;             /* LIST: the mailboxes (owned) */
 	unsigned list_opts;
 	unsigned status_items;     /* STATUS, LIST-STATUS: what to report */
@@ -320,6 +323,8 @@ void session_close_after_flush(session_t *s);
 void session_abort(session_t *s, const char *why);
 /* After an asynchronous event: process input and write, then settle. */
 void session_resume(session_t *s);
+/* True while the session waits for storaged or a timer, not for the client. */
+bool session_waiting(const session_t *s);
 /* True when a producing command should pause until the output drains. */
 bool session_out_full(const session_t *s);
 /* Switch to TLS once the replies are written (STARTTLS). */

@@ -156,7 +156,7 @@ static void fetch_emit(session_t *s, uint32_t seq)
 	strbuf_t sb = STRBUF_INIT;
 	sb_addf(&sb, "* %u FETCH (UID %lld", (unsigned)seq,
 		(long long)json_integer_value(json_object_get(m, "uid")));
-	if (f->items & FI_FLAGS || c->msize == UINT64_MAX) {
+	if (f->items & FI_FLAGS || c->seen_now) {
 		sb_adds(&sb, " FLAGS ");
 		imap_flags(&sb, json_object_get(m, "flags"));
 	}
@@ -232,7 +232,7 @@ static void fetch_answer(session_t *s)
 	sb_free(&c->buf);
 	json_decref(c->msg);
 	c->msg = NULL;
-	c->msize = 0;
+	c->seen_now = false;
 	c->page_i++;
 	fetch_next(s);
 }
@@ -282,9 +282,8 @@ static void fetch_seen(session_t *s, json_t *reply, const void *raw, size_t rawl
 		json_object_set(c->msg, "flags", json_object_get(ch, "flags"));
 		json_object_set(c->msg, "modseq", json_object_get(ch, "modseq"));
 	}
-	c->msize = UINT64_MAX;   /* FLAGS go with the answer (6.4.5) */
+	c->seen_now = true;   /* FLAGS go with the answer (6.4.5) */
 	if (c->fetch->needs_bytes) {
-		c->msize = UINT64_MAX;
 		fetch_read(s);
 	} else {
 		fetch_answer(s);
@@ -309,7 +308,7 @@ static void fetch_next(session_t *s)
 			continue;
 		}
 		c->msg = json_deep_copy(m);
-		c->msize = 0;
+		c->seen_now = false;
 		sb_free(&c->buf);
 		if (f->sets_seen && !s->mbox.readonly &&
 		    !json_has_flag(json_object_get(m, "flags"), "\\Seen")) {
@@ -407,7 +406,7 @@ static void store_done(session_t *s, json_t *reply, const void *raw, size_t rawl
 	json_array_foreach(json_object_get(reply, "changed"), i, ch) {
 		uint32_t uid = (uint32_t)json_integer_value(json_object_get(ch, "uid"));
 		uint32_t seq = mbox_seq(m, uid);
-		if (seq == 0 || c->examine)   /* examine: .SILENT here */
+		if (seq == 0 || c->silent)
 			continue;
 		sb_truncate(&sb, 0);
 		sb_addf(&sb, "* %u FETCH (FLAGS ", (unsigned)seq);
@@ -477,7 +476,7 @@ void cmd_store(session_t *s)
 	if (item == NULL)
 		goto bad;
 	if (strcasecmp(item, "FLAGS.SILENT") == 0)
-		c->examine = true;   /* reused as "silent" */
+		c->silent = true;
 	else if (strcasecmp(item, "FLAGS") != 0)
 		goto bad;
 	const char *flags[IMAPD_FLAGS_MAX];
@@ -634,7 +633,7 @@ static void copy_done(session_t *s, json_t *reply, const void *raw, size_t rawle
 		snprintf(code, sizeof code, "[COPYUID %lld %s %s] ", (long long)uv, src, dst);
 	if (strcmp(c->mailbox, s->mbox.name) == 0)
 		c->sync_force = true;   /* copies into the selected mailbox: EXISTS now */
-	if (c->examine) {   /* MOVE */
+	if (c->move) {
 		if (code[0])
 			session_printf(s, "* OK %sMoved\r\n", code);
 		if (src != NULL)
@@ -667,7 +666,7 @@ static void copy_common(session_t *s, bool move)
 		imap_done(s, "OK", "%s completed", c->name);
 		return;
 	}
-	c->examine = move;
+	c->move = move;
 	c->mailbox = xstrdup(to);
 	json_t *req = bus_env_new("storaged.message.copy");
 	imap_idem(s, req);
@@ -700,7 +699,7 @@ static void expunge_done(session_t *s, json_t *reply, const void *raw, size_t ra
 		return;
 	}
 	const char *gone = json_string_value(json_object_get(reply, "expunged"));
-	if (c->examine) {   /* CLOSE: silently */
+	if (c->closing) {   /* RFC 3501 6.4.2: no EXPUNGE responses */
 		mbox_clear(&s->mbox);
 		imap_enter_state(s, IS_AUTH);
 		imap_done(s, "OK", "CLOSE completed");
@@ -754,7 +753,7 @@ void cmd_close(session_t *s)
 		imap_done(s, "OK", "CLOSE completed");
 		return;
 	}
-	c->examine = true;
+	c->closing = true;
 	expunge_ask(s, NULL);
 }
 

@@ -75,6 +75,11 @@ void session_printf(session_t *s, const char *fmt, ...)
 	va_end(ap);
 }
 
+bool session_waiting(const session_t *s)
+{
+	return s->call != 0 || (s->cmd != NULL && (s->cmd->stream != NULL || s->cmd->delay != NULL));
+}
+
 bool session_out_full(const session_t *s)
 {
 	return s->out.len >= IMAPD_OUTBUF_MAX;
@@ -170,7 +175,7 @@ static void session_idle(loop_t *loop, void *arg)
 	(void)loop;
 	s->idle = NULL;
 	/* Waiting for storaged is our wait, not the client's. */
-	if (s->call != 0) {
+	if (session_waiting(s)) {
 		session_touch(s);
 		return;
 	}
@@ -315,7 +320,7 @@ static void session_pump(session_t *s)
 			session_begin_tls(s);
 			continue;
 		}
-		if (s->eof && !s->close_after_flush && s->call == 0 && !s->paused) {
+		if (s->eof && !s->close_after_flush && !session_waiting(s) && !s->paused) {
 			/* What was buffered has been processed as far as it goes. */
 			session_abort(s, "client gone");
 			return;
