@@ -806,6 +806,27 @@ static void append_send(session_t *s)
 		s->in_call = false;
 }
 
+/* A message with bare LF line ends is stored with CRLF (RFC 3501 2.3.3: the
+ * protocol's form), so that RFC822.SIZE, BODY[] and BODYSTRUCTURE's sizes
+ * (which count bare LF as CRLF, mimefmt.h) all agree. Untouched otherwise. */
+static void append_crlf(cmd_t *c)
+{
+	const char *p = c->lit, *end = c->lit + c->litlen;
+	bool bare = false;
+	for (const char *q = memchr(p, '\n', c->litlen); q && !bare; q = memchr(q + 1, '\n', (size_t)(end - q - 1)))
+		bare = q == p || q[-1] != '\r';
+	if (!bare)
+		return;
+	sb_truncate(&c->buf, 0);
+	for (const char *q = p; q < end; q++) {
+		if (*q == '\n' && (q == p || q[-1] != '\r'))
+			sb_addc(&c->buf, '\r');
+		sb_addc(&c->buf, *q);
+	}
+	c->lit = c->buf.buf;
+	c->litlen = c->buf.len;
+}
+
 void cmd_append(session_t *s)
 {
 	cmd_t *c = s->cmd;
@@ -843,6 +864,7 @@ void cmd_append(session_t *s)
 	}
 	if (c->lit == NULL || !ip_eol(ip))
 		goto bad;   /* CATENATE and MULTIAPPEND are not offered */
+	append_crlf(c);
 	if (c->litlen > (size_t)s->d->conf.max_size) {
 		imap_done(s, "NO", "[TOOBIG] Message too large");
 		return;

@@ -432,6 +432,16 @@ def test_append_flags_date_literal_plus(imap):
     c.select("Drafts")
     typ, resp = c.fetch("1", "(FLAGS INTERNALDATE)")
     assert b"\\Draft" in resp[0] and b"05-Mar-2024 09:00:00 +0000" in resp[0], resp
+    # bare LF line ends are stored as CRLF: RFC822.SIZE and BODY[] agree
+    lf = b"From: a@example.net\nSubject: lf\n\nline\nline\r\n"
+    with Raw(imap, implicit=True) as r:       # imaplib would fix the line ends itself
+        r.login()
+        ln, _ = r.cmd(b"APPEND INBOX {%d+}\r\n" % len(lf) + lf)
+        assert ln.startswith(b"t OK"), ln
+    c.select("INBOX")
+    typ, resp = c.fetch("1", "(RFC822.SIZE BODY.PEEK[])")
+    crlf = lf.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    assert resp[0][1] == crlf and b"RFC822.SIZE %d " % len(crlf) in resp[0][0], resp
     c.logout()
 
 
