@@ -113,7 +113,7 @@ void imap_tls_done(session_t *s)
 
 /* ---- commands: the lifecycle -------------------------------------------------------- */
 
-static void imap_cmd_end(session_t *s)
+void imap_cmd_end(session_t *s)
 {
 	cmd_t *c = s->cmd;
 	if (c == NULL)

@@ -167,6 +167,7 @@ typedef struct fetch_req {
 	uint64_t changedsince;    /* RFC 7162 (CHANGEDSINCE n); 0: none */
 	bool sets_seen;           /* a non-PEEK body item or RFC822(.TEXT) */
 	bool needs_bytes;         /* the message itself must be read */
+	bool streamable;          /* one whole-message BODY[]: large ones are streamed */
 } fetch_req_t;
 
 /* "ALL", "FAST", "FULL", one item or a list, then optional modifiers. */
@@ -285,6 +286,7 @@ struct cmd {
 	strbuf_t buf;             /* message bytes, reply text (owned) */
 	uint64_t body_off;        /* the message being read: where its body starts */
 	bool seen_now;            /* FETCH set \Seen on it: FLAGS go with the answer */
+	uint64_t stream_off, stream_left; /* a streamed BODY[]: next offset, bytes owed */
 	json_t *msg;              /* the list entry of that message (owned) */
 	fetch_req_t *fetch;       /* owned */
 	uidlist_t hits;           /* SEARCH */
@@ -352,6 +354,8 @@ void imap_fail_reply(session_t *s, const json_t *reply, const char *what);
 bool imap_mailbox_arg(session_t *s, char *out, size_t cap);
 /* Pauses the command until the output drains; resume is called then. */
 void imap_pause(session_t *s, void (*resume)(session_t *s));
+/* Forgets the current command without a tagged reply (the session ends). */
+void imap_cmd_end(session_t *s);
 /* A mailbox name (UTF-8, as storaged has it) as the client sees it: modified
  * UTF-7, or UTF-8 itself after ENABLE UTF8=ACCEPT. The length, or -1. */
 int imap_name_wire(const session_t *s, const char *name, size_t len, char *out, size_t cap);

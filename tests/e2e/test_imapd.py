@@ -29,10 +29,11 @@ import time
 
 import pytest
 
+import bus as buslib
 from bus import WAIT
 from imap import Raw, client, login, start_imapd
 from smtp import start_smtpd
-from store import message, with_users
+from store import message, store_ok, with_users
 from test_accounts import PASSWORD
 
 ALICE = "alice@example.org"
@@ -697,4 +698,50 @@ def test_utf8_accept(imap):
     typ, _ = c.append("INBOX", None, None, message())
     with pytest.raises(imaplib.IMAP4.error):
         c._simple_command("APPEND", "INBOX", "UTF8", "(~{1+}\r\nx)")
+    c.logout()
+
+
+def test_large_messages_streamed(imap):
+    """BODY[] of messages over 256 KiB goes out piece by piece (several
+    storaged reads each): whole, partial, and non-PEEK (FLAGS come along)."""
+    c = login(imap)
+    bodies = []
+    for i in range(3):
+        body = b"".join(b"%d-%07d %s\r\n" % (i, k, b"z" * 60) for k in range(40000))  # ~2.8 MB
+        data = message(subject="huge %d" % i, body=body)
+        bodies.append(data)
+        assert c.append("INBOX", None, None, data)[0] == "OK"
+    c.select("INBOX")
+    typ, resp = c.fetch("1:3", "(RFC822.SIZE BODY.PEEK[])")
+    got = [p for p in resp if isinstance(p, tuple)]
+    assert [g[1] for g in got] == bodies
+    assert b"RFC822.SIZE %d " % len(bodies[0]) in got[0][0]
+    typ, resp = c.fetch("2", "(BODY.PEEK[]<1500000.1200000>)")
+    assert resp[0][1] == bodies[1][1500000:2700000] and b"BODY[]<1500000>" in resp[0][0]
+    typ, resp = c.fetch("3", "(BODY.PEEK[]<99999999.10>)")
+    assert resp[0][1] == b""
+    typ, resp = c.fetch("3", "(BODY[])")
+    assert resp[0][1] == bodies[2] and b"\\Seen" in resp[0][0], resp[0][0]
+    c.logout()
+
+
+def _hwm_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return int(re.search(r"VmHWM:\s+(\d+) kB", f.read()).group(1))
+
+
+@pytest.mark.skipif(buslib.SANITIZED, reason="ASan's memory is not ours")
+def test_fetch_of_a_30_mb_message_holds_one_piece(imap):
+    """A 30 MB message (stored on the bus, not through APPEND) is fetched
+    whole while imapd's peak memory grows by a few pieces, not by 30 MB."""
+    big = message(subject="30 MB", body=b"".join(b"%08d %s\r\n" % (k, b"q" * 90)
+                                                   for k in range(300000)))
+    store_ok(imap.c, [{"address": ALICE}], big)
+    c = login(imap)
+    c.select("INBOX")
+    before = _hwm_kb(imap.imapd.pid)
+    typ, resp = c.fetch("1", "(BODY.PEEK[])")
+    assert resp[0][1] == big
+    grown = _hwm_kb(imap.imapd.pid) - before
+    assert grown < 12 * 1024, "imapd's peak grew by %d kB" % grown
     c.logout()
