@@ -643,8 +643,9 @@ static void cmd_logout(session_t *s)
 	if (!no_args(s))
 		return;
 	session_printf(s, "* BYE Logging out\r\n");
-	imap_done(s, "OK", "LOGOUT completed");
+	/* LOGOUT state first: no mailbox updates before the last reply */
 	session_close_after_flush(s);
+	imap_done(s, "OK", "LOGOUT completed");
 }
 
 static void cmd_starttls(session_t *s)
@@ -888,6 +889,7 @@ void imap_process(session_t *s)
 			session_printf(s, "%s BAD Command line too long\r\n", s->frame.tag);
 			if (++s->errors >= IMAPD_ERRORS_MAX) {
 				session_printf(s, "* BYE Too many errors\r\n");
+				imap_cmd_end(s);   /* an IDLE or AUTHENTICATE waiting for its line */
 				session_close_after_flush(s);
 			}
 			break;
@@ -899,6 +901,7 @@ void imap_process(session_t *s)
 		case FR_LITPLUS_TOO_BIG:
 			/* its bytes come anyway (RFC 7888 4): we cannot resynchronise */
 			session_printf(s, "* BYE [TOOBIG] Literal too large\r\n");
+			imap_cmd_end(s);
 			session_close_after_flush(s);
 			return;
 		case FR_COMMAND:

@@ -328,8 +328,12 @@ static void session_pump(session_t *s)
 		if (s->inlen == before && r == 0)
 			break;
 	}
-	if (s->close_after_flush && s->out.len == 0)
+	if (s->close_after_flush && s->out.len == 0 && s->cmd == NULL) {
+		/* a clean end: close_notify, so that the client sees no truncation */
+		if (s->ssl != NULL)
+			SSL_shutdown(s->ssl);
 		session_abort(s, "logout");
+	}
 }
 
 /* Watches what the session can use next; frees a closed one. Every
