@@ -198,6 +198,49 @@ void cmd_unsubscribe(session_t *s)
 	mailbox_request(s, "storaged.mailbox.subscribe", "name");
 }
 
+static void rename_inbox_moved(session_t *s, json_t *reply, const void *raw, size_t rawlen)
+{
+	(void)raw; (void)rawlen;
+	cmd_t *c = s->cmd;
+	if (!bus_reply_ok(reply)) {
+		imap_fail_reply(s, reply, "RENAME");
+		return;
+	}
+	const char *src = json_string_value(json_object_get(reply, "src"));
+	if (s->state == IS_SELECTED && strcmp(s->mbox.name, "INBOX") == 0 && src != NULL)
+		notify_expunged(s, src);   /* this session's INBOX just emptied */
+	imap_done(s, "OK", "%s completed", c->name);
+}
+
+static void rename_inbox_created(session_t *s, json_t *reply, const void *raw, size_t rawlen)
+{
+	(void)raw; (void)rawlen;
+	cmd_t *c = s->cmd;
+	if (!bus_reply_ok(reply)) {
+		imap_fail_reply(s, reply, "RENAME");
+		return;
+	}
+	json_t *req = bus_env_new("storaged.message.copy");
+	imap_idem(s, req);
+	json_object_set_new(req, "mailbox", json_string("INBOX"));
+	json_object_set_new(req, "uids", json_string("1:*"));
+	json_object_set_new(req, "to", json_string(c->mailbox));
+	json_object_set_new(req, "move", json_true());
+	imap_call(s, &req, rename_inbox_moved);
+}
+
+/* RFC 3501 6.3.5: renaming INBOX moves its messages to a new mailbox of
+ * that name and leaves INBOX, empty, where it is. */
+static void rename_inbox(session_t *s, const char *to)
+{
+	cmd_t *c = s->cmd;
+	c->mailbox = xstrdup(to);
+	json_t *req = bus_env_new("storaged.mailbox.create");
+	imap_idem(s, req);
+	json_object_set_new(req, "name", json_string(to));
+	imap_call(s, &req, rename_inbox_created);
+}
+
 void cmd_rename(session_t *s)
 {
 	char from[IMAPD_NAME_MAX + 1], to[IMAPD_NAME_MAX + 1];
@@ -219,8 +262,7 @@ void cmd_rename(session_t *s)
 		return;
 	}
 	if (strcmp(from, "INBOX") == 0) {
-		/* RFC 3501 6.3.5 moves INBOX's messages; storaged cannot (yet) */
-		imap_done(s, "NO", "[CANNOT] Renaming INBOX is not supported");
+		rename_inbox(s, to);
 		return;
 	}
 	json_t *req = bus_env_new("storaged.mailbox.rename");

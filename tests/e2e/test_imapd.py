@@ -745,3 +745,19 @@ def test_fetch_of_a_30_mb_message_holds_one_piece(imap):
     grown = _hwm_kb(imap.imapd.pid) - before
     assert grown < 12 * 1024, "imapd's peak grew by %d kB" % grown
     c.logout()
+
+
+def test_rename_inbox_moves_its_messages(imap):
+    c = login(imap)
+    append(c, 3)
+    c.select("INBOX")
+    untagged(c, "EXISTS")
+    typ, resp = c.rename("INBOX", "Old-Inbox")
+    assert typ == "OK", resp
+    assert untagged(c, "EXPUNGE") == [b"3", b"2", b"1"]     # this session's INBOX emptied
+    assert c.status("Old-Inbox", "(MESSAGES)")[1] == [b'"Old-Inbox" (MESSAGES 3)']
+    assert c.fetch("1:*", "(UID)") == ("OK", [None])
+    assert c.rename("INBOX", "Old-Inbox")[0] == "NO"          # the target exists
+    append(c, 1)
+    assert c.noop()[0] == "OK" and untagged(c, "EXISTS") == [b"1"]
+    c.logout()
