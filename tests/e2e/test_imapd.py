@@ -761,3 +761,45 @@ def test_rename_inbox_moves_its_messages(imap):
     append(c, 1)
     assert c.noop()[0] == "OK" and untagged(c, "EXISTS") == [b"1"]
     c.logout()
+
+
+def test_random_garbage_gets_answers(imap):
+    """Hundreds of random command lines (8-bit, parentheses, quotes, NULs),
+    authenticated and not: each gets a tagged BAD or NO, never a crash; 50
+    BADs on one connection end it with BYE."""
+    import random
+    rnd = random.Random(5)
+    alphabet = b'()[]<>"\\{}*%:,. \x00\x01\x7f\xff\xc3\xa9' + b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    words = [b"FETCH", b"STORE", b"SEARCH", b"LIST", b"SELECT", b"UID", b"BODY[", b"(FLAGS",
+             b"1:*", b"HEADER.FIELDS", b"NOT", b"OR", b"CHARSET", b"APPEND", b"STATUS"]
+
+    def garbage():
+        while True:
+            parts = [rnd.choice(words) if rnd.random() < 0.4 else
+                     bytes(rnd.choice(alphabet) for _ in range(rnd.randint(1, 12)))
+                     for _ in range(rnd.randint(1, 8))]
+            line = b" ".join(parts).replace(b"\r", b"").replace(b"\n", b"").rstrip(b"}")
+            if not re.search(rb"IDLE|LOGOUT|AUTHENTICATE|STARTTLS", line, re.I):
+                return line
+
+    for conn in range(6):
+        with Raw(imap) as r:
+            r.starttls()
+            if conn % 2:
+                r.login()
+                r.cmd("SELECT INBOX")
+            for i in range(40):     # under the BAD limit of one session
+                tag = b"g%d" % i
+                line = garbage()
+                r.send(tag + b" " + line + b"\r\n")
+                ln = r.until(tag + b" ")
+                assert re.match(rb"g\d+ (OK|NO|BAD)", ln), (line, ln)
+            ln, _ = r.cmd("NOOP")
+            assert ln.startswith(b"t OK")
+    with Raw(imap) as r:
+        r.starttls()
+        r.send(b"".join(b"b%d FROB\r\n" % i for i in range(60)))
+        lines = []
+        r.until(b"* BYE", lines)
+        assert len(lines) == 49 and r.closed()
+    assert imap.imapd.alive()
