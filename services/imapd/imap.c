@@ -44,7 +44,10 @@ void imap_enter_state(session_t *s, enum imap_state st)
 		return;
 	log_debug("state", "session=%llu from=%s to=%s", (unsigned long long)s->serial,
 		  imap_state_names[s->state], imap_state_names[st]);
+	bool login = s->state == IS_NOAUTH && st == IS_AUTH;
 	s->state = st;
+	if (login)
+		session_touch(s);   /* from the login timeout to the idle one */
 }
 
 /* ---- output helpers ---------------------------------------------------------- */

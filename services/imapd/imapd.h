@@ -325,6 +325,8 @@ void session_close_after_flush(session_t *s);
 void session_abort(session_t *s, const char *why);
 /* After an asynchronous event: process input and write, then settle. */
 void session_resume(session_t *s);
+/* Restarts the idle timer (its length depends on the state). */
+void session_touch(session_t *s);
 /* True while the session waits for storaged or a timer, not for the client. */
 bool session_waiting(const session_t *s);
 /* True when a producing command should pause until the output drains. */

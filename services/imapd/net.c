@@ -167,8 +167,6 @@ static void session_free(session_t *s)
 
 /* ---- timers ----------------------------------------------------------------------- */
 
-static void session_touch(session_t *s);
-
 static void session_idle(loop_t *loop, void *arg)
 {
 	session_t *s = arg;
@@ -186,7 +184,7 @@ static void session_idle(loop_t *loop, void *arg)
 	session_settle(s);
 }
 
-static void session_touch(session_t *s)
+void session_touch(session_t *s)
 {
 	loop_timer_cancel(s->d->loop, &s->idle);
 	long ms = s->state == IS_NOAUTH ? s->d->conf.login_ms : s->d->conf.idle_ms;

@@ -194,6 +194,21 @@ def test_idle_timeout_before_login_and_per_ip_limit(bus):
         b.close()
 
 
+def test_autologout_after_login_and_session_limit(bus):
+    with_users(bus, ALICE)
+    start_imapd(bus, env={"ROOST_IMAP_IDLE_TIMEOUT_MS": "1500", "ROOST_IMAP_MAX_SESSIONS": "2"})
+    time.sleep(0.5)   # start_imapd's probe connection is gone
+    with Raw(bus) as a, Raw(bus) as b:
+        with Raw(bus, greeting=False) as c:
+            assert c.line().startswith(b"* BYE Too many connections")
+        a.starttls()
+        a.login()
+        t0 = time.monotonic()
+        assert a.line().startswith(b"* BYE Autologout")
+        assert time.monotonic() - t0 >= 1.0 and a.closed()
+    assert bus.imapd.alive()
+
+
 # ---- mailboxes ---------------------------------------------------------------------------------
 
 
