@@ -15,7 +15,9 @@
  *              need no mailbox (CAPABILITY ... LOGIN, AUTHENTICATE, ENABLE, ID)
  *   mailbox.c  LIST, LSUB, CREATE, DELETE, RENAME, (UN)SUBSCRIBE, STATUS,
  *              SELECT, EXAMINE, and the selected mailbox's UID map
- *   message.c  FETCH, STORE, SEARCH, COPY, MOVE, EXPUNGE, APPEND, CLOSE
+ *   fetch.c    FETCH: list pages, message pieces, large BODY[] streamed
+ *   message.c  STORE, SEARCH, COPY, MOVE, EXPUNGE, APPEND, CLOSE
+ *   mimefmt.c  ENVELOPE, BODY, BODYSTRUCTURE, BODY[section] (lib/mime)
  *   notify.c   storaged.mailbox.changed: which sessions are concerned, and the
  *              untagged EXISTS / EXPUNGE / FETCH FLAGS at the right moments
  *
@@ -392,8 +394,18 @@ void mbox_append(mbox_t *m, uint32_t uid);
 void mbox_remove(mbox_t *m, uint32_t seq);
 seqmap_t mbox_seqmap(const mbox_t *m);
 
-/* message.c */
+/* fetch.c */
 void cmd_fetch(session_t *s);
+
+/* message.c */
+/* The command's set argument as a UID set for storaged in cmd->set (no
+ * "*"; "" if it names nothing); false with the reply sent. */
+bool msg_set_arg(session_t *s);
+/* cmd->set from UID from on (a page's "next"), owned by the caller. */
+char *msg_set_from(cmd_t *c, uint32_t from);
+bool json_has_flag(const json_t *flags, const char *flag);
+/* A page's "next" UID, if there is one. */
+bool next_of(const json_t *reply, uint32_t *next);
 void cmd_store(session_t *s);
 void cmd_search(session_t *s);
 void cmd_copy(session_t *s);
