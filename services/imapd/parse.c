@@ -560,6 +560,35 @@ static void name_add_field(char *name, size_t cap, const char *f)
 	snprintf(name + n, cap - n, atom ? "%s" : "\"%s\"", f);
 }
 
+/* SP "(" header-fld-name *(SP header-fld-name) ")" into b's section and name. */
+static bool ip_header_list(imap_parser_t *ip, fetch_body_t *b)
+{
+	imap_section_t *s = &b->sect;
+	char *name = b->name;
+	size_t cap = sizeof b->name, n;
+	if (!ip_sp(ip) || !ip_char(ip, '('))
+		return ip_fail(ip, "expected a header list");
+	do {
+		size_t len;
+		const char *f = ip_astring(ip, &len);
+		if (f == NULL)
+			return false;
+		if (s->nfields >= SECT_FIELDS_MAX || len == 0 || strlen(f) != len)
+			return ip_fail(ip, "bad header list");
+		s->fields[s->nfields++] = f;
+		if (s->nfields > 1) {
+			n = strlen(name);
+			snprintf(name + n, cap - n, " ");
+		}
+		name_add_field(name, cap, f);
+	} while (ip_char(ip, ' '));
+	if (!ip_char(ip, ')'))
+		return ip_fail(ip, "expected ')'");
+	n = strlen(name);
+	snprintf(name + n, cap - n, ")");
+	return true;
+}
+
 /* section = "[" [section-spec] "]", then an optional <origin.count>. */
 static bool ip_section(imap_parser_t *ip, fetch_body_t *b)
 {
@@ -604,28 +633,9 @@ static bool ip_section(imap_parser_t *ip, fetch_body_t *b)
 	} else if (n > 0 && name[n - 1] == '.') {
 		return ip_fail(ip, "bad section text");
 	}
-	if (s->kind == SECT_HEADER_FIELDS || s->kind == SECT_HEADER_FIELDS_NOT) {
-		if (!ip_sp(ip) || !ip_char(ip, '('))
-			return ip_fail(ip, "expected a header list");
-		do {
-			size_t len;
-			const char *f = ip_astring(ip, &len);
-			if (f == NULL)
-				return false;
-			if (s->nfields >= SECT_FIELDS_MAX || len == 0 || strlen(f) != len)
-				return ip_fail(ip, "bad header list");
-			s->fields[s->nfields++] = f;
-			if (s->nfields > 1) {
-				n = strlen(name);
-				snprintf(name + n, cap - n, " ");
-			}
-			name_add_field(name, cap, f);
-		} while (ip_char(ip, ' '));
-		if (!ip_char(ip, ')'))
-			return ip_fail(ip, "expected ')'");
-		n = strlen(name);
-		snprintf(name + n, cap - n, ")");
-	}
+	if ((s->kind == SECT_HEADER_FIELDS || s->kind == SECT_HEADER_FIELDS_NOT) &&
+	    !ip_header_list(ip, b))
+		return false;
 	if (!ip_char(ip, ']'))
 		return ip_fail(ip, "expected ']'");
 	n = strlen(name);
@@ -888,7 +898,9 @@ static json_t *search_keys(search_ctx_t *c, unsigned depth, bool paren)
 	return json_pack("{s:o}", "and", all);
 }
 
-static json_t *search_key(search_ctx_t *c, unsigned depth)
+/* The keys named by a table: flags, header texts, dates; NULL with no
+ * error if name is none of them. */
+static json_t *search_table_key(search_ctx_t *c)
 {
 	static const struct { const char *w, *key, *flag; } flagkeys[] = {
 		{ "ANSWERED", "flag", "\\Answered" }, { "DELETED", "flag", "\\Deleted" },
@@ -906,25 +918,6 @@ static json_t *search_key(search_ctx_t *c, unsigned depth)
 		{ "SENTBEFORE", "sentbefore" }, { "SENTON", "senton" }, { "SENTSINCE", "sentsince" },
 	};
 	imap_parser_t *ip = c->ip;
-	if (depth >= IMAPD_DEPTH_MAX) {
-		ip_fail(ip, "search keys nested too deeply");
-		return NULL;
-	}
-	if (++c->nodes > IMAPD_SEARCH_KEYS_MAX) {
-		ip_fail(ip, "too many search keys");
-		return NULL;
-	}
-	if (ip_char(ip, '(')) {
-		json_t *k = search_keys(c, depth + 1, true);
-		if (k != NULL && !ip_char(ip, ')')) {
-			json_decref(k);
-			ip_fail(ip, "expected ')'");
-			return NULL;
-		}
-		return k;
-	}
-	if (ip->p < ip->end && (isdigit((unsigned char)*ip->p) || *ip->p == '*'))
-		return search_seqs(c);
 	for (size_t i = 0; i < ARRAY_LEN(flagkeys); i++)
 		if (word_is(ip, flagkeys[i].w))
 			return json_pack("{s:s}", flagkeys[i].key, flagkeys[i].flag);
@@ -937,11 +930,18 @@ static json_t *search_key(search_ctx_t *c, unsigned depth)
 	for (size_t i = 0; i < ARRAY_LEN(datekeys); i++)
 		if (word_is(ip, datekeys[i].w))
 			return search_date(c, datekeys[i].key);
+	return NULL;
+}
+
+/* The keys with their own syntax (and NOT, OR, which recurse). */
+static json_t *search_other_key(search_ctx_t *c, unsigned depth)
+{
+	imap_parser_t *ip = c->ip;
+	bool un = false;
 	if (word_is(ip, "ALL") || word_is(ip, "OLD"))
 		return json_pack("{s:b}", "all", 1);
 	if (word_is(ip, "NEW") || word_is(ip, "RECENT"))
 		return search_none();
-	bool un = false;
 	if (word_is(ip, "KEYWORD") || (un = word_is(ip, "UNKEYWORD"))) {
 		const char *kw = ip_sp(ip) ? ip_atom(ip) : NULL;
 		if (kw == NULL || strlen(kw) > IMAPD_FLAG_LEN_MAX) {
@@ -950,8 +950,8 @@ static json_t *search_key(search_ctx_t *c, unsigned depth)
 		}
 		return json_pack("{s:s}", un ? "unkeyword" : "keyword", kw);
 	}
-	if (word_is(ip, "BODY") || word_is(ip, "TEXT")) {
-		bool body = strncasecmp(ip->p - 4, "BODY", 4) == 0;
+	bool body = false;
+	if ((body = word_is(ip, "BODY")) || word_is(ip, "TEXT")) {
 		const char *v = search_text(c);
 		return v ? json_pack("{s:s}", body ? "body" : "text", v) : NULL;
 	}
@@ -982,6 +982,36 @@ static json_t *search_key(search_ctx_t *c, unsigned depth)
 	}
 	ip_fail(ip, "unknown search key");
 	return NULL;
+}
+
+/* One search key; the depth and the number of keys are bounded before
+ * anything recurses. */
+static json_t *search_key(search_ctx_t *c, unsigned depth)
+{
+	imap_parser_t *ip = c->ip;
+	if (depth >= IMAPD_DEPTH_MAX) {
+		ip_fail(ip, "search keys nested too deeply");
+		return NULL;
+	}
+	if (++c->nodes > IMAPD_SEARCH_KEYS_MAX) {
+		ip_fail(ip, "too many search keys");
+		return NULL;
+	}
+	if (ip_char(ip, '(')) {
+		json_t *k = search_keys(c, depth + 1, true);
+		if (k != NULL && !ip_char(ip, ')')) {
+			json_decref(k);
+			ip_fail(ip, "expected ')'");
+			return NULL;
+		}
+		return k;
+	}
+	if (ip->p < ip->end && (isdigit((unsigned char)*ip->p) || *ip->p == '*'))
+		return search_seqs(c);
+	json_t *k = search_table_key(c);
+	if (k != NULL || ip->err != NULL)
+		return k;
+	return search_other_key(c, depth);
 }
 
 json_t *ip_search_new(imap_parser_t *ip, const seqmap_t *map, bool *modseq)
