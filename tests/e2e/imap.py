@@ -83,9 +83,9 @@ def login(b, user="alice@example.org", password=PASSWORD, implicit=False):
 class Raw:
     """A raw IMAP client over one socket (optionally TLS): exact bytes."""
 
-    def __init__(self, b, implicit=False, timeout=WAIT, greeting=True):
+    def __init__(self, b, implicit=False, timeout=WAIT, greeting=True, source="127.0.0.1"):
         s = socket.create_connection(("127.0.0.1", b.imaps_port if implicit else b.imap_port),
-                                     timeout=timeout)
+                                     timeout=timeout, source_address=(source, 0))
         if implicit:
             s = tls_context().wrap_socket(s)
         self.s, self.buf = s, b""

@@ -147,6 +147,35 @@ def test_failed_logins_throttled_and_ended(imap):
     c.logout()
 
 
+def test_login_throttle_per_account_across_addresses_and_replicas(imap):
+    """Failures for one account from one address slow down that account's
+    logins from another address, and on another replica (which counts the
+    first one's imapd.login.failed events); another account from a fresh
+    address is not slowed."""
+    first = imap.imap_port
+    start_imapd(imap)                                     # a second replica
+    second = imap.imap_port
+    time.sleep(0.5)                                       # its subscription is up
+
+    def attempt(port, source, user, password):
+        imap.imap_port = port
+        with Raw(imap, source=source) as r:
+            r.starttls()
+            t0 = time.monotonic()
+            ln, _ = r.cmd('LOGIN %s "%s"' % (user, password))
+            return ln, time.monotonic() - t0
+    for i in range(3):
+        ln, _ = attempt(first, "127.0.0.1", ALICE, "wrong")
+        assert ln.startswith(b"t NO [AUTHENTICATIONFAILED]")
+    ln, took = attempt(first, "127.0.0.3", ALICE, "wrong")   # same account, new address
+    assert ln.startswith(b"t NO") and took >= 0.25, took
+    ln, took = attempt(first, "127.0.0.4", BOB, PASSWORD)    # another account, new address
+    assert ln.startswith(b"t OK") and took < 0.25, took
+    ln, took = attempt(second, "127.0.0.5", ALICE, "wrong")  # the other replica knows
+    assert ln.startswith(b"t NO") and took >= 0.5, took
+    imap.imap_port = first
+
+
 def test_unknown_and_misplaced_commands(imap):
     with Raw(imap) as r:
         ln, _ = r.cmd("FROB")
