@@ -89,7 +89,7 @@ void imap_flags(strbuf_t *sb, const json_t *flags)
 static void imap_capability(session_t *s, strbuf_t *sb)
 {
 	sb_adds(sb, "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE "
-		"CHILDREN SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE UTF8=ACCEPT");
+		"CHILDREN SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE ESEARCH UTF8=ACCEPT");
 	if (s->state == IS_NOAUTH) {
 		if (!s->tls)
 			sb_adds(sb, s->d->tls ? " STARTTLS LOGINDISABLED" : " LOGINDISABLED");

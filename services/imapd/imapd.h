@@ -268,6 +268,8 @@ struct session {
 	mbox_t mbox;
 };
 
+enum { ES_ON = 1, ES_MIN = 2, ES_MAX = 4, ES_COUNT = 8, ES_ALL = 16 };
+
 /* A command in progress. Fields used by one command family only are in the
  * union-like tail; everything owned is released by imap_cmd_end. */
 struct cmd {
@@ -293,6 +295,7 @@ struct cmd {
 	fetch_req_t *fetch;       /* owned */
 	uidlist_t hits;           /* SEARCH */
 	bool search_modseq;
+	unsigned esearch;         /* SEARCH RETURN (...): ES_* bits, 0 for plain SEARCH */
 	uint64_t max_modseq;
 	json_t *req;              /* a request kept for paging (owned) */
 	char *mailbox;            /* target name (owned) */

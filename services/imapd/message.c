@@ -256,6 +256,74 @@ static void search_range(uint32_t lo, uint32_t hi, void *arg)
 	}
 }
 
+/* "* SEARCH n n n [(MODSEQ m)]" (RFC 3501 7.2.5, RFC 7162 3.1.5). */
+static void search_answer(session_t *s)
+{
+	cmd_t *c = s->cmd;
+	strbuf_t *sb = &s->out;
+	sb_adds(sb, "* SEARCH");
+	for (size_t r = 0; r < c->hits.n; r++)
+		for (uint64_t v = c->hits.r[r].lo; v <= c->hits.r[r].hi; v++)
+			sb_addf(sb, " %u", (unsigned)v);
+	if (c->search_modseq && c->hits.count > 0)
+		sb_addf(sb, " (MODSEQ %llu)", (unsigned long long)c->max_modseq);
+	sb_adds(sb, "\r\n");
+}
+
+/* ESEARCH (RFC 4731): "* ESEARCH (TAG "t") [UID] MIN n MAX n COUNT n ALL set". */
+static void search_esearch(session_t *s)
+{
+	cmd_t *c = s->cmd;
+	uidlist_t *h = &c->hits;
+	strbuf_t *sb = &s->out;
+	sb_adds(sb, "* ESEARCH (TAG ");
+	imap_quote(sb, c->tag, strlen(c->tag));
+	sb_addc(sb, ')');
+	if (c->uid)
+		sb_adds(sb, " UID");
+	if (h->count > 0 && (c->esearch & ES_MIN))
+		sb_addf(sb, " MIN %u", (unsigned)h->r[0].lo);
+	if (h->count > 0 && (c->esearch & ES_MAX))
+		sb_addf(sb, " MAX %u", (unsigned)h->r[h->n - 1].hi);
+	if (c->esearch & ES_COUNT)
+		sb_addf(sb, " COUNT %llu", (unsigned long long)h->count);
+	if (h->count > 0 && (c->esearch & ES_ALL)) {
+		size_t pos = 0;
+		char *text = sb_reserve(sb, h->textlen + 6);
+		memcpy(text, " ALL ", 5);
+		uidlist_format(h, &pos, text + 5, h->textlen + 1);
+		sb_commit(sb, 5 + h->textlen);
+	}
+	if (c->search_modseq && h->count > 0)
+		sb_addf(sb, " MODSEQ %llu", (unsigned long long)c->max_modseq);
+	sb_adds(sb, "\r\n");
+}
+
+/* RETURN (MIN MAX COUNT ALL) of ESEARCH; "()" means ALL. */
+static bool search_return(imap_parser_t *ip, unsigned *opts)
+{
+	static const struct { const char *w; unsigned bit; } names[] = {
+		{ "MIN", ES_MIN }, { "MAX", ES_MAX }, { "COUNT", ES_COUNT }, { "ALL", ES_ALL },
+	};
+	if (!ip_sp(ip) || !ip_char(ip, '('))
+		return ip_fail(ip, "expected RETURN options");
+	*opts = ES_ON;
+	while (!ip_char(ip, ')')) {
+		if ((*opts & ~ES_ON) && !ip_sp(ip))
+			return false;
+		const char *o = ip_atom(ip);
+		size_t k = 0;
+		while (o != NULL && k < ARRAY_LEN(names) && strcasecmp(o, names[k].w) != 0)
+			k++;
+		if (o == NULL || k == ARRAY_LEN(names))
+			return ip_fail(ip, "unknown RETURN option");
+		*opts |= names[k].bit;
+	}
+	if (*opts == ES_ON)
+		*opts |= ES_ALL;
+	return ip_sp(ip);
+}
+
 static void search_page(session_t *s, json_t *reply, const void *raw, size_t rawlen)
 {
 	(void)raw; (void)rawlen;
@@ -275,16 +343,10 @@ static void search_page(session_t *s, json_t *reply, const void *raw, size_t raw
 		search_ask(s, next);
 		return;
 	}
-	strbuf_t sb = STRBUF_INIT;
-	sb_adds(&sb, "* SEARCH");
-	for (size_t r = 0; r < c->hits.n; r++)
-		for (uint64_t v = c->hits.r[r].lo; v <= c->hits.r[r].hi; v++)
-			sb_addf(&sb, " %u", (unsigned)v);
-	if (c->search_modseq && c->hits.count > 0)
-		sb_addf(&sb, " (MODSEQ %llu)", (unsigned long long)c->max_modseq);
-	sb_adds(&sb, "\r\n");
-	session_write(s, sb.buf, sb.len);
-	sb_free(&sb);
+	if (c->esearch)
+		search_esearch(s);
+	else
+		search_answer(s);
 	imap_done(s, "OK", "%s completed", c->name);
 }
 
@@ -296,6 +358,12 @@ void cmd_search(session_t *s)
 		goto bad;
 	const char *save = ip->p;
 	const char *w = ip_atom(ip);
+	if (w != NULL && strcasecmp(w, "RETURN") == 0) {
+		if (!search_return(ip, &c->esearch))
+			goto bad;
+		save = ip->p;
+		w = ip_atom(ip);
+	}
 	if (w != NULL && strcasecmp(w, "CHARSET") == 0) {
 		size_t len;
 		const char *cs = ip_sp(ip) ? ip_astring(ip, &len) : NULL;

@@ -424,6 +424,15 @@ def test_search_keys(imap):
     assert c.uid("SEARCH", "UID", "2:*") == ("OK", [b"2 3 4"])
     typ, data = c.search("KOI8-R", "ALL")
     assert typ == "NO"
+    # ESEARCH (RFC 4731)
+    typ, _ = c._simple_command("SEARCH", "RETURN", "(MIN MAX COUNT)", "UNSEEN")
+    es = untagged(c, "ESEARCH")
+    assert len(es) == 1 and es[0].endswith(b") MIN 1 MAX 4 COUNT 3"), es
+    typ, _ = c._simple_command("UID", "SEARCH", "RETURN", "()", "ALL")
+    es = untagged(c, "ESEARCH")
+    assert es[0].endswith(b") UID ALL 1:4"), es
+    typ, _ = c._simple_command("SEARCH", "RETURN", "(COUNT ALL)", "CHARSET", "UTF-8", "FROM", "nobody")
+    assert untagged(c, "ESEARCH")[0].endswith(b") COUNT 0"), es
     with pytest.raises(imaplib.IMAP4.error):
         c.search(None, "(SEEN")
     c.logout()
