@@ -95,7 +95,9 @@ void notify_event(json_t **event, const void *raw, size_t rawlen, void *arg)
 	for (session_t *s = d->sessions, *next; s != NULL; s = next) {
 		next = s->next;
 		mbox_t *m = &s->mbox;
-		if (s->closed || s->state != IS_SELECTED || strcmp(s->user, address) != 0 ||
+		/* a SELECT still reading its pages counts too: what is expunged
+		 * meanwhile is announced right after its tagged OK */
+		if (s->closed || m->name == NULL || strcmp(s->user, address) != 0 ||
 		    strcmp(m->name, mailbox) != 0 || m->uidvalidity != (uint64_t)uv)
 			continue;
 		if (strcmp(kind, "expunge") == 0 && !uidset_each(uids, gone_add, m))
