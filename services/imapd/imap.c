@@ -137,6 +137,8 @@ void imap_cmd_end(session_t *s)
 		free(c->pats[i]);
 	free(c->pats);
 	bus_stream_free(&c->stream);
+	json_decref(c->fail);
+	free(c->fail_text);
 	loop_timer_cancel(s->d->loop, &c->delay);
 	free(c->reply);
 	free(c);
@@ -260,38 +262,40 @@ void imap_fail_reply(session_t *s, const json_t *reply, const char *what)
 	}
 }
 
-bool imap_mailbox_arg(session_t *s, char *out, size_t cap)
+const char *imap_mailbox_parse(session_t *s, char *out, size_t cap)
 {
 	imap_parser_t *ip = &s->cmd->ip;
 	size_t len;
 	const char *name = ip_astring(ip, &len);
-	if (name == NULL) {
-		imap_bad(s, ip->err);
-		return false;
-	}
-	if (len == 0 || len > IMAPD_NAME_MAX || strlen(name) != len) {
-		imap_done(s, "NO", "[CANNOT] bad mailbox name");
-		return false;
-	}
+	if (name == NULL)
+		return ip->err ? ip->err : "expected a mailbox";
+	if (len == 0 || len > IMAPD_NAME_MAX || strlen(name) != len)
+		return "[CANNOT] bad mailbox name";
 	if (strcasecmp(name, "INBOX") == 0) {
 		snprintf(out, cap, "INBOX");
-		return true;
+		return NULL;
 	}
 	char check[IMAPD_NAME_MAX * 3];
 	if (s->utf8) {
 		/* RFC 6855 3: UTF-8 as it is (encoding it is the validity check) */
-		if (mutf7_encode(name, len, check, sizeof check) < 0 || len >= cap) {
-			imap_done(s, "NO", "[CANNOT] mailbox name is not UTF-8");
-			return false;
-		}
+		if (mutf7_encode(name, len, check, sizeof check) < 0 || len >= cap)
+			return "[CANNOT] mailbox name is not UTF-8";
 		memcpy(out, name, len + 1);
 	} else if (mutf7_decode(name, len, out, cap) < 0) {
-		imap_done(s, "NO", "[CANNOT] mailbox name is not modified UTF-7");
-		return false;
+		return "[CANNOT] mailbox name is not modified UTF-7";
 	}
 	if (strncasecmp(out, "INBOX/", 6) == 0)
 		memcpy(out, "INBOX", 5);   /* INBOX's children live under "INBOX" */
-	return true;
+	return NULL;
+}
+
+bool imap_mailbox_arg(session_t *s, char *out, size_t cap)
+{
+	const char *why = imap_mailbox_parse(s, out, cap);
+	if (why == NULL)
+		return true;
+	imap_bad(s, why);
+	return false;
 }
 
 int imap_name_wire(const session_t *s, const char *name, size_t len, char *out, size_t cap)
@@ -875,10 +879,17 @@ void imap_process(session_t *s)
 	uint64_t append_max = s->state == IS_NOAUTH ? 0 : (uint64_t)s->d->conf.max_size;
 	while (!s->closed && !s->close_after_flush && !s->starttls_after_flush && s->inlen > 0 &&
 	       !session_out_full(s)) {
-		if (s->cmd != NULL && !((s->cmd->idling || s->cmd->sasl) && s->call == 0))
+		if (s->cmd != NULL && s->cmd->appending && !s->cmd->ended) {
+			s->frame.lit_room = append_room(s);
+			if (s->frame.divert && s->frame.lit_left > 0 && s->frame.lit_room == 0)
+				return;   /* storaged has a chunk: TCP holds the rest */
+		} else if (s->cmd != NULL && !((s->cmd->idling || s->cmd->sasl) && s->call == 0)) {
 			return;   /* one command at a time: the rest waits */
+		}
 		size_t used = 0;
 		enum frame_ev ev = imap_frame_feed(&s->frame, s->in, s->inlen, &used, append_max);
+		if (ev == FR_LITERAL_BYTES)   /* they point into s->in: before it moves */
+			append_stream_bytes(s, s->frame.lit_data, s->frame.lit_datalen);
 		memmove(s->in, s->in + used, s->inlen - used);
 		s->inlen -= used;
 		char tag[IMAPD_TAG_MAX + 1];
@@ -907,8 +918,22 @@ void imap_process(session_t *s)
 			imap_cmd_end(s);
 			session_close_after_flush(s);
 			return;
+		case FR_APPEND_LITERAL:
+			if (s->cmd != NULL) {
+				/* an APPEND where IDLE wants DONE or AUTHENTICATE its line */
+				session_printf(s, "* BYE Protocol error\r\n");
+				imap_cmd_end(s);
+				session_close_after_flush(s);
+				return;
+			}
+			append_stream_begin(s);
+			break;
+		case FR_LITERAL_BYTES:
+			break;   /* handed over above */
 		case FR_COMMAND:
-			if (s->cmd != NULL && s->cmd->idling)
+			if (s->cmd != NULL && s->cmd->appending)
+				append_stream_end(s);
+			else if (s->cmd != NULL && s->cmd->idling)
 				idle_line(s);
 			else if (s->cmd != NULL && s->cmd->sasl)
 				sasl_line(s);

@@ -58,6 +58,7 @@
 #define IMAPD_ERRORS_MAX 50         /* BAD replies before the session is closed */
 #define IMAPD_AUTH_FAILS_MAX 5      /* failed logins per session before BYE */
 #define IMAPD_MSG_PIECE (1024 * 1024) /* bytes per storaged.message.fetch */
+#define IMAPD_APPEND_STREAM_MIN (256 * 1024) /* larger APPEND literals are streamed */
 
 /* ---- configuration ---------------------------------------------------------- */
 typedef struct imapd_conf {
@@ -86,6 +87,11 @@ typedef struct imap_frame {
 	uint64_t lit_left;        /* literal bytes still to come */
 	bool skip_line;           /* dropping up to the end of an over-long line */
 	char tag[IMAPD_TAG_MAX + 1]; /* FR_LINE_TOO_LONG: the dropped command's tag, or "*" */
+	bool lit_sync;            /* the literal announced last is synchronising */
+	bool divert;              /* literal bytes go to the caller (FR_LITERAL_BYTES) */
+	size_t lit_room;          /* at most this many of them per event */
+	const char *lit_data;     /* FR_LITERAL_BYTES: the bytes (borrowed from in) */
+	size_t lit_datalen;
 } imap_frame_t;
 
 enum frame_ev {
@@ -95,9 +101,14 @@ enum frame_ev {
 	FR_LINE_TOO_LONG,     /* a line over IMAPD_LINE_MAX (dropped to its end) */
 	FR_LITERAL_TOO_BIG,   /* a {n} over the limit: tagged BAD, command dropped */
 	FR_LITPLUS_TOO_BIG,   /* a {n+} over the limit: it comes anyway, so BYE */
+	FR_APPEND_LITERAL,    /* an APPEND announced a literal over IMAPD_APPEND_STREAM_MIN:
+			       * the caller streams it (imap_frame_divert) */
+	FR_LITERAL_BYTES,     /* diverted literal bytes in lit_data/lit_datalen */
 };
 
 void imap_frame_reset(imap_frame_t *f);
+/* From now on the current literal's bytes go to the caller, lit_room at a time. */
+void imap_frame_divert(imap_frame_t *f);
 void imap_frame_free(imap_frame_t *f);
 /* Consumes bytes of in[0..len) (*used) until an event. append_max bounds an
  * APPEND message literal; every other command is bounded by IMAPD_CMD_MAX. */
@@ -310,8 +321,13 @@ struct cmd {
 	uint64_t count, unseen_uid;
 	uint32_t first_unseen;
 	bus_stream_t *stream;     /* APPEND */
-	const char *lit;          /* APPEND: the message inside the command buffer */
+	const char *lit;          /* APPEND: a small message inside the command buffer */
 	size_t litlen, sent;
+	bool appending;           /* a large APPEND: its literal comes through the frame */
+	bool chunk_inflight, ended, last_sent, utf8_form;
+	char last_byte;           /* the previous message byte (bare LF -> CRLF) */
+	json_t *fail;             /* storaged's refusal (owned), answered after the literal */
+	char *fail_text;          /* or ours (owned) */
 	loop_timer_t *delay;      /* login throttling */
 	char *reply;              /* the tagged line, waiting for the updates (owned) */
 	bool sync_force;          /* NOOP, CHECK, IDLE: look at the mailbox even without an event */
@@ -359,6 +375,8 @@ void imap_fail_reply(session_t *s, const json_t *reply, const char *what);
 /* A mailbox name from the wire (modified UTF-7, "INBOX" any case) as UTF-8
  * into out; false with a BAD/NO already sent. */
 bool imap_mailbox_arg(session_t *s, char *out, size_t cap);
+/* The same without a reply: NULL, or why ("[CANNOT] ..." means NO). */
+const char *imap_mailbox_parse(session_t *s, char *out, size_t cap);
 /* Pauses the command until the output drains; resume is called then. */
 void imap_pause(session_t *s, void (*resume)(session_t *s));
 /* Forgets the current command without a tagged reply (the session ends). */
@@ -416,6 +434,12 @@ void cmd_move(session_t *s);
 void cmd_expunge(session_t *s);
 void cmd_close(session_t *s);
 void cmd_append(session_t *s);
+/* A large APPEND, streamed: the announcement, its bytes, its end. */
+void append_stream_begin(session_t *s);
+void append_stream_bytes(session_t *s, const char *p, size_t n);
+void append_stream_end(session_t *s);
+/* Literal bytes the chunk buffer can take now (0: wait for storaged). */
+size_t append_room(const session_t *s);
 
 /* notify.c */
 void notify_event(json_t **event, const void *raw, size_t rawlen, void *arg);

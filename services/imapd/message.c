@@ -14,6 +14,8 @@
 #include "log.h"
 #include "util.h"
 
+static void append_ack(bus_stream_t *st, json_t **reply, void *arg);
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -546,9 +548,142 @@ void cmd_close(session_t *s)
 	expunge_ask(s, NULL);
 }
 
-/* ---- APPEND ------------------------------------------------------------------------------- */
+/* ---- APPEND -------------------------------------------------------------------------------
+ *
+ * The message goes to storaged.message.store as a stream of chunks of at
+ * most BUS_CHUNK_SIZE, one in flight. A literal up to IMAPD_APPEND_STREAM_MIN
+ * arrives with its command (cmd_append); a larger one is taken from the
+ * frame as it arrives (append_stream_*): the socket is not read while the
+ * chunk buffer is full and a chunk is in flight, so a session holds about
+ * one chunk whatever the message's size. Bare LF line ends become CRLF on
+ * the way (RFC 3501 2.3.3), so RFC822.SIZE, BODY[] and BODYSTRUCTURE's
+ * sizes (mimefmt.h) agree. A failure before the literal's end is answered
+ * after it: its bytes are on their way and must not be read as commands.
+ */
 
-static void append_send(session_t *s);
+struct append_args {
+	char name[IMAPD_NAME_MAX + 1];
+	const char *flags[IMAPD_FLAGS_MAX];
+	size_t nflags;
+	int64_t date;
+	bool utf8;                /* UTF8 (~{n}...) of RFC 6855 */
+};
+
+/* SP mailbox [SP flag-list] [SP date-time] SP, up to the literal (or to
+ * "UTF8 (~" before it). NULL, or why ("[CANNOT] ..." means NO). */
+static const char *append_args(session_t *s, struct append_args *a)
+{
+	imap_parser_t *ip = &s->cmd->ip;
+	size_t len;
+	const char *why;
+	memset(a, 0, sizeof *a);
+	a->date = -1;
+	if (!ip_sp(ip))
+		return "expected a mailbox";
+	if ((why = imap_mailbox_parse(s, a->name, sizeof a->name)) != NULL)
+		return why;
+	if (!ip_sp(ip))
+		return "bad APPEND arguments";
+	if (ip_peek(ip, '(') && (!ip_flag_list(ip, a->flags, IMAPD_FLAGS_MAX, &a->nflags) ||
+				 !ip_sp(ip)))
+		return ip->err ? ip->err : "bad flags";
+	if (ip_peek(ip, '"')) {
+		const char *d = ip_string(ip, &len);
+		if (d == NULL || (a->date = imap_datetime_parse(d, len)) < 0 || !ip_sp(ip))
+			return "bad date-time";
+	}
+	if (s->utf8 && (ip_peek(ip, 'U') || ip_peek(ip, 'u'))) {
+		const char *u = ip_atom(ip);
+		if (u == NULL || strcasecmp(u, "UTF8") != 0 || !ip_sp(ip) || !ip_char(ip, '(') ||
+		    !ip_char(ip, '~'))
+			return "bad UTF8 data item";
+		a->utf8 = true;
+	}
+	if (!ip_peek(ip, '{'))
+		return "expected a literal";   /* CATENATE is not offered */
+	return NULL;
+}
+
+/* Opens the stream to storaged for the message. */
+static void append_open(session_t *s, const struct append_args *a)
+{
+	cmd_t *c = s->cmd;
+	c->mailbox = xstrdup(a->name);
+	json_t *dl = json_pack("{s:s, s:s}", "address", s->user, "mailbox", a->name);
+	if (a->nflags > 0) {
+		json_t *fl = json_array();
+		for (size_t i = 0; i < a->nflags; i++)
+			json_array_append_new(fl, json_string(a->flags[i]));
+		json_object_set_new(dl, "flags", fl);
+	}
+	json_t *fields = json_pack("{s:[o]}", "deliveries", dl);
+	imap_idem(s, fields);
+	if (a->date >= 0)
+		json_object_set_new(fields, "internaldate", json_integer(a->date));
+	c->stream = bus_stream_new(s->d->bus, "storaged", "storaged.message.store", &fields,
+				   append_ack, s);
+}
+
+/* Adds message bytes to the chunk buffer, bare LF made CRLF (at most twice
+ * n bytes: callers keep n within append_room). */
+static void append_add(cmd_t *c, const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] == '\n' && c->last_byte != '\r')
+			sb_addc(&c->buf, '\r');
+		sb_addc(&c->buf, p[i]);
+		c->last_byte = p[i];
+	}
+}
+
+size_t append_room(const session_t *s)
+{
+	const cmd_t *c = s->cmd;
+	return c->buf.len < BUS_CHUNK_SIZE / 2 ? (BUS_CHUNK_SIZE - c->buf.len) / 2 : 0;
+}
+
+/* Sends the chunk buffer when it is worth a chunk, or the last one. */
+static void append_flush(session_t *s)
+{
+	cmd_t *c = s->cmd;
+	if (c->chunk_inflight || c->stream == NULL)
+		return;
+	while (c->lit != NULL && c->sent < c->litlen && append_room(s) > 0) {
+		size_t n = c->litlen - c->sent < append_room(s) ? c->litlen - c->sent : append_room(s);
+		append_add(c, c->lit + c->sent, n);
+		c->sent += n;
+	}
+	bool last = c->ended && (c->lit == NULL || c->sent == c->litlen);
+	if (!last && c->buf.len < BUS_CHUNK_SIZE / 2)
+		return;
+	c->chunk_inflight = true;
+	c->last_sent = last;
+	bool outer = !s->in_call;
+	s->in_call = true;
+	if (bus_stream_write(c->stream, c->buf.buf, c->buf.len, last) < 0)
+		log_error("append.write", "session=%llu why=\"chunk while one is in flight\"",
+			  (unsigned long long)s->serial);
+	if (outer)
+		s->in_call = false;
+	sb_truncate(&c->buf, 0);
+}
+
+/* The answer to a refused APPEND. */
+static void append_failed(session_t *s)
+{
+	cmd_t *c = s->cmd;
+	if (c->fail_text != NULL) {
+		const char *t = c->fail_text;
+		imap_done(s, strncmp(t, "[CANNOT]", 8) == 0 || strncmp(t, "[TOOBIG]", 8) == 0 ? "NO" : "BAD",
+			  "%s", t);
+		return;
+	}
+	const char *code = json_string_value(json_object_get(c->fail, "code"));
+	if (code != NULL && strcmp(code, "not_found") == 0)
+		imap_done(s, "NO", "[TRYCREATE] No such mailbox");
+	else
+		imap_fail_reply(s, c->fail, "APPEND");
+}
 
 static void append_ack(bus_stream_t *st, json_t **reply, void *arg)
 {
@@ -557,123 +692,114 @@ static void append_ack(bus_stream_t *st, json_t **reply, void *arg)
 	cmd_t *c = s->cmd;
 	if (c == NULL || c->stream == NULL)
 		return;
+	c->chunk_inflight = false;
 	if (!bus_reply_ok(*reply)) {
-		const char *code = json_string_value(json_object_get(*reply, "code"));
-		if (code != NULL && strcmp(code, "not_found") == 0)
-			imap_done(s, "NO", "[TRYCREATE] No such mailbox");
-		else
-			imap_fail_reply(s, *reply, "APPEND");
-	} else if (c->sent < c->litlen) {
-		append_send(s);
-		return;
-	} else {
+		c->fail = json_incref(*reply);
+		bus_stream_free(&c->stream);   /* storaged drops what it has */
+		sb_free(&c->buf);
+		if (c->ended)
+			append_failed(s);
+	} else if (c->last_sent) {
 		json_t *st0 = json_array_get(json_object_get(*reply, "stored"), 0);
 		if (strcmp(c->mailbox, s->mbox.name ? s->mbox.name : "") == 0)
 			c->sync_force = true;   /* the client sees it in its EXISTS now */
 		imap_done(s, "OK", "[APPENDUID %lld %lld] APPEND completed",
 			  (long long)json_integer_value(json_object_get(st0, "uidvalidity")),
 			  (long long)json_integer_value(json_object_get(st0, "uid")));
+	} else {
+		append_flush(s);
 	}
 	if (!s->in_call)
 		session_resume(s);
 }
 
-/* The next chunk of the message literal (the last one commits). */
-static void append_send(session_t *s)
-{
-	cmd_t *c = s->cmd;
-	size_t n = c->litlen - c->sent > BUS_CHUNK_SIZE ? BUS_CHUNK_SIZE : c->litlen - c->sent;
-	bool last = c->sent + n == c->litlen;
-	const char *p = c->lit + c->sent;
-	c->sent += n;
-	bool outer = !s->in_call;
-	s->in_call = true;
-	if (bus_stream_write(c->stream, p, n, last) < 0)
-		log_error("append.write", "session=%llu why=\"chunk while one is in flight\"",
-			  (unsigned long long)s->serial);
-	if (outer)
-		s->in_call = false;
-}
-
-/* A message with bare LF line ends is stored with CRLF (RFC 3501 2.3.3: the
- * protocol's form), so that RFC822.SIZE, BODY[] and BODYSTRUCTURE's sizes
- * (which count bare LF as CRLF, mimefmt.h) all agree. Untouched otherwise. */
-static void append_crlf(cmd_t *c)
-{
-	const char *p = c->lit, *end = c->lit + c->litlen;
-	bool bare = false;
-	for (const char *q = memchr(p, '\n', c->litlen); q && !bare; q = memchr(q + 1, '\n', (size_t)(end - q - 1)))
-		bare = q == p || q[-1] != '\r';
-	if (!bare)
-		return;
-	sb_truncate(&c->buf, 0);
-	for (const char *q = p; q < end; q++) {
-		if (*q == '\n' && (q == p || q[-1] != '\r'))
-			sb_addc(&c->buf, '\r');
-		sb_addc(&c->buf, *q);
-	}
-	c->lit = c->buf.buf;
-	c->litlen = c->buf.len;
-}
-
+/* APPEND with its (small) literal inside the command. */
 void cmd_append(session_t *s)
 {
 	cmd_t *c = s->cmd;
 	imap_parser_t *ip = &c->ip;
-	char name[IMAPD_NAME_MAX + 1];
-	const char *flags[IMAPD_FLAGS_MAX];
-	size_t nflags = 0, len;
-	int64_t date = -1;
-	if (!ip_sp(ip)) {
-		imap_done(s, "BAD", "expected a mailbox");
+	struct append_args a;
+	const char *why = append_args(s, &a);
+	if (why == NULL && ((c->lit = ip_literal(ip, &c->litlen)) == NULL ||
+			    (a.utf8 && !ip_char(ip, ')')) || !ip_eol(ip)))
+		why = ip->err ? ip->err : "bad APPEND arguments";   /* MULTIAPPEND is not offered */
+	if (why != NULL) {
+		imap_done(s, strncmp(why, "[CANNOT]", 8) == 0 ? "NO" : "BAD", "%s", why);
 		return;
 	}
-	if (!imap_mailbox_arg(s, name, sizeof name))
-		return;
-	if (!ip_sp(ip))
-		goto bad;
-	if (ip_peek(ip, '(') && (!ip_flag_list(ip, flags, IMAPD_FLAGS_MAX, &nflags) || !ip_sp(ip)))
-		goto bad;
-	if (ip_peek(ip, '"')) {
-		const char *d = ip_string(ip, &len);
-		if (d == NULL || (date = imap_datetime_parse(d, len)) < 0 || !ip_sp(ip)) {
-			ip_fail(ip, "bad date-time");
-			goto bad;
-		}
-	}
-	if (s->utf8 && (ip_peek(ip, 'U') || ip_peek(ip, 'u'))) {
-		/* RFC 6855 4: APPEND ... UTF8 (~{n}...) */
-		const char *u = ip_atom(ip);
-		if (u == NULL || strcasecmp(u, "UTF8") != 0 || !ip_sp(ip) || !ip_char(ip, '(') ||
-		    !ip_char(ip, '~') || (c->lit = ip_literal(ip, &c->litlen)) == NULL ||
-		    !ip_char(ip, ')'))
-			goto bad;
-	} else {
-		c->lit = ip_literal(ip, &c->litlen);
-	}
-	if (c->lit == NULL || !ip_eol(ip))
-		goto bad;   /* CATENATE and MULTIAPPEND are not offered */
-	append_crlf(c);
 	if (c->litlen > (size_t)s->d->conf.max_size) {
 		imap_done(s, "NO", "[TOOBIG] Message too large");
 		return;
 	}
-	c->mailbox = xstrdup(name);
-	json_t *dl = json_pack("{s:s, s:s}", "address", s->user, "mailbox", name);
-	if (nflags > 0) {
-		json_t *fl = json_array();
-		for (size_t i = 0; i < nflags; i++)
-			json_array_append_new(fl, json_string(flags[i]));
-		json_object_set_new(dl, "flags", fl);
+	append_open(s, &a);
+	c->ended = true;
+	append_flush(s);
+}
+
+/* A large APPEND literal was announced (FR_APPEND_LITERAL): the command up
+ * to it is in the frame. Its bytes will be handed to append_stream_bytes. */
+void append_stream_begin(session_t *s)
+{
+	imap_frame_t *f = &s->frame;
+	cmd_t *c = xcalloc(1, sizeof *c);
+	s->cmd = c;
+	s->d->stats.commands++;
+	c->appending = true;
+	snprintf(c->name, sizeof c->name, "APPEND");
+	imap_parser_t *ip = &c->ip;
+	ip_init(ip, f->cmd.buf, f->cmd.len);
+	const char *tag = ip_tag(ip);
+	snprintf(c->tag, sizeof c->tag, "%s", tag ? tag : "*");
+	struct append_args a;
+	const char *why = NULL;
+	if (tag == NULL || !ip_sp(ip) || ip_atom(ip) == NULL)
+		why = "bad APPEND";
+	else if (s->state != IS_AUTH && s->state != IS_SELECTED)
+		why = "APPEND not allowed now";
+	else
+		why = append_args(s, &a);
+	c->utf8_form = why == NULL && a.utf8;
+	if (why != NULL) {
+		if (f->lit_sync) {
+			/* the client waits for "+": it will not send the literal */
+			imap_done(s, strncmp(why, "[CANNOT]", 8) == 0 ? "NO" : "BAD", "%s", why);
+			return;
+		}
+		c->fail_text = xstrdup(why);   /* answered once the literal is read */
+	} else {
+		append_open(s, &a);
 	}
-	json_t *fields = json_pack("{s:[o]}", "deliveries", dl);
-	imap_idem(s, fields);
-	if (date >= 0)
-		json_object_set_new(fields, "internaldate", json_integer(date));
-	c->stream = bus_stream_new(s->d->bus, "storaged", "storaged.message.store", &fields,
-				   append_ack, s);
-	append_send(s);
-	return;
-bad:
-	imap_done(s, "BAD", "%s", ip->err ? ip->err : "bad APPEND arguments");
+	imap_frame_divert(f);
+	if (f->lit_sync)
+		session_printf(s, "+ Ready for literal data\r\n");
+}
+
+void append_stream_bytes(session_t *s, const char *p, size_t n)
+{
+	cmd_t *c = s->cmd;
+	if (c->stream == NULL)
+		return;   /* refused: the bytes are read and dropped */
+	append_add(c, p, n);
+	append_flush(s);
+}
+
+/* The line after the literal is in: the command is whole. */
+void append_stream_end(session_t *s)
+{
+	cmd_t *c = s->cmd;
+	imap_frame_t *f = &s->frame;
+	size_t n = f->cmd.len - f->line_start;
+	const char *rest = f->cmd.buf + f->line_start;
+	while (n > 0 && (rest[n - 1] == '\n' || rest[n - 1] == '\r'))
+		n--;
+	c->ended = true;
+	if (c->fail_text == NULL && c->fail == NULL &&
+	    !(n == (c->utf8_form ? 1u : 0u) && (n == 0 || rest[0] == ')'))) {
+		bus_stream_free(&c->stream);   /* MULTIAPPEND and CATENATE are not offered */
+		c->fail_text = xstrdup("unexpected data after the message");
+	}
+	if (c->fail_text != NULL || c->fail != NULL)
+		append_failed(s);
+	else
+		append_flush(s);
 }

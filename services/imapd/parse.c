@@ -30,11 +30,17 @@
 
 /* ---- the frame ------------------------------------------------------------ */
 
+void imap_frame_divert(imap_frame_t *f)
+{
+	f->divert = true;
+}
+
 void imap_frame_reset(imap_frame_t *f)
 {
 	sb_truncate(&f->cmd, 0);
 	f->line_start = 0;
 	f->lit_left = 0;
+	f->divert = false;
 	if (f->cmd.cap > 2 * IMAPD_CMD_MAX)
 		sb_free(&f->cmd);   /* an APPEND's message is not kept around */
 }
@@ -79,6 +85,24 @@ enum frame_ev imap_frame_feed(imap_frame_t *f, const char *in, size_t len, size_
 	size_t off = 0;
 	enum frame_ev ev = FR_MORE;
 	while (off < len && ev == FR_MORE) {
+		if (f->lit_left > 0 && f->divert) {
+			/* a streamed APPEND: the bytes go to the caller as they come */
+			size_t take = len - off < f->lit_left ? len - off : (size_t)f->lit_left;
+			if (take > f->lit_room)
+				take = f->lit_room;
+			if (take == 0)
+				break;   /* the caller has no room: it comes back later */
+			f->lit_data = in + off;
+			f->lit_datalen = take;
+			off += take;
+			f->lit_left -= take;
+			if (f->lit_left == 0) {
+				f->line_start = f->cmd.len;
+				f->divert = false;   /* a further literal is not the message */
+			}
+			ev = FR_LITERAL_BYTES;
+			break;
+		}
 		if (f->lit_left > 0) {
 			size_t take = len - off < f->lit_left ? len - off : (size_t)f->lit_left;
 			sb_add(&f->cmd, in + off, take);
@@ -133,6 +157,11 @@ enum frame_ev imap_frame_feed(imap_frame_t *f, const char *in, size_t len, size_
 			break;
 		}
 		f->lit_left = (uint64_t)n;
+		f->lit_sync = !plus;
+		if (append && n > IMAPD_APPEND_STREAM_MIN && !f->divert) {
+			ev = FR_APPEND_LITERAL;
+			break;
+		}
 		if (n == 0)
 			f->line_start = f->cmd.len;
 		if (!plus)

@@ -856,3 +856,54 @@ def test_random_garbage_gets_answers(imap):
         r.until(b"* BYE", lines)
         assert len(lines) == 49 and r.closed()
     assert imap.imapd.alive()
+
+
+def test_large_append_streamed(imap):
+    """APPEND literals over 256 KiB go to storaged as they arrive: a 3 MB one
+    (synchronising), a LITERAL+ one with bare LF line ends (made CRLF), one
+    refused by storaged and one refused by us (answered after their bytes,
+    the connection still in step)."""
+    c = login(imap)
+    big = message(subject="big append", body=b"".join(b"%07d %s\r\n" % (k, b"a" * 70)
+                                                       for k in range(40000)))
+    typ, resp = c.append("INBOX", "(\\Seen)", None, big)
+    assert typ == "OK" and b"APPENDUID" in resp[0]
+    c.select("INBOX")
+    typ, resp = c.fetch("1", "(FLAGS BODY.PEEK[])")
+    assert resp[0][1] == big and b"\\Seen" in resp[0][0]
+    lf = b"Subject: lf\n\n" + b"".join(b"%07d %s\n" % (k, b"b" * 70) for k in range(5000))
+    with Raw(imap, implicit=True) as r:
+        r.login()
+        ln, _ = r.cmd(b"APPEND INBOX {%d+}\r\n" % len(lf) + lf)
+        assert ln.startswith(b"t OK [APPENDUID"), ln
+        ln, _ = r.cmd(b"APPEND Nope {%d+}\r\n" % len(lf) + lf)
+        assert ln.startswith(b"t NO [TRYCREATE]"), ln
+        ln, _ = r.cmd(b"APPEND INBOX (\\Bogus) {%d+}\r\n" % len(lf) + lf)
+        assert ln.startswith(b"t BAD"), ln
+        r.send(b"s APPEND INBOX (\\Bogus) {%d}\r\n" % len(lf))   # synchronising: no "+"
+        assert r.until(b"s ").startswith(b"s BAD")
+        ln, _ = r.cmd(b"APPEND INBOX {%d+}\r\n" % len(lf) + lf + b" extra")
+        assert ln.startswith(b"t BAD"), ln
+        ln, _ = r.cmd("NOOP")
+        assert ln.startswith(b"t OK"), ln
+    c.noop()                   # told of the message the other session added
+    typ, resp = c.fetch("2", "(RFC822.SIZE BODY.PEEK[])")
+    crlf = lf.replace(b"\n", b"\r\n")
+    assert resp[0][1] == crlf and b"RFC822.SIZE %d" % len(crlf) in resp[0][0]
+    assert c.status("INBOX", "(MESSAGES)")[1] == [b'"INBOX" (MESSAGES 2)']
+    c.logout()
+
+
+@pytest.mark.skipif(buslib.SANITIZED, reason="ASan's memory is not ours")
+def test_append_of_a_30_mb_message_holds_one_chunk(imap):
+    big = message(subject="30 MB up", body=b"".join(b"%08d %s\r\n" % (k, b"u" * 90)
+                                                     for k in range(300000)))
+    c = login(imap)
+    before = _hwm_kb(imap.imapd.pid)
+    typ, resp = c.append("INBOX", None, None, big)
+    assert typ == "OK", resp
+    grown = _hwm_kb(imap.imapd.pid) - before
+    assert grown < 12 * 1024, "imapd's peak grew by %d kB" % grown
+    c.select("INBOX")
+    assert c.fetch("1", "(RFC822.SIZE)")[1] == [b"1 (UID 1 RFC822.SIZE %d)" % len(big)]
+    c.logout()

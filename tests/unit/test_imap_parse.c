@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -88,6 +89,44 @@ static void test_frame_bounds(void **state)
 	assert_int_equal(feed(&f, "\r\nn NOOP\r\n", 100, &left), FR_COMMAND);
 	assert_memory_equal(f.cmd.buf, "n NOOP\r\n", 8);
 	free(line);
+	imap_frame_free(&f);
+}
+
+/* A large APPEND literal is announced, then diverted to the caller in
+ * pieces no larger than its room; the line after it ends the command. */
+static void test_frame_divert(void **state)
+{
+	(void)state;
+	imap_frame_t f = { 0 };
+	size_t used, n = IMAPD_APPEND_STREAM_MIN + 10;
+	char head[64];
+	snprintf(head, sizeof head, "a APPEND INBOX {%zu+}\r\n", n);
+	assert_int_equal(imap_frame_feed(&f, head, strlen(head), &used, 1 << 30), FR_APPEND_LITERAL);
+	assert_int_equal(used, strlen(head));
+	assert_false(f.lit_sync);
+	imap_frame_divert(&f);
+	char *body = malloc(n + 2);
+	memset(body, 'm', n);
+	memcpy(body + n, "\r\n", 2);
+	size_t off = 0, got = 0;
+	f.lit_room = 0;
+	assert_int_equal(imap_frame_feed(&f, body, n + 2, &used, 1 << 30), FR_MORE);
+	assert_int_equal(used, 0);   /* no room: nothing taken */
+	for (;;) {
+		f.lit_room = 4096;
+		enum frame_ev ev = imap_frame_feed(&f, body + off, n + 2 - off, &used, 1 << 30);
+		off += used;
+		if (ev == FR_COMMAND)
+			break;
+		assert_int_equal(ev, FR_LITERAL_BYTES);
+		assert_true(f.lit_datalen <= 4096);
+		got += f.lit_datalen;
+	}
+	assert_int_equal(got, n);
+	assert_int_equal(off, n + 2);
+	assert_memory_equal(f.cmd.buf, head, strlen(head));   /* the literal is not kept */
+	assert_int_equal(f.cmd.len, strlen(head) + 2);
+	free(body);
 	imap_frame_free(&f);
 }
 
@@ -258,6 +297,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_frame_literals_split),
 		cmocka_unit_test(test_frame_bounds),
+		cmocka_unit_test(test_frame_divert),
 		cmocka_unit_test(test_tokens),
 		cmocka_unit_test(test_fetch_atts),
 		cmocka_unit_test(test_search),
