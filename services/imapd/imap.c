@@ -127,7 +127,6 @@ void imap_cmd_end(session_t *s)
 	json_decref(c->req);
 	json_decref(c->list);
 	free(c->set);
-	free(c->want);
 	sb_free(&c->buf);
 	free(c->fetch);
 	uidlist_free(&c->hits);

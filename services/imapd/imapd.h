@@ -296,9 +296,7 @@ struct cmd {
 	json_t *page;             /* a storaged page being worked through (owned) */
 	size_t page_i;
 	char *set;                /* a UID set for storaged (owned) */
-	seqset_t *want;           /* the UIDs a command asked for (owned) */
-	uint32_t from;            /* paging: go on from this UID */
-	strbuf_t buf;             /* message bytes, reply text (owned) */
+	strbuf_t buf;             /* FETCH: the message; APPEND: the next chunk (owned) */
 	uint64_t body_off;        /* the message being read: where its body starts */
 	bool seen_now;            /* FETCH set \Seen on it: FLAGS go with the answer */
 	uint64_t stream_off, stream_left; /* a streamed BODY[]: next offset, bytes owed */
@@ -313,13 +311,12 @@ struct cmd {
 	bool silent;              /* STORE .SILENT */
 	bool move;                /* COPY is a MOVE */
 	bool closing;             /* EXPUNGE is CLOSE's: no responses */
-	json_t *list;             /* LIST: the mailboxes (owned) */
-	unsigned list_opts;
+	json_t *list;             /* names to go through: LIST-STATUS, CREATE's levels (owned) */
+	unsigned list_opts;       /* LIST: enum list_opt bits (mailbox.c) */
 	unsigned status_items;     /* STATUS, LIST-STATUS: what to report */
 	char *ref, **pats;        /* LIST reference and patterns (owned) */
 	size_t npats;
-	uint64_t count, unseen_uid;
-	uint32_t first_unseen;
+	uint32_t first_unseen;    /* SELECT: sequence number of the first unseen */
 	bus_stream_t *stream;     /* APPEND */
 	const char *lit;          /* APPEND: a small message inside the command buffer */
 	size_t litlen, sent;
