@@ -66,6 +66,7 @@ static const char *const config_keys[] = {
 	"imap_login_timeout_ms",/* imapd: client not yet logged in dropped after this */
 	"imap_max_per_ip",      /* imapd: concurrent sessions per client address */
 	"imap_max_sessions",    /* imapd: concurrent sessions per process */
+	"imap_plaintext_loopback", /* imapd: 1 allows LOGIN without TLS from loopback (as Dovecot does) */
 };
 
 #define CONFIG_NKEYS ARRAY_LEN(config_keys)

@@ -2,7 +2,7 @@
  * conf.c — imapd's settings from roost.conf / ROOST_* (docs/IMAPD.md):
  * hostname, listen, imap_port, imaps_port, max_message_size, tls_cert,
  * tls_key, imap_idle_timeout_ms, imap_login_timeout_ms, imap_max_per_ip,
- * imap_max_sessions, bus_timeout_ms.
+ * imap_max_sessions, imap_plaintext_loopback, bus_timeout_ms.
  *
  * Ownership: strings are borrowed from the config_t (valid until its
  * config_free), except tls_cert and tls_key, which imapd_conf_clear frees.
@@ -38,6 +38,8 @@ int imapd_conf_load(imapd_conf_t *c, const config_t *cfg, char *err, size_t errl
 			   &c->login_ms, err, errlen) < 0 ||
 	    config_get_int(cfg, "imap_max_per_ip", 50, 1, 100000, &c->max_per_ip, err, errlen) < 0 ||
 	    config_get_int(cfg, "imap_max_sessions", 2000, 1, 100000, &c->max_sessions, err,
+			   errlen) < 0 ||
+	    config_get_int(cfg, "imap_plaintext_loopback", 0, 0, 1, &c->plaintext_loopback, err,
 			   errlen) < 0)
 		return -1;
 	c->bus_timeout_ms = bus_timeout_ms();

@@ -91,8 +91,10 @@ static void imap_capability(session_t *s, strbuf_t *sb)
 	sb_adds(sb, "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE "
 		"CHILDREN SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE ESEARCH UTF8=ACCEPT");
 	if (s->state == IS_NOAUTH) {
-		if (!s->tls)
+		if (!s->tls && !s->private_peer)
 			sb_adds(sb, s->d->tls ? " STARTTLS LOGINDISABLED" : " LOGINDISABLED");
+		else if (!s->tls && s->d->tls)
+			sb_adds(sb, " STARTTLS AUTH=PLAIN");
 		else
 			sb_adds(sb, " AUTH=PLAIN");
 	}
@@ -495,7 +497,7 @@ static void login_start(session_t *s, const char *user, size_t ulen, const char 
 
 static bool login_allowed(session_t *s)
 {
-	if (s->tls)
+	if (s->tls || s->private_peer)
 		return true;
 	imap_done(s, "NO", "[PRIVACYREQUIRED] Use STARTTLS first (LOGINDISABLED)");
 	return false;

@@ -70,6 +70,7 @@ typedef struct imapd_conf {
 	long idle_ms;             /* authenticated (RFC 3501 5.4: at least 30 min) */
 	long login_ms;            /* before login */
 	long max_per_ip, max_sessions;
+	long plaintext_loopback;  /* 1: LOGIN without TLS from 127.0.0.0/8 and ::1 (benchmarks) */
 	long bus_timeout_ms;      /* per try of a storaged call */
 	char *tls_cert, *tls_key; /* owned */
 } imapd_conf_t;
@@ -259,6 +260,7 @@ struct session {
 	SSL *ssl;
 	bool tls;                 /* TLS is up (implicit or after STARTTLS) */
 	bool implicit;            /* came in on the IMAPS port */
+	bool private_peer;        /* loopback with imap_plaintext_loopback: login without TLS */
 	bool handshaking, tls_want_write;
 	char in[IMAPD_INBUF];
 	size_t inlen;

@@ -387,6 +387,11 @@ static void net_new_session(imapd_t *d, int fd, const char *ip, bool implicit)
 	s->serial = ++d->serial;
 	s->implicit = implicit;
 	snprintf(s->ip, sizeof s->ip, "%s", ip);
+	/* Like Dovecot's default: a client on this host is not on the wire.
+	 * Off unless configured: in a container a DNAT'ed client never looks
+	 * like loopback, but a local proxy could. */
+	s->private_peer = d->conf.plaintext_loopback &&
+			  (strncmp(ip, "127.", 4) == 0 || strcmp(ip, "::1") == 0);
 	s->next = d->sessions;
 	if (d->sessions)
 		d->sessions->prev = s;

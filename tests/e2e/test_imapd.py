@@ -85,6 +85,19 @@ def test_logindisabled_before_starttls(imap):
         assert ln.startswith(b"t BAD"), ln
 
 
+def test_plaintext_login_from_loopback_only_when_configured(bus):
+    """imap_plaintext_loopback=1 (bench/imap.sh, like Dovecot's default) lets a
+    client on 127.0.0.1 log in without TLS; the default refuses it (above)."""
+    with_users(bus, ALICE)
+    start_imapd(bus, env={"ROOST_IMAP_PLAINTEXT_LOOPBACK": "1"})
+    c = client(bus, tls=False)
+    typ, caps = c.capability()
+    assert b"LOGINDISABLED" not in caps[0] and b"AUTH=PLAIN" in caps[0] and b"STARTTLS" in caps[0]
+    assert c.login(ALICE, PASSWORD)[0] == "OK"
+    assert c.select("INBOX")[0] == "OK"
+    c.logout()
+
+
 def test_starttls_discards_pipelined_plaintext(imap):
     with Raw(imap) as r:
         r.send("st STARTTLS\r\nx LOGIN alice@example.org injected\r\n")
