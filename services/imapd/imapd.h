@@ -347,6 +347,8 @@ void session_abort(session_t *s, const char *why);
 void session_resume(session_t *s);
 /* Restarts the idle timer (its length depends on the state). */
 void session_touch(session_t *s);
+/* Waiting for the rest of a command: ACK at once (see net.c). */
+void session_quickack(session_t *s);
 /* True while the session waits for storaged or a timer, not for the client. */
 bool session_waiting(const session_t *s);
 /* True when a producing command should pause until the output drains. */
