@@ -319,6 +319,7 @@ struct cmd {
 	char *ref, **pats;        /* LIST reference and patterns (owned) */
 	size_t npats;
 	uint32_t first_unseen;    /* SELECT: sequence number of the first unseen */
+	uint32_t first_unseen_uid; /* SELECT: its UID, from the status */
 	bus_stream_t *stream;     /* APPEND */
 	const char *lit;          /* APPEND: a small message inside the command buffer */
 	size_t litlen, sent;
