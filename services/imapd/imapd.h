@@ -215,7 +215,7 @@ typedef struct imapd {
 	bus_sub_t *fails_sub;     /* imapd.login.failed of every replica */
 	char instance[128];       /* host:pid, to skip our own events */
 	tls_t *tls;               /* NULL: no certificate (no STARTTLS, no 993) */
-	int lfd, tls_lfd;         /* listening sockets */
+	struct listener *listener, *tls_listener; /* proto/listener.h (tls: NULL if off) */
 	session_t *sessions;
 	hmap_t *per_ip;           /* address -> live sessions (uintptr_t) */
 	hmap_t *fails;            /* "ip:..." / "user:..." -> struct imap_fails * */

@@ -62,7 +62,7 @@ int main(int argc, char **argv)
 					     "mail on ports 143 (STARTTLS) and 993 (TLS)." };
 	char err[512];
 	config_t *cfg = service_init(&opts, argc, argv);
-	imapd_t d = { .lfd = -1, .tls_lfd = -1 };
+	imapd_t d = { 0 };
 	if (imapd_conf_load(&d.conf, cfg, err, sizeof err) < 0)
 		fatal("config", "why=%s", log_quote(err));
 	d.tls = tls_new(d.conf.tls_cert, d.conf.tls_key, err, sizeof err);

@@ -20,13 +20,13 @@
  * a top-level event (session_settle), never under a caller's feet.
  */
 #include "imapd.h"
+#include "listener.h"
 #include "hmap.h"
 #include "log.h"
 #include "util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
@@ -34,28 +34,11 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <zmq.h>
 
 static void session_settle(session_t *s);
-
-/* ---- per-IP accounting ---------------------------------------------------- */
-
-static long per_ip_get(imapd_t *d, const char *ip)
-{
-	return (long)(uintptr_t)hmap_get(d->per_ip, ip, strlen(ip));
-}
-
-static void per_ip_add(imapd_t *d, const char *ip, long delta)
-{
-	long n = per_ip_get(d, ip) + delta;
-	if (n <= 0)
-		hmap_del(d->per_ip, ip, strlen(ip));
-	else
-		hmap_put(d->per_ip, ip, strlen(ip), (void *)(uintptr_t)n);
-}
 
 /* ---- writing ----------------------------------------------------------------- */
 
@@ -159,7 +142,7 @@ static void session_free(session_t *s)
 		d->sessions = s->next;
 	if (s->next)
 		s->next->prev = s->prev;
-	per_ip_add(d, s->ip, -1);
+	ipcount_add(d->per_ip, s->ip, -1);
 	d->stats.sessions--;
 	imap_session_clear(s);
 	sb_free(&s->out);
@@ -410,7 +393,7 @@ static void net_new_session(imapd_t *d, int fd, const char *ip, bool implicit)
 	if (d->sessions)
 		d->sessions->prev = s;
 	d->sessions = s;
-	per_ip_add(d, ip, 1);
+	ipcount_add(d->per_ip, ip, 1);
 	d->stats.sessions++;
 	d->stats.connections++;
 	s->state = IS_NOAUTH;
@@ -427,98 +410,44 @@ static void net_new_session(imapd_t *d, int fd, const char *ip, bool implicit)
 	session_settle(s);
 }
 
-#define NET_ACCEPT_PAUSE_MS 200
+static void net_accept_plain(int fd, const char *ip, unsigned port, void *arg);
+static void net_accept_tls(int fd, const char *ip, unsigned port, void *arg);
 
-static void net_accept_resume(loop_t *loop, void *arg)
+static void net_accept(imapd_t *d, int fd, const char *ip, bool implicit)
 {
-	imapd_t *d = arg;
-	if (d->lfd >= 0)
-		loop_set_events(loop, NULL, d->lfd, ZMQ_POLLIN);
-	if (d->tls_lfd >= 0)
-		loop_set_events(loop, NULL, d->tls_lfd, ZMQ_POLLIN);
+	if (d->stats.sessions >= d->conf.max_sessions)
+		net_refuse(d, fd, ip, false);
+	else if (ipcount_get(d->per_ip, ip) >= d->conf.max_per_ip)
+		net_refuse(d, fd, ip, true);
+	else
+		net_new_session(d, fd, ip, implicit);
 }
 
-static void net_accept(loop_t *loop, void *zsock, int fd, short revents, void *arg)
+static void net_accept_plain(int fd, const char *ip, unsigned port, void *arg)
 {
-	(void)loop; (void)zsock; (void)revents;
-	imapd_t *d = arg;
-	bool implicit = fd == d->tls_lfd;
-	for (int i = 0; i < 64; i++) {
-		struct sockaddr_storage sa;
-		socklen_t sl = sizeof sa;
-		int c = accept4(fd, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (c < 0) {
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-				/* The connection stays queued and the socket readable:
-				 * stop watching it for a moment instead of spinning. */
-				log_warn("accept", "error=%s pause_ms=%d", log_quote(strerror(errno)),
-					 NET_ACCEPT_PAUSE_MS);
-				loop_set_events(d->loop, NULL, fd, 0);
-				loop_timer_add(d->loop, NET_ACCEPT_PAUSE_MS, false, net_accept_resume, d);
-			} else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-				   errno != ECONNABORTED) {
-				log_warn("accept", "error=%s", log_quote(strerror(errno)));
-			}
-			return;
-		}
-		char ip[64] = "?", serv[16] = "0";
-		getnameinfo((struct sockaddr *)&sa, sl, ip, sizeof ip, serv, sizeof serv,
-			    NI_NUMERICHOST | NI_NUMERICSERV);
-		if (strncmp(ip, "::ffff:", 7) == 0 && strchr(ip + 7, ':') == NULL)
-			memmove(ip, ip + 7, strlen(ip + 7) + 1);
-		if (d->stats.sessions >= d->conf.max_sessions)
-			net_refuse(d, c, ip, false);
-		else if (per_ip_get(d, ip) >= d->conf.max_per_ip)
-			net_refuse(d, c, ip, true);
-		else
-			net_new_session(d, c, ip, implicit);
-	}
+	(void)port;
+	net_accept(arg, fd, ip, false);
 }
 
-/* A non-blocking listening socket on listen:port with SO_REUSEPORT. */
-static int net_bind(imapd_t *d, long port, char *err, size_t errlen)
+static void net_accept_tls(int fd, const char *ip, unsigned port, void *arg)
 {
-	struct addrinfo hints = { .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV,
-				  .ai_socktype = SOCK_STREAM }, *ai;
-	char ps[16];
-	snprintf(ps, sizeof ps, "%ld", port);
-	int rc = getaddrinfo(d->conf.listen, ps, &hints, &ai);
-	if (rc != 0) {
-		snprintf(err, errlen, "listen %s: %s", d->conf.listen, gai_strerror(rc));
-		return -1;
-	}
-	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	int one = 1;
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
-	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 256) < 0) {
-		snprintf(err, errlen, "cannot listen on %s port %s: %s", d->conf.listen, ps,
-			 strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		freeaddrinfo(ai);
-		return -1;
-	}
-	freeaddrinfo(ai);
-	loop_add_fd(d->loop, fd, ZMQ_POLLIN, net_accept, d);
-	return fd;
+	(void)port;
+	net_accept(arg, fd, ip, true);
 }
 
 int net_listen(imapd_t *d, char *err, size_t errlen)
 {
-	/* Every session is a descriptor: take all the kernel allows us. */
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
+	listener_raise_fd_limit();
 	d->per_ip = hmap_new();
-	if ((d->lfd = net_bind(d, d->conf.port, err, errlen)) < 0)
+	d->listener = listener_open(d->loop, d->conf.listen, d->conf.port, net_accept_plain, d,
+				    err, errlen);
+	if (d->listener == NULL)
 		return -1;
 	/* Implicit TLS needs a certificate; without one the port stays closed
 	 * rather than accept connections it cannot serve. */
 	if (d->conf.tls_port > 0 && d->tls != NULL &&
-	    (d->tls_lfd = net_bind(d, d->conf.tls_port, err, errlen)) < 0)
+	    (d->tls_listener = listener_open(d->loop, d->conf.listen, d->conf.tls_port,
+					     net_accept_tls, d, err, errlen)) == NULL)
 		return -1;
 	return 0;
 }
@@ -526,14 +455,9 @@ int net_listen(imapd_t *d, char *err, size_t errlen)
 /* At shutdown: every session gets BYE (best effort) and is closed. */
 void net_close_all(imapd_t *d)
 {
-	int *fds[] = { &d->lfd, &d->tls_lfd };
-	for (size_t i = 0; i < ARRAY_LEN(fds); i++) {
-		if (*fds[i] >= 0) {
-			loop_remove(d->loop, NULL, *fds[i]);
-			close(*fds[i]);
-			*fds[i] = -1;
-		}
-	}
+	listener_close(d->listener);
+	listener_close(d->tls_listener);
+	d->listener = d->tls_listener = NULL;
 	while (d->sessions != NULL) {
 		session_t *s = d->sessions;
 		if (!s->closed) {

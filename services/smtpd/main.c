@@ -71,7 +71,7 @@ int main(int argc, char **argv)
 					     "for local users on port 25 (MX)." };
 	char err[512];
 	config_t *cfg = service_init(&opts, argc, argv);
-	smtpd_t d = { .lfd = -1 };
+	smtpd_t d = { 0 };
 	if (smtpd_conf_load(&d.conf, cfg, err, sizeof err) < 0)
 		fatal("config", "why=%s", log_quote(err));
 	d.tls = tls_new(d.conf.tls_cert, d.conf.tls_key, err, sizeof err);

@@ -21,6 +21,7 @@
  * a top-level event (session_settle), never under a caller's feet.
  */
 #include "smtpd.h"
+#include "listener.h"
 #include "hmap.h"
 #include "log.h"
 #include "util.h"
@@ -28,7 +29,6 @@
 #include <malloc.h>
 #include <arpa/inet.h>
 #include <errno.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -36,29 +36,12 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <zmq.h>
 
 static void session_io(loop_t *loop, void *zsock, int fd, short revents, void *arg);
 static void session_settle(session_t *s);
-
-/* ---- per-IP accounting ---------------------------------------------------- */
-
-static long per_ip_get(smtpd_t *d, const char *ip)
-{
-	return (long)(uintptr_t)hmap_get(d->per_ip, ip, strlen(ip));
-}
-
-static void per_ip_add(smtpd_t *d, const char *ip, long delta)
-{
-	long n = per_ip_get(d, ip) + delta;
-	if (n <= 0)
-		hmap_del(d->per_ip, ip, strlen(ip));
-	else
-		hmap_put(d->per_ip, ip, strlen(ip), (void *)(uintptr_t)n);
-}
 
 /* ---- writing ----------------------------------------------------------------- */
 
@@ -185,11 +168,11 @@ static void session_free(session_t *s)
 		d->sessions = s->next;
 	if (s->next)
 		s->next->prev = s->prev;
-	per_ip_add(d, s->ip, -1);
+	ipcount_add(d->per_ip, s->ip, -1);
 	d->stats.sessions--;
 	free(s->out);
 	free(s);
-	if (d->stats.sessions == 0 && d->trim == NULL && d->lfd >= 0)
+	if (d->stats.sessions == 0 && d->trim == NULL && d->listener != NULL)
 		d->trim = loop_timer_add(d->loop, NET_TRIM_AFTER_MS, false, net_trim, d);
 }
 
@@ -454,7 +437,7 @@ static void net_new_session(smtpd_t *d, int fd, const char *ip, unsigned port)
 	if (d->sessions)
 		d->sessions->prev = s;
 	d->sessions = s;
-	per_ip_add(d, ip, 1);
+	ipcount_add(d->per_ip, ip, 1);
 	d->stats.sessions++;
 	d->stats.connections++;
 	s->state = ST_GREET;
@@ -466,87 +449,23 @@ static void net_new_session(smtpd_t *d, int fd, const char *ip, unsigned port)
 	s->greet = loop_timer_add(d->loop, d->conf.greet_delay_ms, false, session_greet, s);
 }
 
-#define NET_ACCEPT_PAUSE_MS 200
-
-/* Out of file descriptors a moment ago: listen again. */
-static void net_accept_resume(loop_t *loop, void *arg)
+static void net_accept(int fd, const char *ip, unsigned port, void *arg)
 {
 	smtpd_t *d = arg;
-	if (d->lfd >= 0)
-		loop_set_events(loop, NULL, d->lfd, ZMQ_POLLIN);
-}
-
-static void net_accept(loop_t *loop, void *zsock, int fd, short revents, void *arg)
-{
-	(void)loop; (void)zsock; (void)revents;
-	smtpd_t *d = arg;
-	for (int i = 0; i < 64; i++) {
-		struct sockaddr_storage sa;
-		socklen_t sl = sizeof sa;
-		int c = accept4(fd, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (c < 0) {
-			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-				/* The connection stays queued and the socket readable:
-				 * stop watching it for a moment instead of spinning. */
-				log_warn("accept", "error=%s pause_ms=%d", log_quote(strerror(errno)),
-					 NET_ACCEPT_PAUSE_MS);
-				loop_set_events(d->loop, NULL, fd, 0);
-				loop_timer_add(d->loop, NET_ACCEPT_PAUSE_MS, false, net_accept_resume, d);
-			} else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-				   errno != ECONNABORTED) {
-				log_warn("accept", "error=%s", log_quote(strerror(errno)));
-			}
-			return;
-		}
-		char ip[64] = "?", serv[16] = "0";
-		getnameinfo((struct sockaddr *)&sa, sl, ip, sizeof ip, serv, sizeof serv,
-			    NI_NUMERICHOST | NI_NUMERICSERV);
-		/* An IPv4 client on an IPv6 socket is logged and counted as IPv4. */
-		if (strncmp(ip, "::ffff:", 7) == 0 && strchr(ip + 7, ':') == NULL)
-			memmove(ip, ip + 7, strlen(ip + 7) + 1);
-		if (d->stats.sessions >= d->conf.max_sessions)
-			net_refuse(d, c, R_TOO_MANY_SESSIONS, ip);
-		else if (per_ip_get(d, ip) >= d->conf.max_per_ip)
-			net_refuse(d, c, R_TOO_MANY_PER_IP, ip);
-		else
-			net_new_session(d, c, ip, (unsigned)atoi(serv));
-	}
+	if (d->stats.sessions >= d->conf.max_sessions)
+		net_refuse(d, fd, R_TOO_MANY_SESSIONS, ip);
+	else if (ipcount_get(d->per_ip, ip) >= d->conf.max_per_ip)
+		net_refuse(d, fd, R_TOO_MANY_PER_IP, ip);
+	else
+		net_new_session(d, fd, ip, port);
 }
 
 int net_listen(smtpd_t *d, char *err, size_t errlen)
 {
-	struct addrinfo hints = { .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV,
-				  .ai_socktype = SOCK_STREAM }, *ai;
-	char port[16];
-	snprintf(port, sizeof port, "%ld", d->conf.port);
-	int rc = getaddrinfo(d->conf.listen, port, &hints, &ai);
-	if (rc != 0) {
-		snprintf(err, errlen, "listen %s: %s", d->conf.listen, gai_strerror(rc));
-		return -1;
-	}
-	/* Every session is a descriptor: take all the kernel allows us. */
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
-	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	int one = 1;
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
-	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 256) < 0) {
-		snprintf(err, errlen, "cannot listen on %s port %s: %s", d->conf.listen, port,
-			 strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		freeaddrinfo(ai);
-		return -1;
-	}
-	freeaddrinfo(ai);
-	d->lfd = fd;
+	listener_raise_fd_limit();
 	d->per_ip = hmap_new();
-	loop_add_fd(d->loop, fd, ZMQ_POLLIN, net_accept, d);
-	return 0;
+	d->listener = listener_open(d->loop, d->conf.listen, d->conf.port, net_accept, d, err, errlen);
+	return d->listener != NULL ? 0 : -1;
 }
 
 /* 421 (best effort) and closed. */
@@ -589,11 +508,8 @@ void net_drain(smtpd_t *d)
 		loop_stop(d->loop);
 		return;
 	}
-	if (d->lfd >= 0) {
-		loop_remove(d->loop, NULL, d->lfd);
-		close(d->lfd);
-		d->lfd = -1;
-	}
+	listener_close(d->listener);
+	d->listener = NULL;
 	/* A sender told 421 after its message was stored would send it
 	 * again: the commits in flight are answered first. They cannot take
 	 * longer than every try of the store call. */
@@ -608,11 +524,8 @@ void net_close_all(smtpd_t *d)
 {
 	loop_timer_cancel(d->loop, &d->drain);
 	loop_timer_cancel(d->loop, &d->trim);
-	if (d->lfd >= 0) {
-		loop_remove(d->loop, NULL, d->lfd);
-		close(d->lfd);
-		d->lfd = -1;
-	}
+	listener_close(d->listener);
+	d->listener = NULL;
 	while (d->sessions != NULL)
 		session_shutdown(d->sessions);
 	hmap_free(&d->per_ip);

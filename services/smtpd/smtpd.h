@@ -177,7 +177,7 @@ typedef struct smtpd {
 	bus_control_t *ctl;
 	bus_pub_t *pub;           /* smtpd.message.received */
 	tls_t *tls;               /* NULL: no certificate, STARTTLS not offered */
-	int lfd;                  /* listening socket */
+	struct listener *listener; /* proto/listener.h; NULL when draining */
 	session_t *sessions;      /* list of live sessions */
 	loop_timer_t *drain;      /* after SIGTERM: waits for commits in flight */
 	loop_timer_t *trim;       /* no session left: give the heap back (net.c) */
