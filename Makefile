@@ -78,7 +78,7 @@ $(BUILD)/obj/gen/msgtypes.o: $(BUILD)/gen/msgtypes.c $(GEN_H)
 
 $(LIBROOST): $(PROTO_OBJ)
 	@mkdir -p $(dir $@)
-	$(AR) rcs $@ $^
+	rm -f $@ && $(AR) rcs $@ $^
 
 $(BUILD)/bin/busd: $(BUSD_SRC:%.c=$(BUILD)/obj/%.o) $(LIBROOST)
 	@mkdir -p $(dir $@)
@@ -112,7 +112,7 @@ STORAGED_LIBS := -lsqlite3 -lcrypto -pthread
 
 $(BUILD)/lib/libstoraged.a: $(STORAGED_SRC:%.c=$(BUILD)/obj/%.o)
 	@mkdir -p $(dir $@)
-	$(AR) rcs $@ $^
+	rm -f $@ && $(AR) rcs $@ $^
 
 $(BUILD)/bin/storaged: $(BUILD)/obj/services/storaged/main.o $(LIBSTORAGED) $(LIBROOST)
 	@mkdir -p $(dir $@)
@@ -124,7 +124,7 @@ LIBSMTPD := $(BUILD)/lib/libsmtpd.a
 
 $(LIBSMTPD): $(SMTPD_SRC:%.c=$(BUILD)/obj/%.o)
 	@mkdir -p $(dir $@)
-	$(AR) rcs $@ $^
+	rm -f $@ && $(AR) rcs $@ $^
 
 $(BUILD)/obj/services/smtpd/%.o: $(wildcard services/smtpd/*.h)
 
@@ -138,7 +138,7 @@ LIBIMAPD := $(if $(IMAPD_SRC),$(BUILD)/lib/libimapd.a)
 
 $(BUILD)/lib/libimapd.a: $(IMAPD_SRC:%.c=$(BUILD)/obj/%.o)
 	@mkdir -p $(dir $@)
-	$(AR) rcs $@ $^
+	rm -f $@ && $(AR) rcs $@ $^
 
 $(BUILD)/obj/services/imapd/%.o: $(wildcard services/imapd/*.h)
 

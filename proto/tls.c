@@ -110,3 +110,61 @@ void tls_conf_paths(const struct config *cfg, char **cert, char **key)
 	*cert = c ? xstrdup(c) : xasprintf("%s/tls/cert.pem", config_data_dir(cfg));
 	*key = k ? xstrdup(k) : xasprintf("%s/tls/key.pem", config_data_dir(cfg));
 }
+
+int tls_accept_step(SSL *ssl, bool *want_write, char *why, size_t whylen)
+{
+	ERR_clear_error();
+	int r = SSL_accept(ssl);
+	if (r == 1)
+		return 1;
+	int e = SSL_get_error(ssl, r);
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+		*want_write = e == SSL_ERROR_WANT_WRITE;
+		return 0;
+	}
+	unsigned long oe = ERR_peek_error();
+	const char *reason = oe ? ERR_reason_error_string(oe) : NULL;
+	snprintf(why, whylen, "TLS handshake failed: %s", oe ? reason ? reason : "error" : "peer gone");
+	ERR_clear_error();
+	return -1;
+}
+
+/* INT_MAX bounds one OpenSSL call; the caller loops. */
+static int tls_len(size_t len)
+{
+	return len > (1u << 30) ? 1 << 30 : (int)len;
+}
+
+ssize_t tls_read(SSL *ssl, void *buf, size_t len, bool *want_write, bool *eof)
+{
+	ERR_clear_error();
+	int r = SSL_read(ssl, buf, tls_len(len));
+	if (r > 0)
+		return r;
+	int e = SSL_get_error(ssl, r);
+	if (e == SSL_ERROR_WANT_READ)
+		return 0;
+	if (e == SSL_ERROR_WANT_WRITE) {
+		*want_write = true;
+		return 0;
+	}
+	if (e == SSL_ERROR_ZERO_RETURN) {
+		*eof = true;
+		return 0;
+	}
+	return -1;
+}
+
+ssize_t tls_write(SSL *ssl, const void *buf, size_t len, bool *want_write)
+{
+	ERR_clear_error();
+	int r = SSL_write(ssl, buf, tls_len(len));
+	if (r > 0)
+		return r;
+	int e = SSL_get_error(ssl, r);
+	if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+		*want_write = e == SSL_ERROR_WANT_WRITE;
+		return 0;
+	}
+	return -1;
+}

@@ -14,7 +14,9 @@
 #ifndef ROOST_TLS_H
 #define ROOST_TLS_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 typedef struct tls tls_t;
 typedef struct ssl_st SSL;
@@ -29,6 +31,18 @@ void tls_free(tls_t **t);
 SSL *tls_session_new(tls_t *t, int fd);
 /* "TLSv1.3:TLS_AES_256_GCM_SHA384" into buf. */
 void tls_describe(SSL *ssl, char *buf, size_t len);
+
+/*
+ * Non-blocking steps on a session, the same for every service.
+ * tls_accept_step: 1 when the handshake is done, 0 while it waits for the
+ * socket (*want_write: to become writable), -1 with a one-line reason.
+ * tls_read / tls_write: bytes moved (> 0); 0 when it would block (*want_write
+ * as above) or, for a read, at the peer's close_notify (*eof); -1 when the
+ * connection is broken.
+ */
+int tls_accept_step(SSL *ssl, bool *want_write, char *why, size_t whylen);
+ssize_t tls_read(SSL *ssl, void *buf, size_t len, bool *want_write, bool *eof);
+ssize_t tls_write(SSL *ssl, const void *buf, size_t len, bool *want_write);
 
 /* The configured pair (tls_cert, tls_key; default <data_dir>/tls/cert.pem
  * and key.pem) as new strings the caller frees. */

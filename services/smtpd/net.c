@@ -78,17 +78,11 @@ static int session_flush(session_t *s)
 	while (off < s->outlen) {
 		ssize_t n;
 		if (s->ssl != NULL) {
-			ERR_clear_error();
-			int r = SSL_write(s->ssl, s->out + off, (int)(s->outlen - off));
-			if (r <= 0) {
-				int e = SSL_get_error(s->ssl, r);
-				if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
-					s->tls_want_write = e == SSL_ERROR_WANT_WRITE;
-					break;
-				}
+			n = tls_write(s->ssl, s->out + off, s->outlen - off, &s->tls_want_write);
+			if (n < 0)
 				return -1;
-			}
-			n = r;
+			if (n == 0)
+				break;
 		} else {
 			n = send(s->fd, s->out + off, s->outlen - off, MSG_NOSIGNAL);
 			if (n < 0) {
@@ -227,23 +221,12 @@ static int session_read(session_t *s)
 	while (s->inlen < sizeof s->in) {
 		ssize_t n;
 		if (s->ssl != NULL) {
-			ERR_clear_error();
-			int r = SSL_read(s->ssl, s->in + s->inlen, (int)(sizeof s->in - s->inlen));
-			if (r <= 0) {
-				int e = SSL_get_error(s->ssl, r);
-				if (e == SSL_ERROR_WANT_READ)
-					break;
-				if (e == SSL_ERROR_WANT_WRITE) {
-					s->tls_want_write = true;
-					break;
-				}
-				if (e == SSL_ERROR_ZERO_RETURN) {
-					s->eof = true;
-					break;
-				}
+			n = tls_read(s->ssl, s->in + s->inlen, sizeof s->in - s->inlen,
+				     &s->tls_want_write, &s->eof);
+			if (n < 0)
 				return -1;
-			}
-			n = r;
+			if (n == 0)
+				break;
 		} else {
 			/* Only after epoll said readable, and not after a short read:
 			 * the socket was empty then, and epoll (level-triggered) says
@@ -282,24 +265,14 @@ void session_consume(session_t *s, size_t n)
 /* Drives the STARTTLS handshake; smtp.c hears when it is done. */
 static void session_handshake(session_t *s)
 {
-	ERR_clear_error();
-	int r = SSL_accept(s->ssl);
-	if (r == 1) {
+	char why[200];
+	int r = tls_accept_step(s->ssl, &s->tls_want_write, why, sizeof why);
+	if (r > 0) {
 		s->tls = true;
 		smtp_tls_done(s);
-		return;
+	} else if (r < 0) {
+		session_abort(s, why);
 	}
-	int e = SSL_get_error(s->ssl, r);
-	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-		s->tls_want_write = e == SSL_ERROR_WANT_WRITE;
-		return;
-	}
-	char why[200];
-	unsigned long oe = ERR_peek_error();
-	snprintf(why, sizeof why, "TLS handshake failed: %s",
-		 oe ? ERR_reason_error_string(oe) ? ERR_reason_error_string(oe) : "error" : "peer gone");
-	ERR_clear_error();
-	session_abort(s, why);
 }
 
 /* The replies are out and STARTTLS was accepted: switch to TLS. Whatever
