@@ -8,6 +8,7 @@
 #   make bench        benchmarks (not tests); results in bench/RESULTS.md
 #   make up           the stack as containers (docker compose), built offline, healthy
 #   make down         stop the containers; volumes (mail, keys, config) stay
+#   make test-compose the containers end to end: built from scratch, mail, restarts, scaling
 
 VERSION := 0.1.0
 SANITIZE ?= 0
@@ -59,7 +60,7 @@ BINS := $(BUILD)/bin/busd $(BUILD)/bin/roostctl $(BUILD)/bin/roost-run \
 	$(if $(wildcard services/imapd/main.c),$(BUILD)/bin/imapd)
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test run build-for-run deps check-deps clean bench up down
+.PHONY: all test run build-for-run deps check-deps clean bench up down test-compose
 all: $(BINS)
 
 # ---- generated message-type table (proto/schemas is the source of truth) ----
@@ -187,6 +188,9 @@ up:
 
 down:
 	@tools/docker/up.sh down
+
+test-compose:
+	@tools/docker/test-compose.sh
 
 bench: all
 	bench/bus.sh

@@ -1,0 +1,181 @@
+"""
+test_compose.py — the containers of docker-compose.yml (issue 6), in order:
+the stack as built and hardened, a message in and out, every service
+restarted under load without a lost or duplicated message, smtpd scaled to
+two replicas and one of them killed.
+
+Run by `make test-compose` (tools/docker/test-compose.sh); needs Docker.
+"""
+
+import os
+import re
+import signal
+import smtplib
+import stat
+import time
+
+from stack import Sender, message, wait_until
+
+DOMAIN = "roost.test"
+USER = "bob@" + DOMAIN
+SERVICES = ["busd", "storaged", "smtpd"]   # imapd joins when it lands
+
+
+def test_built_and_up(stack):
+    print("timings: %s" % {k: round(v, 1) for k, v in stack.timings.items()})
+    for svc in SERVICES:
+        assert stack.healthy(svc), svc
+    ps = stack.roostctl("status").stdout
+    for svc in ("busd", "storaged", "storaged.control", "smtpd.control"):
+        assert re.search(r"^%s\s" % re.escape(svc), ps, re.M), ps
+
+
+def test_hardening(stack):
+    netns = stack.ids("netns")[0]
+    for svc in SERVICES + ["netns"]:
+        c = stack.inspect(stack.ids(svc)[0])
+        hc = c["HostConfig"]
+        user = c["Config"]["User"]
+        assert user and not user.startswith("0") and user != "root", (svc, user)
+        assert hc["ReadonlyRootfs"] is True, svc
+        assert [x.upper() for x in hc["CapDrop"]] in (["ALL"], ["CAP_ALL"]), (svc, hc["CapDrop"])
+        assert not hc.get("CapAdd"), svc
+        assert hc["RestartPolicy"]["Name"] in ("unless-stopped", "always"), svc
+        if svc in ("busd", "storaged"):
+            assert hc["NetworkMode"] == "none", svc
+        elif svc != "netns":
+            assert hc["NetworkMode"] == "container:" + netns, (svc, hc["NetworkMode"])
+    # Distinct uids per service.
+    uids = {svc: stack.inspect(stack.ids(svc)[0])["Config"]["User"].split(":")[0] for svc in SERVICES}
+    assert len(set(uids.values())) == len(SERVICES), uids
+    # The bus on the host: not reachable by others.
+    st = os.stat(stack.busdir)
+    assert stat.S_IMODE(st.st_mode) & 0o007 == 0, oct(st.st_mode)
+    for name in os.listdir(stack.busdir):
+        m = os.stat(os.path.join(stack.busdir, name)).st_mode
+        assert m & 0o007 == 0, (name, oct(m))
+    # The namespace owner lets smtpd bind port 25 without root.
+    assert stack.inspect(netns)["HostConfig"]["Sysctls"].get("net.ipv4.ip_unprivileged_port_start") == "0"
+
+
+def test_mail_in_and_out(stack):
+    stack.roostctl("domain", "add", DOMAIN)
+    stack.roostctl("user", "add", USER, "--password-stdin", stdin="correct horse battery\n")
+    # roostctl inside a container reaches the bus too.
+    assert USER in stack.roostctl("user", "list", DOMAIN, host=False).stdout
+    addr = stack.smtp_addr()
+    with smtplib.SMTP(addr[0], addr[1], timeout=60) as s:
+        code, banner = s.ehlo("sender.test")
+        assert code == 250 and banner.startswith(b"mx.roost.test"), banner
+        s.sendmail("load@sender.test", [USER], message("first-message", USER))
+    out = stack.roostctl("message", "list", USER, "INBOX").stdout
+    assert "first-message" in out, out
+    uid = out.split("\t")[0]
+    raw = stack.roostctl("message", "get", USER, "INBOX", uid).stdout
+    assert "Message-ID: <first-message@sender.test>" in raw and "body of first-message" in raw, raw
+
+
+def _restart_and_wait(stack, svc):
+    t0 = time.monotonic()
+    stack.compose("restart", svc)
+    stack.wait_healthy(svc, timeout=120)
+    return time.monotonic() - t0
+
+
+def test_restart_each_service_under_load(stack):
+    before = stack.subjects(USER)
+    n = 2000
+    subjects = ["restart-%04d" % i for i in range(n)]
+    # Paced so that the load outlasts the three restarts (about 60 s).
+    sender = Sender(stack.smtp_addr(), USER, subjects, threads=8, rate=30, deadline=600).start()
+    took = {}
+    try:
+        time.sleep(3)
+        for svc in SERVICES:
+            assert not sender.done(), "the load ended before %s's restart" % svc
+            took[svc] = _restart_and_wait(stack, svc)
+            time.sleep(2)
+            assert not sender.done(), "the load ended during %s's restart" % svc
+    finally:
+        sender.join()
+    print("restarts took %s s; %d acked, %d retries %s" % (
+        {k: round(v, 1) for k, v in took.items()}, len(sender.acked), sender.retries, dict(sender.errors)))
+    assert len(sender.acked) == n, "only %d of %d sent before the deadline" % (len(sender.acked), n)
+    assert sender.retries > 0, "no restart was felt by the clients: the test proves nothing"
+    got = stack.subjects(USER) - before
+    lost = [s for s in sender.acked if got[s] == 0]
+    dups = {s: c for s, c in got.items() if c > 1}
+    strays = [s for s in got if not s.startswith("restart-")]
+    assert not lost, "%d acknowledged messages lost, e.g. %s" % (len(lost), lost[:5])
+    assert not dups, "%d duplicated, e.g. %s" % (len(dups), list(dups.items())[:5])
+    assert not strays, strays[:5]
+    for svc in SERVICES:
+        assert stack.healthy(svc), svc
+
+
+def _control_workers(stack, name):
+    st = stack.roostctl("--json", "status").stdout
+    import json
+    for s in json.loads(st)["services"]:
+        if s["name"] == name:
+            return s["workers"]
+    return []
+
+
+def test_scale_smtpd_and_kill_a_replica(stack):
+    stack.compose("up", "-d", "--no-deps", "--no-recreate", "--scale", "smtpd=2", "smtpd")
+    stack.wait_healthy("smtpd", n=2, timeout=120)
+    ids = stack.ids("smtpd")
+    wait_until(lambda: len(_control_workers(stack, "smtpd.control")) == 2, 60, "two smtpd.control replicas")
+    # Pings to smtpd.control spread over both replicas (busd load-balances).
+    for _ in range(20):
+        stack.roostctl("bus", "ping", "smtpd")
+    reqs = [w["requests"] for w in _control_workers(stack, "smtpd.control")]
+    assert len(reqs) == 2 and all(r > 0 for r in reqs), reqs
+
+    # Both serve port 25 of the one namespace (SO_REUSEPORT): new connections
+    # land on either.
+    before = {c: stack.logs(c).count("session.open") for c in ids}
+    subjects = ["scale-%03d" % i for i in range(60)]
+    s = Sender(stack.smtp_addr(), USER, subjects, threads=6, deadline=300)
+    # One connection per message: the kernel spreads connections, not messages.
+    s.threads = []
+    import threading
+    def one(subj):
+        for _ in range(20):
+            try:
+                with smtplib.SMTP(*stack.smtp_addr(), timeout=60) as c:
+                    c.sendmail("load@sender.test", [USER], message(subj, USER))
+                with s.lock:
+                    s.acked.append(subj)
+                return
+            except (smtplib.SMTPException, OSError):
+                time.sleep(0.3)
+    ts = [threading.Thread(target=one, args=(x,)) for x in subjects]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(300)
+    after = {c: stack.logs(c).count("session.open") for c in ids}
+    served = {c[:12]: after[c] - before[c] for c in ids}
+    assert all(v > 0 for v in served.values()), "connections per replica: %s" % served
+    assert len(s.acked) == len(subjects)
+
+    # SIGKILL one replica's smtpd (as a crash would): the restart policy brings
+    # it back, and mail keeps flowing meanwhile.
+    victim = ids[1]
+    restarts = stack.inspect(victim)["RestartCount"]
+    pid = stack.inspect(victim)["State"]["Pid"]
+    subjects2 = ["kill-%04d" % i for i in range(300)]
+    sender = Sender(stack.smtp_addr(), USER, subjects2, threads=4, rate=30, deadline=300).start()
+    time.sleep(2)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: stack.inspect(victim)["RestartCount"] > restarts, 60, "the killed replica restarted")
+    stack.wait_healthy("smtpd", n=2, timeout=120)
+    assert not sender.done(), "the load ended before the replica was back"
+    sender.join()
+    assert len(sender.acked) == len(subjects2)
+    got = stack.subjects(USER)
+    lost = [x for x in sender.acked + s.acked if got[x] == 0]
+    assert not lost, "%d acknowledged messages lost, e.g. %s" % (len(lost), lost[:5])
+    wait_until(lambda: len(_control_workers(stack, "smtpd.control")) == 2, 60, "two smtpd.control replicas again")
