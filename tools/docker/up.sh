@@ -27,16 +27,7 @@ compose_cmd() {
 	fi
 }
 
-if [ "$cmd" = up ]; then
-	need=""
-	command -v docker >/dev/null 2>&1 || need="$need docker.io"
-	[ -n "$(compose_cmd)" ] || need="$need docker-compose"
-	if [ -z "${ROOST_BASE:-}" ] && ! command -v debootstrap >/dev/null 2>&1 && [ ! -x /usr/sbin/debootstrap ]; then
-		need="$need debootstrap"
-	fi
-	# shellcheck disable=SC2086
-	[ -z "$need" ] || tools/check-deps.sh $need
-fi
+[ "$cmd" = up ] && tools/docker/need.sh
 DC=$(compose_cmd)
 [ -n "$DC" ] || { echo "up: neither 'docker compose' nor docker-compose found" >&2; exit 1; }
 
