@@ -13,7 +13,9 @@ the session (tests/compose/, never part of `make test`: it needs Docker).
 At the end of the session: containers, networks, the run's images and the
 project's volumes are removed (docker-compose down -v --rmi all, then
 the run's untagged stage images by their roost.tag label).
-Environment: ROOST_BIN (a host roostctl; else roostctl runs in the busd
+Environment: ROOST_BASE and ROOST_BUILD_BASE (other bases, e.g.
+debian:bookworm-slim: the Dockerfile then installs the libraries with apt),
+ROOST_BIN (a host roostctl; else roostctl runs in the busd
 container), COMPOSE_TEST_KEEP=1 leaves the stack up for a look.
 """
 

@@ -62,8 +62,8 @@ class Stack:
                         ROOST_BUS_HOST_DIR=self.busdir,
                         ROOST_PUBLISH_ADDR="127.0.0.1",
                         ROOST_SMTP_PUBLISH=str(free_port()),
-                        ROOST_BASE="roost-base:bookworm",
-                        ROOST_BUILD_BASE="roost-build:bookworm",
+                        ROOST_BASE=os.environ.get("ROOST_BASE") or "roost-base:bookworm",
+                        ROOST_BUILD_BASE=os.environ.get("ROOST_BUILD_BASE") or "roost-build:bookworm",
                         ROOST_HOSTNAME="mx.roost.test",
                         UP_TIMEOUT="240")
         b = os.environ.get("ROOST_BIN", os.path.join(TOP, "build", "bin"))
@@ -81,8 +81,9 @@ class Stack:
 
     def build(self):
         t0 = time.monotonic()
-        for kind in ("runtime", "build"):
-            subprocess.run([os.path.join(TOP, "tools/docker/mkbase.sh"), kind], cwd=TOP, check=True)
+        if not os.environ.get("ROOST_BASE"):   # else: the bases named, e.g. debian:bookworm-slim
+            for kind in ("runtime", "build"):
+                subprocess.run([os.path.join(TOP, "tools/docker/mkbase.sh"), kind], cwd=TOP, check=True)
         self.timings["bases"] = time.monotonic() - t0
         t0 = time.monotonic()
         # A new tag is a new roost.tag label at the top of every stage: nothing

@@ -24,7 +24,7 @@ build)   tag=roost-build:$SUITE; pkgs=$BUILD_PKGS ;;
 *) echo "usage: $0 runtime|build" >&2; exit 2 ;;
 esac
 arch=$(dpkg --print-architecture)
-want="v1 $SUITE minbase $arch $pkgs"
+want="v2 $SUITE minbase $arch $pkgs"
 
 have=$(docker image inspect -f '{{index .Config.Labels "roost.base"}}' "$tag" 2>/dev/null || true)
 if [ "${FORCE:-0}" != 1 ] && [ "$have" = "$want" ]; then
@@ -47,10 +47,14 @@ $SUDO /usr/sbin/debootstrap --variant=minbase --arch="$arch" --include="$pkgs" \
 	"$SUITE" "$root" "$MIRROR" >"$root.log" 2>&1 ||
 	{ echo "mkbase: debootstrap failed; last lines of $root.log:" >&2; tail -20 "$root.log" >&2; exit 1; }
 rm -f "$root.log"
-# What a container never needs: package caches, lists, documentation.
+# What a container never needs: package caches, lists, documentation,
+# translations (a third of minbase); dpkg keeps them out of later installs too.
 $SUDO rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* \
 	"$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* \
+	"$root"/usr/share/locale/* \
 	"$root"/var/log/*.log "$root"/var/cache/debconf/*-old
+printf 'path-exclude=/usr/share/doc/*\npath-exclude=/usr/share/man/*\npath-exclude=/usr/share/info/*\npath-exclude=/usr/share/locale/*\n' |
+	$SUDO tee "$root/etc/dpkg/dpkg.cfg.d/roost-nodoc" >/dev/null
 # apt in the image (for a Dockerfile that installs something more) uses the
 # same suite; security updates as a normal Debian image has them.
 printf 'deb %s %s main\ndeb %s %s-updates main\ndeb http://deb.debian.org/debian-security %s-security main\n' \
