@@ -179,3 +179,19 @@ def test_scale_smtpd_and_kill_a_replica(stack):
     lost = [x for x in sender.acked + s.acked if got[x] == 0]
     assert not lost, "%d acknowledged messages lost, e.g. %s" % (len(lost), lost[:5])
     wait_until(lambda: len(_control_workers(stack, "smtpd.control")) == 2, 60, "two smtpd.control replicas again")
+
+
+def test_make_up_again_keeps_mail(stack):
+    """make up on a running stack: down (volumes kept; no container is
+    recreated, which docker-compose 1.29 cannot do on this engine), up,
+    healthy; the mail is still there and the scaled smtpd is back to one."""
+    before = stack.subjects(USER)
+    assert sum(before.values()) > 2000
+    stack.up()
+    for svc in SERVICES:
+        assert stack.healthy(svc), svc
+    assert stack.subjects(USER) == before
+    addr = stack.smtp_addr()
+    with smtplib.SMTP(addr[0], addr[1], timeout=60) as s:
+        s.sendmail("load@sender.test", [USER], message("after-make-up", USER))
+    assert stack.subjects(USER)["after-make-up"] == 1
