@@ -45,9 +45,10 @@ if [ -z "${ROOST_BASE:-}" ]; then
 fi
 
 # The bus directory, bind-mounted into every container: busd (uid 7001) must
-# own it to set its mode; group roost (7000) may enter; nobody else.
+# own it to set its mode; group roost (7000) may enter; nobody else. -R: a
+# busd.lock left by `make run` (same ./var/bus, as root) must be busd's too.
 $SUDO mkdir -p "$ROOST_BUS_HOST_DIR"
-$SUDO chown 7001:7000 "$ROOST_BUS_HOST_DIR"
+$SUDO chown -R 7001:7000 "$ROOST_BUS_HOST_DIR"
 $SUDO chmod 0750 "$ROOST_BUS_HOST_DIR"
 
 # The classic builder's deprecation notice is noise here; anything else is shown.
