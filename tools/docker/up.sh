@@ -87,5 +87,7 @@ echo "roost: up in $(( $(date +%s) - start )) s — every service healthy"
 $DC ps
 port=$($DC port netns 25 2>/dev/null || true)
 echo "roost: SMTP on ${port:-?} (container port 25)"
-echo "roost: bus at $ROOST_BUS_HOST_DIR — on the host: ROOST_BUS_DIR=$ROOST_BUS_HOST_DIR roostctl status"
+ctl=roostctl
+[ -x build/bin/roostctl ] && ctl=build/bin/roostctl
+echo "roost: bus at $ROOST_BUS_HOST_DIR — on the host, as root: ROOST_BUS_DIR=$ROOST_BUS_HOST_DIR $ctl status"
 echo "       or in a container: $DC exec busd roostctl status"
