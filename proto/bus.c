@@ -262,11 +262,18 @@ static uint64_t call_refuse(struct call *call, const char *code, const char *why
 	return 0;
 }
 
-uint64_t bus_call(bus_client_t *c, const char *service, json_t **reqp, const void *raw,
-		  size_t rawlen, const bus_call_opts_t *opts, bus_reply_fn fn, void *arg)
+/* bus_call and bus_call_give: raw is copied, or *give (owned) taken. */
+static uint64_t call_start(bus_client_t *c, const char *service, json_t **reqp, const void *raw,
+			   void **give, size_t rawlen, const bus_call_opts_t *opts, bus_reply_fn fn,
+			   void *arg)
 {
 	json_t *req = *reqp;
 	*reqp = NULL;
+	void *owned = give ? *give : NULL;
+	if (give) {
+		*give = NULL;
+		raw = owned;
+	}
 	const char *type = json_string_value(json_object_get(req, "type"));
 	struct call *call = xcalloc(1, sizeof *call);
 	call->client = c;
@@ -279,6 +286,7 @@ uint64_t bus_call(bus_client_t *c, const char *service, json_t **reqp, const voi
 	snprintf(call->type, sizeof call->type, "%s", type ? type : "busd.error");
 	if (type == NULL || strlen(service) > BUS_SERVICE_MAX || rawlen > BUS_RAW_MAX) {
 		json_decref(req);
+		free(owned);
 		return call_refuse(call, "invalid", "request without type, bad service or raw too large");
 	}
 	snprintf(call->service, sizeof call->service, "%s", service);
@@ -288,17 +296,36 @@ uint64_t bus_call(bus_client_t *c, const char *service, json_t **reqp, const voi
 	json_decref(req);
 	if (env == NULL || strlen(env) > BUS_ENVELOPE_MAX) {
 		free(env);
+		free(owned);
 		return call_refuse(call, "too_large", "request envelope larger than the bus allows");
 	}
 	bus_frames_init(&call->saved);
 	bus_frames_add(&call->saved, env, strlen(env));
 	free(env);
-	if (raw != NULL)
-		bus_frames_add(&call->saved, raw, rawlen);
+	if (owned != NULL && rawlen > 0) {
+		/* the resends share it too (bus_frames_add_ref) */
+		bus_frames_add_owned(&call->saved, owned, rawlen);
+	} else {
+		if (raw != NULL)
+			bus_frames_add(&call->saved, raw, rawlen);
+		free(owned);
+	}
 	hmap_put(c->calls, call->id, strlen(call->id), call);
 	call_send(call);
 	call->timer = loop_timer_add(c->loop, call->timeout_ms, false, call_timeout, call);
 	return call->handle;
+}
+
+uint64_t bus_call(bus_client_t *c, const char *service, json_t **req, const void *raw,
+		  size_t rawlen, const bus_call_opts_t *opts, bus_reply_fn fn, void *arg)
+{
+	return call_start(c, service, req, raw, NULL, rawlen, opts, fn, arg);
+}
+
+uint64_t bus_call_give(bus_client_t *c, const char *service, json_t **req, void **raw,
+		       size_t rawlen, const bus_call_opts_t *opts, bus_reply_fn fn, void *arg)
+{
+	return call_start(c, service, req, NULL, raw, rawlen, opts, fn, arg);
 }
 
 struct cancel_find {

@@ -130,6 +130,14 @@ void bus_client_free(bus_client_t **c);
 uint64_t bus_call(bus_client_t *c, const char *service, json_t **req,
 		  const void *raw, size_t rawlen, const bus_call_opts_t *opts,
 		  bus_reply_fn fn, void *arg);
+/*
+ * bus_call with the raw frame handed over instead of copied: *raw (from
+ * malloc, may be NULL) is taken and *raw set to NULL; the bus frees it when
+ * the call and every send of it are done. For large payloads (a message
+ * chunk) this saves a copy and the memory of holding two.
+ */
+uint64_t bus_call_give(bus_client_t *c, const char *service, json_t **req, void **raw,
+		       size_t rawlen, const bus_call_opts_t *opts, bus_reply_fn fn, void *arg);
 /* Forgets a pending call: its callback will not run. */
 void bus_cancel(bus_client_t *c, uint64_t handle);
 /* Calls in flight. */
@@ -255,6 +263,9 @@ bus_stream_t *bus_stream_new(bus_client_t *c, const char *service, const char *t
 void bus_stream_deadlines(bus_stream_t *s);
 /* Sends the next chunk (len <= BUS_CHUNK_SIZE); -1 if one is in flight. */
 int bus_stream_write(bus_stream_t *s, const void *data, size_t len, bool last);
+/* The same with the chunk's buffer (malloc'd) handed over, not copied
+ * (bus_call_give): *data is taken and set to NULL, even on -1. */
+int bus_stream_write_give(bus_stream_t *s, void **data, size_t len, bool last);
 /* Bytes sent and chunks acknowledged so far. */
 uint64_t bus_stream_bytes(const bus_stream_t *s);
 void bus_stream_free(bus_stream_t **s);

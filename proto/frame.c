@@ -3,9 +3,11 @@
  */
 #include "frame.h"
 #include "bus.h"
+#include "loop.h"
 #include "util.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 void bus_frames_init(bus_frames_t *f)
@@ -27,6 +29,7 @@ void bus_frames_close(bus_frames_t *f)
 int bus_frames_recv(void *sock, bus_frames_t *f)
 {
 	bus_frames_init(f);
+	loop_zmq_used();
 	for (;;) {
 		zmq_msg_t tmp;
 		zmq_msg_t *m = f->n < BUS_FRAMES_MAX ? &f->part[f->n] : &tmp;
@@ -74,6 +77,7 @@ int bus_drain(void *sock, int max, bus_frames_fn fn, void *arg)
 int bus_frames_send(void *sock, bus_frames_t *f)
 {
 	int rc = 0;
+	loop_zmq_used();
 	int i;
 	for (i = 0; i < f->n; i++) {
 		int flags = ZMQ_DONTWAIT | (i + 1 < f->n ? ZMQ_SNDMORE : 0);
@@ -100,6 +104,22 @@ void bus_frames_add(bus_frames_t *f, const void *data, size_t len)
 	zmq_msg_init_size(m, len);
 	if (len > 0)
 		memcpy(zmq_msg_data(m), data, len);
+	f->bytes += len;
+}
+
+static void frame_free(void *data, void *hint)
+{
+	(void)hint;
+	free(data);
+}
+
+void bus_frames_add_owned(bus_frames_t *f, void *data, size_t len)
+{
+	if (f->n >= BUS_FRAMES_MAX)
+		abort();
+	zmq_msg_t *m = &f->part[f->n++];
+	if (zmq_msg_init_data(m, data, len, frame_free, NULL) < 0)
+		abort();  /* ENOMEM */
 	f->bytes += len;
 }
 

@@ -52,6 +52,10 @@ int bus_frames_send(void *sock, bus_frames_t *f);
 void bus_frames_add(bus_frames_t *f, const void *data, size_t len);
 void bus_frames_add_str(bus_frames_t *f, const char *s);
 void bus_frames_add_byte(bus_frames_t *f, unsigned char b);
+/* Appends data (malloc'd, len > 0) without copying it: ZeroMQ free()s it
+ * when the last copy of the frame is closed, which may happen on its I/O
+ * thread. */
+void bus_frames_add_owned(bus_frames_t *f, void *data, size_t len);
 /* Appends frame i of src without copying the bytes (zmq_msg_copy). */
 void bus_frames_add_ref(bus_frames_t *f, const bus_frames_t *src, int i);
 

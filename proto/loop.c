@@ -4,10 +4,14 @@
  * epoll for everything: a plain fd is watched as itself; a ZeroMQ socket
  * through its ZMQ_FD, which only says "look at ZMQ_EVENTS" and may stay
  * quiet after an operation on the socket has consumed its signal. So each
- * iteration first asks ZMQ_EVENTS of every ZeroMQ socket and runs the ready
+ * iteration first asks ZMQ_EVENTS of the ZeroMQ sockets and runs the ready
  * ones, and blocks in epoll_wait only after a pass in which none was ready.
- * This costs one getsockopt per ZeroMQ socket per pass; zmq_poll() builds
- * and tears down a poller on every call, which dominated busd's profile.
+ * A socket is asked only when its ZMQ_FD fired or some ZeroMQ operation
+ * happened in this thread since it was last asked (loop_zmq_used, a socket
+ * callback, a timer): each ask is a getsockopt that costs libzmq a getpid
+ * and a poll, and a pass woken by a TCP session alone needs none.
+ * zmq_poll() builds and tears down a poller on every call, which dominated
+ * busd's profile.
  *
  * Timers live in a binary min-heap keyed by deadline; signals arrive
  * through a self-pipe written from the handler (sigaction works whichever
@@ -33,7 +37,18 @@ struct watch {
 	loop_io_fn fn;
 	void *arg;
 	bool dead;          /* removed; freed after the iteration */
+	bool fired;         /* ZeroMQ: epoll reported the ZMQ_FD since the last ask */
+	uint64_t asked;     /* ZeroMQ: zmq_ops when ZMQ_EVENTS was last asked (0: never) */
 };
+
+/* ZeroMQ operations in this thread so far (loop_zmq_used); starts at 1 so
+ * that a new watch (asked 0) is asked on the next pass. */
+static _Thread_local uint64_t zmq_ops = 1;
+
+void loop_zmq_used(void)
+{
+	zmq_ops++;
+}
 
 struct loop_timer {
 	int64_t deadline;
@@ -153,8 +168,10 @@ int loop_set_events(loop_t *loop, void *zsock, int fd, short events)
 	if (w == NULL)
 		return -1;
 	w->events = events;
-	if (zsock != NULL)
+	if (zsock != NULL) {
+		w->asked = 0;   /* ask on the next pass */
 		return 0;
+	}
 	struct epoll_event ev = { .events = epoll_bits(w), .data.ptr = w };
 	return epoll_ctl(loop->epfd, EPOLL_CTL_MOD, w->fd, &ev);
 }
@@ -288,6 +305,8 @@ static bool loop_run_timers(loop_t *loop)
 		fn(loop, arg);
 		ran = true;
 	}
+	if (ran)
+		zmq_ops++;  /* timers send (heartbeats, retries) and reconnect */
 	return ran;
 }
 
@@ -359,9 +378,14 @@ static bool loop_zmq_pass(loop_t *loop)
 		size_t sz = sizeof ev;
 		if (w->dead || w->zsock == NULL)
 			continue;
+		if (!w->fired && w->asked == zmq_ops)
+			continue;  /* nothing can have changed its ZMQ_EVENTS */
+		w->fired = false;
+		w->asked = zmq_ops;
 		if (zmq_getsockopt(w->zsock, ZMQ_EVENTS, &ev, &sz) < 0 || !(ev & w->events))
 			continue;
 		w->fn(loop, w->zsock, -1, (short)(ev & w->events), w->arg);
+		zmq_ops++;  /* it received (and maybe sent) on its socket, maybe others */
 		ran = true;
 	}
 	return ran;
@@ -372,8 +396,10 @@ static void loop_fd_events(loop_t *loop, const struct epoll_event *evs, int n)
 {
 	for (int i = 0; i < n && loop->running; i++) {
 		struct watch *w = evs[i].data.ptr;
+		if (w->zsock != NULL)
+			w->fired = true;  /* a ZMQ_FD only means "ask ZMQ_EVENTS": the next pass does */
 		if (w->dead || w->zsock != NULL)
-			continue;  /* a ZMQ_FD only means "ask ZMQ_EVENTS": the next pass does */
+			continue;
 		short re = 0;
 		if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP))
 			re |= ZMQ_POLLIN;

@@ -45,6 +45,17 @@ void loop_timer_cancel(loop_t *loop, loop_timer_t **timer);
  */
 int loop_on_signal(loop_t *loop, int signo, loop_signal_fn fn, void *arg);
 
+/*
+ * Says that this thread just operated on a ZeroMQ socket (send, receive,
+ * connect...): such an operation may consume the signal on the socket's
+ * ZMQ_FD, so before sleeping the loop asks ZMQ_EVENTS of its sockets again.
+ * frame.c calls it on every send and receive; code that calls libzmq
+ * directly outside a socket's own callback or a timer must call it too.
+ * (Without any such operation, and with no event on a socket's ZMQ_FD, the
+ * loop does not ask: each ask costs libzmq two system calls.)
+ */
+void loop_zmq_used(void);
+
 /* Runs until loop_stop(); returns 0, or -1 if polling failed. */
 int loop_run(loop_t *loop);
 void loop_stop(loop_t *loop);

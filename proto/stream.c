@@ -10,6 +10,7 @@
 #include "util.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -54,11 +55,20 @@ static void stream_acked(json_t **reply, const void *raw, size_t rawlen, void *a
 	s->fn(s, reply, s->arg);
 }
 
-int bus_stream_write(bus_stream_t *s, const void *data, size_t len, bool last)
+static int stream_write(bus_stream_t *s, const void *data, void **give, size_t len, bool last)
 {
-	if (s->inflight || s->finished || len > BUS_CHUNK_SIZE)
+	if (s->inflight || s->finished || len > BUS_CHUNK_SIZE) {
+		if (give) {
+			free(*give);
+			*give = NULL;
+		}
 		return -1;
-	json_t *req = json_deep_copy(s->fields);
+	}
+	/* The last chunk takes the fields themselves: nothing needs them after
+	 * it (a message in one chunk never copies them). */
+	json_t *req = last ? s->fields : json_deep_copy(s->fields);
+	if (last)
+		s->fields = NULL;
 	json_object_set_new(req, "type", json_string(s->type));
 	json_object_set_new(req, "chunk", json_pack("{s:s, s:I, s:b}", "stream", s->id,
 						    "seq", (json_int_t)s->seq, "last", last));
@@ -75,8 +85,22 @@ int bus_stream_write(bus_stream_t *s, const void *data, size_t len, bool last)
 	s->inflight = true;
 	s->finished = last;
 	/* Sent even when empty: an empty chunk still carries "last". */
-	s->handle = bus_call(s->client, s->service, &req, data ? data : "", len, NULL, stream_acked, s);
+	if (give && *give)
+		s->handle = bus_call_give(s->client, s->service, &req, give, len, NULL, stream_acked, s);
+	else
+		s->handle = bus_call(s->client, s->service, &req, data ? data : "", len, NULL,
+				     stream_acked, s);
 	return 0;
+}
+
+int bus_stream_write(bus_stream_t *s, const void *data, size_t len, bool last)
+{
+	return stream_write(s, data, NULL, len, last);
+}
+
+int bus_stream_write_give(bus_stream_t *s, void **data, size_t len, bool last)
+{
+	return stream_write(s, NULL, data, len, last);
 }
 
 void bus_stream_deadlines(bus_stream_t *s)

@@ -2,8 +2,9 @@
  * data.c — reading a message after DATA (RFC 5321 4.1.1.4, 4.5.2) and
  * counting its Received fields (the hop limit, 6.3).
  *
- * The DATA decoder is a byte-at-a-time state machine, resumable at any
- * byte, so a message may arrive in pieces of any size:
+ * The DATA decoder is a state machine, resumable at any byte, so a
+ * message may arrive in pieces of any size (in MID, a run up to the next CR
+ * is copied at once: the table below is what it does byte by byte):
  *
  *   state   byte       action                              next
  *   BOL     '.'        drop it (dot-stuffing)              DOT
@@ -43,6 +44,35 @@ size_t dotdec_feed(dotdec_t *d, const char *in, size_t inlen, char *out, size_t 
 	size_t i = 0, o = 0;
 	/* Each input byte writes at most two bytes ("\r\n", or '\r' and itself). */
 	while (i < inlen && !d->done && o + 2 <= outcap) {
+		if (d->st == DD_MID) {
+			/* Fast path: the middle of a line is copied as a run up to
+			 * the next CR (memchr, then one memcpy), and a CRLF whose
+			 * next line does not start with a dot is part of the run
+			 * (CR '\n' -> BOL, BOL non-dot -> as MID: the bytes come out
+			 * as they went in). A LF in a run is bare (MID '\n': flagged,
+			 * kept, still MID). Everything else (a CR not followed by LF,
+			 * a line starting with '.', a CR at the end of the input)
+			 * goes through the state machine below, a byte at a time. */
+			size_t avail = inlen - i < outcap - o ? inlen - i : outcap - o;
+			const char *p = in + i, *end = in + i + avail;
+			for (;;) {
+				const char *cr = memchr(p, '\r', (size_t)(end - p));
+				const char *stop = cr ? cr : end;
+				if (!d->bare && memchr(p, '\n', (size_t)(stop - p)) != NULL)
+					d->bare = true;
+				p = stop;
+				if (cr == NULL || end - cr < 3 || cr[1] != '\n' || cr[2] == '.')
+					break;
+				p = cr + 2;
+			}
+			size_t n = (size_t)(p - (in + i));
+			if (n > 0) {
+				memcpy(out + o, in + i, n);
+				i += n;
+				o += n;
+				continue;
+			}
+		}
 		char c = in[i++];
 		switch (d->st) {
 		case DD_BOL:

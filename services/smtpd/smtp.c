@@ -553,11 +553,14 @@ static bool smtp_data_bytes(session_t *s)
 		size_t room = deliver_room(s);
 		if (room < 2)
 			return false;  /* a full chunk waits for storaged: stop reading */
+		/* decoded straight into the chunk buffer; into tmp only when
+		 * the bytes are being dropped */
+		char *dst = deliver_space(s);
 		size_t out = 0;
-		size_t used = dotdec_feed(&t->dd, s->in, s->inlen, tmp,
-					  room < sizeof tmp ? room : sizeof tmp, &out);
+		size_t used = dotdec_feed(&t->dd, s->in, s->inlen, dst ? dst : tmp,
+					  dst || room < sizeof tmp ? room : sizeof tmp, &out);
 		session_consume(s, used);
-		deliver_append(s, tmp, out);
+		deliver_append(s, dst ? dst : tmp, out);
 	}
 	if (!t->dd.done)
 		return false;

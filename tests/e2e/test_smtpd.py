@@ -474,6 +474,33 @@ def test_mailbox_full_is_452(mx):
     assert count(mx) == 0 and count(mx, BOB) == 1
 
 
+def test_rcpt_cache_user_deleted_is_451_not_lost(mx):
+    """smtpd reuses storaged's yes to RCPT for a few seconds (docs/SMTPD.md,
+    SMTPD_RCPT_CACHE_MS): a user deleted meanwhile still passes RCPT, but
+    storaged checks every delivery again at the commit, so the client gets
+    451 (it will try again), never a 250 for a message that went nowhere;
+    after the TTL, RCPT asks storaged again and gets 550."""
+    with Raw(mx) as c:
+        c.ehlo()
+        c.cmd("MAIL FROM:<x@example.net>", 250)
+        c.cmd("RCPT TO:<alice@example.org>", 250)        # asked storaged: cached
+        c.cmd("DATA", 354)
+        c.send(message() + b".\r\n")
+        c.expect(250)
+        ok(mx, "user", "del", ALICE)
+        c.cmd("MAIL FROM:<x@example.net>", 250)
+        c.cmd("RCPT TO:<alice@example.org>", 250)        # from the cache
+        c.cmd("RCPT TO:<bob@example.org>", 250)
+        c.cmd("DATA", 354)
+        c.send(message(subject="after the delete") + b".\r\n")
+        c.expect(451, "4.3.0")
+        time.sleep(5.3)
+        c.cmd("MAIL FROM:<x@example.net>", 250)
+        c.cmd("RCPT TO:<alice@example.org>", 550, "5.1.1")
+        c.cmd("RCPT TO:<bob@example.org>", 250)
+    assert count(mx, BOB) == 0          # nothing half-stored for bob either
+
+
 def test_storaged_gone_during_data(mx):
     with Raw(mx) as c:
         c.ehlo()

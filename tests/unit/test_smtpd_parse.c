@@ -225,6 +225,156 @@ static void test_dot_decoder_output_bound(void **state)
 	free(big);
 }
 
+/* The decoder as it was, strictly a byte at a time (before the run fast
+ * path): the reference the fast one must match on every input and split. */
+static size_t ref_feed(dotdec_t *d, const char *in, size_t inlen, char *out, size_t outcap,
+		       size_t *outlen)
+{
+	enum { BOL, MID, CR, DOT, DOTCR };
+	size_t i = 0, o = 0;
+	while (i < inlen && !d->done && o + 2 <= outcap) {
+		char c = in[i++];
+		switch (d->st) {
+		case BOL:
+			if (c == '.') {
+				d->st = DOT;
+				continue;
+			}
+			break;
+		case DOT:
+			if (c == '\r') {
+				d->st = DOTCR;
+				continue;
+			}
+			break;
+		case DOTCR:
+			if (c == '\n') {
+				d->done = true;
+				continue;
+			}
+			d->st = CR;
+			i--;
+			continue;
+		case CR:
+			if (c == '\n') {
+				out[o++] = '\r';
+				out[o++] = '\n';
+				d->st = BOL;
+				continue;
+			}
+			d->bare = true;
+			out[o++] = '\r';
+			if (c == '\r')
+				continue;
+			break;
+		default:
+			break;
+		}
+		if (c == '\r') {
+			d->st = CR;
+			continue;
+		}
+		if (c == '\n')
+			d->bare = true;
+		out[o++] = c;
+		d->st = MID;
+	}
+	*outlen = o;
+	return i;
+}
+
+typedef size_t (*feed_fn)(dotdec_t *, const char *, size_t, char *, size_t, size_t *);
+
+/* Feeds in[0..len) in pieces cut at the offsets cuts[0..ncut) (ascending),
+ * with output windows of cap bytes; the result into out/outlen/used/d. */
+static void feed_cuts(feed_fn feed, const char *in, size_t len, const size_t *cuts, size_t ncut,
+		      size_t cap, char *out, size_t *outlen, size_t *used, dotdec_t *d)
+{
+	char win[64];
+	size_t i = 0, o = 0, k = 0;
+	dotdec_init(d);
+	while (i < len && !d->done) {
+		while (k < ncut && cuts[k] <= i)
+			k++;
+		size_t end = k < ncut ? cuts[k] : len;
+		size_t got = 0;
+		size_t u = feed(d, in + i, end - i, win, cap, &got);
+		assert_true(got <= cap);
+		assert_true(u > 0);  /* cap >= 2: it always moves */
+		memcpy(out + o, win, got);
+		o += got;
+		i += u;
+	}
+	*outlen = o;
+	*used = i;
+}
+
+/* Compares the fast decoder with the reference on one input and one way
+ * of cutting it; the reference is fed whole with a large window. */
+static void compare_one(const char *in, size_t len, const size_t *cuts, size_t ncut, size_t cap)
+{
+	char want[2 * 512 + 2], got[2 * 512 + 2];
+	size_t wlen, wused, glen, gused;
+	dotdec_t wd, gd;
+	assert_true(len <= 512);
+	feed_cuts(ref_feed, in, len, NULL, 0, 64, want, &wlen, &wused, &wd);
+	feed_cuts(dotdec_feed, in, len, cuts, ncut, cap, got, &glen, &gused, &gd);
+	if (wlen != glen || memcmp(want, got, wlen) != 0 || wd.done != gd.done ||
+	    wd.bare != gd.bare || wused != gused) {
+		char hex[3 * 64 + 1] = "";
+		for (size_t i = 0; i < len && i < 64; i++)
+			snprintf(hex + 3 * i, 4, "%02x ", (unsigned char)in[i]);
+		fail_msg("input %s(len %zu, %zu cuts, cap %zu): want %zu bytes done %d bare %d used %zu, "
+			 "got %zu bytes done %d bare %d used %zu", hex, len, ncut, cap, wlen, wd.done,
+			 wd.bare, wused, glen, gd.done, gd.bare, gused);
+	}
+}
+
+/* Every string up to 7 bytes over {CR, LF, '.', 'a'}, whole and cut at
+ * every single offset and at every byte, with windows of 2, 3 and 64;
+ * then random longer ones cut at random places: the run fast path must
+ * give exactly what the byte-at-a-time decoder gives. */
+static void test_dot_decoder_fast_path_matches_bytewise(void **state)
+{
+	(void)state;
+	static const char alpha[] = "\r\n.a";
+	char in[512];
+	size_t cuts[512];
+	for (size_t len = 1; len <= 7; len++) {
+		size_t total = 1;
+		for (size_t k = 0; k < len; k++)
+			total *= 4;
+		for (size_t x = 0; x < total; x++) {
+			size_t v = x;
+			for (size_t k = 0; k < len; k++, v /= 4)
+				in[k] = alpha[v % 4];
+			static const size_t caps[] = { 2, 3, 64 };
+			for (size_t c = 0; c < ARRAY_LEN(caps); c++) {
+				compare_one(in, len, NULL, 0, caps[c]);
+				for (size_t k = 1; k < len; k++) {
+					cuts[k - 1] = k;
+					compare_one(in, len, &k, 1, caps[c]);
+				}
+				compare_one(in, len, cuts, len - 1, caps[c]);
+			}
+		}
+	}
+	/* random: mostly text, with CR, LF and dots where they matter */
+	srand(4);
+	for (int round = 0; round < 20000; round++) {
+		size_t len = 1 + (size_t)rand() % sizeof in;
+		for (size_t k = 0; k < len; k++) {
+			int r = rand() % 16;
+			in[k] = r < 3 ? '\r' : r < 6 ? '\n' : r < 8 ? '.' : (char)('a' + r);
+		}
+		size_t ncut = 0;
+		for (size_t k = 1; k < len; k++)
+			if (rand() % 8 == 0)
+				cuts[ncut++] = k;
+		compare_one(in, len, cuts, ncut, 2 + (size_t)rand() % 62);
+	}
+}
+
 static void test_received_count(void **state)
 {
 	(void)state;
@@ -275,6 +425,7 @@ int main(void)
 		cmocka_unit_test(test_helo),
 		cmocka_unit_test(test_dot_decoder),
 		cmocka_unit_test(test_dot_decoder_output_bound),
+		cmocka_unit_test(test_dot_decoder_fast_path_matches_bytewise),
 		cmocka_unit_test(test_received_count),
 		cmocka_unit_test(test_reply_format),
 	};
