@@ -62,6 +62,11 @@ static const char *const config_keys[] = {
 	"smtp_greet_delay_ms",  /* smtpd: wait before the greeting; input before it is an early talker */
 	"smtp_max_per_ip",      /* smtpd: concurrent sessions per client address */
 	"smtp_max_sessions",    /* smtpd: concurrent sessions per process */
+	"imap_idle_timeout_ms", /* imapd: authenticated client dropped after this (RFC 3501 5.4: 30 min) */
+	"imap_login_timeout_ms",/* imapd: client not yet logged in dropped after this */
+	"imap_max_per_ip",      /* imapd: concurrent sessions per client address */
+	"imap_max_sessions",    /* imapd: concurrent sessions per process */
+	"imap_plaintext_loopback", /* imapd: 1 allows LOGIN without TLS from loopback (as Dovecot does) */
 };
 
 #define CONFIG_NKEYS ARRAY_LEN(config_keys)

@@ -4,9 +4,9 @@
  *
  * Files, one job each:
  *   main.c     table of contents: config, bus client, smtpd.control, listener, loop
+ *              (TLS contexts: proto/tls.c, shared with imapd)
  *   net.c      the listener and the session I/O: accept, per-IP limit, non-blocking
  *              reads and writes (plain or TLS), greeting delay, idle timeout
- *   tls.c      OpenSSL 3 contexts (STARTTLS), reloaded on SIGHUP / control.reload
  *   smtp.c     the session state machine: commands, replies, DATA and BDAT
  *   reply.c    the one reply table (code, enhanced code, text)
  *   addr.c     the strict RFC 5321 path parser (MAIL FROM / RCPT TO)
@@ -31,6 +31,7 @@
 #include "bus.h"
 #include "config.h"
 #include "loop.h"
+#include "tls.h"
 
 /* ---- limits (every length and count from outside is bounded) ------------ */
 #define SMTPD_LINE_MAX 512          /* command line incl. CRLF (RFC 5321 4.5.3.1.4) */
@@ -164,20 +165,6 @@ typedef struct hdrscan {
 void hdrscan_init(hdrscan_t *h);
 /* Feeds message bytes; counts Received fields until the empty line. */
 void hdrscan_feed(hdrscan_t *h, const char *p, size_t n);
-
-/* ---- TLS (tls.c) ---------------------------------------------------------------- */
-typedef struct tls tls_t;
-typedef struct ssl_st SSL;
-
-/* A server context from PEM cert chain and key; NULL with a reason. */
-tls_t *tls_new(const char *cert, const char *key, char *err, size_t errlen);
-/* Loads cert and key again into a new context; sessions keep the old one. */
-int tls_reload(tls_t *t, const char *cert, const char *key, char *err, size_t errlen);
-void tls_free(tls_t **t);
-/* A new server SSL on fd (non-blocking), or NULL. */
-SSL *tls_session_new(tls_t *t, int fd);
-/* "TLSv1.3:TLS_AES_256_GCM_SHA384" into buf. */
-void tls_describe(SSL *ssl, char *buf, size_t len);
 
 /* ---- the process -------------------------------------------------------------- */
 typedef struct session session_t;

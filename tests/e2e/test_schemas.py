@@ -360,10 +360,11 @@ VALID = [
     env("storaged.message.search", address="a@b.c", mailbox="INBOX",
         criteria={"not": {"not": {"header": {"field": "date", "contains": ""}}}}),
     ok("storaged.message.search", uids="", highestmodseq=1),
+    env("imapd.login.failed", client="192.0.2.7", user="alice@example.org", instance="mx:4242"),
 ]
 
 EVENTS = {"busd.worker.joined", "busd.worker.left", "echo.event.fired", "storaged.mailbox.changed",
-          "smtpd.message.received"}
+          "smtpd.message.received", "imapd.login.failed"}
 REPLIES = {"busd.error"}
 
 LONG = "x" * 4097
@@ -521,6 +522,7 @@ INVALID = [
                                  uidvalidity=1, kind="new", highestmodseq=1)),
     ("received with a lower-case qid", env("smtpd.message.received", qid="1a2b", client="192.0.2.7",
                                            size=1, deliveries=1, forwards=0, tls=False)),
+    ("login failed without user", env("imapd.login.failed", client="192.0.2.7", instance="i")),
     ("received without tls", env("smtpd.message.received", qid="1A2B", client="192.0.2.7",
                                  size=1, deliveries=1, forwards=0)),
     ("backup.start without idem", env("storaged.backup.start")),

@@ -55,6 +55,7 @@ static const struct {
 } sup_service_names[] = {
 	{ "echo-worker", "echo" },
 	{ "smtpd", "smtpd.control" },   /* smtpd serves no requests: only its control worker */
+	{ "imapd", "imapd.control" },   /* imapd likewise */
 };
 
 enum child_state { CHILD_WAITING, CHILD_RUNNING, CHILD_BACKOFF, CHILD_DONE };

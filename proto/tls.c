@@ -1,16 +1,9 @@
 /*
- * tls.c — STARTTLS contexts (RFC 3207) with OpenSSL 3: TLS 1.2 and later,
- * the certificate chain and key from tls_cert / tls_key (PEM), no
- * renegotiation, buffers released while idle (memory per session).
- *
- * A reload builds a whole new SSL_CTX and swaps it in only if the pair
- * loaded and matched; sessions in progress keep a reference to the context
- * they started with (OpenSSL counts them), so nobody is dropped.
- *
- * Ownership: tls_new returns a tls_t freed with tls_free; tls_session_new
- * returns an SSL the caller frees with SSL_free.
+ * tls.c — server TLS contexts (see tls.h): STARTTLS (RFC 3207, RFC 3501
+ * 6.2.1) and implicit TLS (RFC 8314) for smtpd and imapd.
  */
-#include "smtpd.h"
+#include "tls.h"
+#include "config.h"
 #include "util.h"
 
 #include <openssl/err.h>
@@ -109,4 +102,11 @@ SSL *tls_session_new(tls_t *t, int fd)
 void tls_describe(SSL *ssl, char *buf, size_t len)
 {
 	snprintf(buf, len, "%s:%s", SSL_get_version(ssl), SSL_get_cipher_name(ssl));
+}
+
+void tls_conf_paths(const struct config *cfg, char **cert, char **key)
+{
+	const char *c = config_get(cfg, "tls_cert", NULL), *k = config_get(cfg, "tls_key", NULL);
+	*cert = c ? xstrdup(c) : xasprintf("%s/tls/cert.pem", config_data_dir(cfg));
+	*key = k ? xstrdup(k) : xasprintf("%s/tls/key.pem", config_data_dir(cfg));
 }

@@ -1,0 +1,535 @@
+/*
+ * net.c — the listeners and the I/O of every session, all on the one event
+ * loop: no thread or process per connection.
+ *
+ * Listeners: listen:imap_port (STARTTLS) and listen:imaps_port (implicit
+ * TLS, RFC 8314; only with a certificate), both with SO_REUSEPORT so
+ * replicas share them. A connection over imap_max_sessions or over
+ * imap_max_per_ip for its address gets one "* BYE" line and is closed.
+ *
+ * A session reads into a fixed buffer (IMAPD_INBUF) that imap.c consumes;
+ * while a command waits for storaged the buffer fills and the socket is no
+ * longer read: TCP's window pushes back on a pipelining client. Output
+ * queues in a strbuf; past IMAPD_OUTBUF_MAX imap.c stops producing (a FETCH
+ * of a large mailbox pauses, imap_pause) and no new command is read until
+ * it drains. Idle longer than imap_login_timeout_ms before login, or
+ * imap_idle_timeout_ms after (RFC 3501 5.4: 30 min; IDLE counts as idle
+ * too, clients re-issue it), while we wait for the client: BYE, closed.
+ *
+ * Ownership: sessions are created here and freed here only, at the end of
+ * a top-level event (session_settle), never under a caller's feet.
+ */
+#include "imapd.h"
+#include "hmap.h"
+#include "log.h"
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <zmq.h>
+
+static void session_settle(session_t *s);
+
+/* ---- per-IP accounting ---------------------------------------------------- */
+
+static long per_ip_get(imapd_t *d, const char *ip)
+{
+	return (long)(uintptr_t)hmap_get(d->per_ip, ip, strlen(ip));
+}
+
+static void per_ip_add(imapd_t *d, const char *ip, long delta)
+{
+	long n = per_ip_get(d, ip) + delta;
+	if (n <= 0)
+		hmap_del(d->per_ip, ip, strlen(ip));
+	else
+		hmap_put(d->per_ip, ip, strlen(ip), (void *)(uintptr_t)n);
+}
+
+/* ---- writing ----------------------------------------------------------------- */
+
+void session_write(session_t *s, const void *buf, size_t len)
+{
+	if (s->closed || len == 0)
+		return;
+	sb_add(&s->out, buf, len);
+}
+
+void session_printf(session_t *s, const char *fmt, ...)
+{
+	if (s->closed)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	sb_vaddf(&s->out, fmt, ap);
+	va_end(ap);
+}
+
+bool session_waiting(const session_t *s)
+{
+	return s->call != 0 || (s->cmd != NULL && (s->cmd->chunk_inflight || s->cmd->delay != NULL));
+}
+
+bool session_out_full(const session_t *s)
+{
+	return s->out.len >= IMAPD_OUTBUF_MAX;
+}
+
+/* Writes what is queued, as far as the socket takes it. -1: connection lost. */
+static int session_flush(session_t *s)
+{
+	size_t off = 0;
+	s->tls_want_write = false;
+	while (off < s->out.len) {
+		ssize_t n;
+		if (s->ssl != NULL) {
+			ERR_clear_error();
+			size_t want = s->out.len - off > (1u << 30) ? (1u << 30) : s->out.len - off;
+			int r = SSL_write(s->ssl, s->out.buf + off, (int)want);
+			if (r <= 0) {
+				int e = SSL_get_error(s->ssl, r);
+				if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+					s->tls_want_write = e == SSL_ERROR_WANT_WRITE;
+					break;
+				}
+				return -1;
+			}
+			n = r;
+		} else {
+			n = send(s->fd, s->out.buf + off, s->out.len - off, MSG_NOSIGNAL);
+			if (n < 0) {
+				if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+					break;
+				return -1;
+			}
+		}
+		off += (size_t)n;
+	}
+	sb_consume(&s->out, off);
+	if (s->out.len == 0 && s->out.cap > 65536)
+		sb_free(&s->out);   /* a large FETCH is over: give the memory back */
+	return 0;
+}
+
+/* ---- closing ------------------------------------------------------------------- */
+
+void session_close_after_flush(session_t *s)
+{
+	s->close_after_flush = true;
+	imap_enter_state(s, IS_LOGOUT);
+}
+
+void session_abort(session_t *s, const char *why)
+{
+	if (s->closed)
+		return;
+	log_info("session.close", "session=%llu ip=%s user=%s why=%s",
+		 (unsigned long long)s->serial, s->ip, s->user[0] ? s->user : "-", log_quote(why));
+	if (s->call != 0)
+		bus_cancel(s->d->bus, s->call);
+	s->call = 0;
+	loop_remove(s->d->loop, NULL, s->fd);
+	loop_timer_cancel(s->d->loop, &s->idle);
+	if (s->ssl != NULL) {
+		SSL_free(s->ssl);
+		s->ssl = NULL;
+	}
+	close(s->fd);
+	s->fd = -1;
+	s->closed = true;
+}
+
+static void session_free(session_t *s)
+{
+	imapd_t *d = s->d;
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		d->sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	per_ip_add(d, s->ip, -1);
+	d->stats.sessions--;
+	imap_session_clear(s);
+	sb_free(&s->out);
+	free(s);
+}
+
+/* ---- timers ----------------------------------------------------------------------- */
+
+static void session_idle(loop_t *loop, void *arg)
+{
+	session_t *s = arg;
+	(void)loop;
+	s->idle = NULL;
+	/* Waiting for storaged is our wait, not the client's. */
+	if (session_waiting(s)) {
+		session_touch(s);
+		return;
+	}
+	s->d->stats.timeouts++;
+	session_printf(s, "* BYE Autologout; idle for too long\r\n");
+	session_flush(s);
+	session_abort(s, "idle timeout");
+	session_settle(s);
+}
+
+void session_touch(session_t *s)
+{
+	loop_timer_cancel(s->d->loop, &s->idle);
+	long ms = s->state == IS_NOAUTH ? s->d->conf.login_ms : s->d->conf.idle_ms;
+	s->idle = loop_timer_add(s->d->loop, ms, false, session_idle, s);
+}
+
+/* ---- reading -------------------------------------------------------------------- */
+
+/* Reads what fits into the input buffer. 1 if bytes came, 0 if none,
+ * -1 if the connection is gone (EOF is noted in s->eof). */
+static int session_read(session_t *s)
+{
+	int got = 0;
+	while (s->inlen < sizeof s->in) {
+		ssize_t n;
+		if (s->ssl != NULL) {
+			ERR_clear_error();
+			int r = SSL_read(s->ssl, s->in + s->inlen, (int)(sizeof s->in - s->inlen));
+			if (r <= 0) {
+				int e = SSL_get_error(s->ssl, r);
+				if (e == SSL_ERROR_WANT_READ)
+					break;
+				if (e == SSL_ERROR_WANT_WRITE) {
+					s->tls_want_write = true;
+					break;
+				}
+				if (e == SSL_ERROR_ZERO_RETURN) {
+					s->eof = true;
+					break;
+				}
+				return -1;
+			}
+			n = r;
+		} else {
+			n = recv(s->fd, s->in + s->inlen, sizeof s->in - s->inlen, 0);
+			if (n == 0) {
+				s->eof = true;
+				break;
+			}
+			if (n < 0) {
+				if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+					break;
+				return -1;
+			}
+		}
+		s->inlen += (size_t)n;
+		got = 1;
+	}
+	return got;
+}
+
+/* Drives the TLS handshake (STARTTLS or implicit); imap.c hears when done. */
+static void session_handshake(session_t *s)
+{
+	ERR_clear_error();
+	int r = SSL_accept(s->ssl);
+	if (r == 1) {
+		s->tls = true;
+		s->handshaking = false;
+		imap_tls_done(s);
+		return;
+	}
+	int e = SSL_get_error(s->ssl, r);
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+		s->tls_want_write = e == SSL_ERROR_WANT_WRITE;
+		return;
+	}
+	char why[200];
+	unsigned long oe = ERR_peek_error();
+	snprintf(why, sizeof why, "TLS handshake failed: %s",
+		 oe ? ERR_reason_error_string(oe) ? ERR_reason_error_string(oe) : "error" : "peer gone");
+	ERR_clear_error();
+	session_abort(s, why);
+}
+
+/* Starts TLS on the socket. Whatever the client pipelined after STARTTLS
+ * is thrown away (RFC 3501 6.2.1; the command injection of CVE-2011-0411). */
+static void session_begin_tls(session_t *s)
+{
+	s->starttls_after_flush = false;
+	s->inlen = 0;
+	s->ssl = tls_session_new(s->d->tls, s->fd);
+	if (s->ssl == NULL) {
+		session_abort(s, "cannot create a TLS session");
+		return;
+	}
+	s->handshaking = true;
+	session_handshake(s);
+}
+
+void session_starttls(session_t *s)
+{
+	s->starttls_after_flush = true;
+}
+
+/* Reads and processes until nothing moves; writes the replies. */
+static void session_pump(session_t *s)
+{
+	for (int rounds = 0; rounds < 64 && !s->closed; rounds++) {
+		if (s->handshaking) {
+			session_handshake(s);
+			if (s->handshaking || s->closed)
+				break;
+			continue;
+		}
+		size_t before = s->inlen;
+		int r = s->close_after_flush || s->eof || s->starttls_after_flush ? 0 : session_read(s);
+		if (r < 0) {
+			session_abort(s, "connection lost");
+			return;
+		}
+		if (r > 0)
+			session_touch(s);
+		if (!session_out_full(s))
+			imap_process(s);
+		if (s->closed)
+			return;
+		if (session_flush(s) < 0) {
+			session_abort(s, "connection lost");
+			return;
+		}
+		if (s->paused && s->out.len < IMAPD_OUTBUF_MAX / 2 && s->cmd != NULL &&
+		    s->cmd->resume != NULL) {
+			s->paused = false;
+			void (*resume)(session_t *) = s->cmd->resume;
+			s->cmd->resume = NULL;
+			resume(s);
+			continue;
+		}
+		if (s->starttls_after_flush && s->out.len == 0) {
+			session_begin_tls(s);
+			continue;
+		}
+		if (s->eof && !s->close_after_flush && !session_waiting(s) && !s->paused) {
+			/* What was buffered has been processed as far as it goes. */
+			session_abort(s, "client gone");
+			return;
+		}
+		if (s->inlen == before && r == 0)
+			break;
+	}
+	if (s->close_after_flush && s->out.len == 0 && s->cmd == NULL) {
+		/* a clean end: close_notify, so that the client sees no truncation */
+		if (s->ssl != NULL)
+			SSL_shutdown(s->ssl);
+		session_abort(s, "logout");
+	}
+}
+
+/* Watches what the session can use next; frees a closed one. Every
+ * top-level event ends here. */
+static void session_settle(session_t *s)
+{
+	if (!s->closed)
+		session_pump(s);
+	if (s->closed) {
+		session_free(s);
+		return;
+	}
+	short ev = 0;
+	if ((s->inlen < sizeof s->in && !s->close_after_flush && !s->eof &&
+	     !s->starttls_after_flush) || s->handshaking)
+		ev |= ZMQ_POLLIN;
+	if (s->out.len > 0 || s->tls_want_write)
+		ev |= ZMQ_POLLOUT;
+	if (ev != s->events) {
+		loop_set_events(s->d->loop, NULL, s->fd, ev);
+		s->events = ev;
+	}
+}
+
+void session_resume(session_t *s)
+{
+	session_settle(s);
+}
+
+static void session_io(loop_t *loop, void *zsock, int fd, short revents, void *arg)
+{
+	(void)loop; (void)zsock; (void)fd; (void)revents;
+	session_settle(arg);
+}
+
+/* ---- accepting ----------------------------------------------------------------- */
+
+static void net_refuse(imapd_t *d, int fd, const char *ip, bool per_ip)
+{
+	static const char line[] = "* BYE Too many connections, try again later\r\n";
+	ssize_t w = send(fd, line, sizeof line - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+	(void)w;
+	close(fd);
+	d->stats.refused++;
+	log_info("session.refused", "ip=%s why=%s", ip, per_ip ? "per_ip_limit" : "session_limit");
+}
+
+static void net_new_session(imapd_t *d, int fd, const char *ip, bool implicit)
+{
+	session_t *s = xcalloc(1, sizeof *s);
+	s->d = d;
+	s->fd = fd;
+	s->serial = ++d->serial;
+	s->implicit = implicit;
+	snprintf(s->ip, sizeof s->ip, "%s", ip);
+	/* Like Dovecot's default: a client on this host is not on the wire.
+	 * Off unless configured: in a container a DNAT'ed client never looks
+	 * like loopback, but a local proxy could. */
+	s->private_peer = d->conf.plaintext_loopback &&
+			  (strncmp(ip, "127.", 4) == 0 || strcmp(ip, "::1") == 0);
+	s->next = d->sessions;
+	if (d->sessions)
+		d->sessions->prev = s;
+	d->sessions = s;
+	per_ip_add(d, ip, 1);
+	d->stats.sessions++;
+	d->stats.connections++;
+	s->state = IS_NOAUTH;
+	loop_add_fd(d->loop, fd, ZMQ_POLLIN, session_io, s);
+	s->events = ZMQ_POLLIN;
+	session_touch(s);
+	log_info("session.open", "session=%llu ip=%s tls=%s", (unsigned long long)s->serial, ip,
+		 implicit ? "implicit" : "no");
+	if (implicit) {
+		session_begin_tls(s);   /* the greeting follows the handshake */
+	} else {
+		imap_greet(s);
+	}
+	session_settle(s);
+}
+
+#define NET_ACCEPT_PAUSE_MS 200
+
+static void net_accept_resume(loop_t *loop, void *arg)
+{
+	imapd_t *d = arg;
+	if (d->lfd >= 0)
+		loop_set_events(loop, NULL, d->lfd, ZMQ_POLLIN);
+	if (d->tls_lfd >= 0)
+		loop_set_events(loop, NULL, d->tls_lfd, ZMQ_POLLIN);
+}
+
+static void net_accept(loop_t *loop, void *zsock, int fd, short revents, void *arg)
+{
+	(void)loop; (void)zsock; (void)revents;
+	imapd_t *d = arg;
+	bool implicit = fd == d->tls_lfd;
+	for (int i = 0; i < 64; i++) {
+		struct sockaddr_storage sa;
+		socklen_t sl = sizeof sa;
+		int c = accept4(fd, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (c < 0) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				/* The connection stays queued and the socket readable:
+				 * stop watching it for a moment instead of spinning. */
+				log_warn("accept", "error=%s pause_ms=%d", log_quote(strerror(errno)),
+					 NET_ACCEPT_PAUSE_MS);
+				loop_set_events(d->loop, NULL, fd, 0);
+				loop_timer_add(d->loop, NET_ACCEPT_PAUSE_MS, false, net_accept_resume, d);
+			} else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+				   errno != ECONNABORTED) {
+				log_warn("accept", "error=%s", log_quote(strerror(errno)));
+			}
+			return;
+		}
+		char ip[64] = "?", serv[16] = "0";
+		getnameinfo((struct sockaddr *)&sa, sl, ip, sizeof ip, serv, sizeof serv,
+			    NI_NUMERICHOST | NI_NUMERICSERV);
+		if (strncmp(ip, "::ffff:", 7) == 0 && strchr(ip + 7, ':') == NULL)
+			memmove(ip, ip + 7, strlen(ip + 7) + 1);
+		if (d->stats.sessions >= d->conf.max_sessions)
+			net_refuse(d, c, ip, false);
+		else if (per_ip_get(d, ip) >= d->conf.max_per_ip)
+			net_refuse(d, c, ip, true);
+		else
+			net_new_session(d, c, ip, implicit);
+	}
+}
+
+/* A non-blocking listening socket on listen:port with SO_REUSEPORT. */
+static int net_bind(imapd_t *d, long port, char *err, size_t errlen)
+{
+	struct addrinfo hints = { .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV,
+				  .ai_socktype = SOCK_STREAM }, *ai;
+	char ps[16];
+	snprintf(ps, sizeof ps, "%ld", port);
+	int rc = getaddrinfo(d->conf.listen, ps, &hints, &ai);
+	if (rc != 0) {
+		snprintf(err, errlen, "listen %s: %s", d->conf.listen, gai_strerror(rc));
+		return -1;
+	}
+	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int one = 1;
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 256) < 0) {
+		snprintf(err, errlen, "cannot listen on %s port %s: %s", d->conf.listen, ps,
+			 strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		freeaddrinfo(ai);
+		return -1;
+	}
+	freeaddrinfo(ai);
+	loop_add_fd(d->loop, fd, ZMQ_POLLIN, net_accept, d);
+	return fd;
+}
+
+int net_listen(imapd_t *d, char *err, size_t errlen)
+{
+	/* Every session is a descriptor: take all the kernel allows us. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	d->per_ip = hmap_new();
+	if ((d->lfd = net_bind(d, d->conf.port, err, errlen)) < 0)
+		return -1;
+	/* Implicit TLS needs a certificate; without one the port stays closed
+	 * rather than accept connections it cannot serve. */
+	if (d->conf.tls_port > 0 && d->tls != NULL &&
+	    (d->tls_lfd = net_bind(d, d->conf.tls_port, err, errlen)) < 0)
+		return -1;
+	return 0;
+}
+
+/* At shutdown: every session gets BYE (best effort) and is closed. */
+void net_close_all(imapd_t *d)
+{
+	int *fds[] = { &d->lfd, &d->tls_lfd };
+	for (size_t i = 0; i < ARRAY_LEN(fds); i++) {
+		if (*fds[i] >= 0) {
+			loop_remove(d->loop, NULL, *fds[i]);
+			close(*fds[i]);
+			*fds[i] = -1;
+		}
+	}
+	while (d->sessions != NULL) {
+		session_t *s = d->sessions;
+		if (!s->closed) {
+			if (!s->handshaking) {
+				session_printf(s, "* BYE Server shutting down\r\n");
+				session_flush(s);
+			}
+			session_abort(s, "shutdown");
+		}
+		session_free(s);
+	}
+	hmap_free(&d->per_ip);
+}
