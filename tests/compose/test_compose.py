@@ -7,10 +7,12 @@ two replicas and one of them killed.
 Run by `make test-compose` (tools/docker/test-compose.sh); needs Docker.
 """
 
+import imaplib
 import os
 import re
 import signal
 import smtplib
+import ssl
 import stat
 import time
 
@@ -18,7 +20,8 @@ from stack import Sender, message, wait_until
 
 DOMAIN = "roost.test"
 USER = "bob@" + DOMAIN
-SERVICES = ["busd", "storaged", "smtpd"]   # imapd joins when it lands
+SERVICES = ["busd", "storaged", "smtpd", "imapd"]
+PASSWORD = "correct horse battery"
 
 
 def test_built_and_up(stack):
@@ -26,7 +29,7 @@ def test_built_and_up(stack):
     for svc in SERVICES:
         assert stack.healthy(svc), svc
     ps = stack.roostctl("status").stdout
-    for svc in ("busd", "storaged", "storaged.control", "smtpd.control"):
+    for svc in ("busd", "storaged", "storaged.control", "smtpd.control", "imapd.control"):
         assert re.search(r"^%s\s" % re.escape(svc), ps, re.M), ps
 
 
@@ -60,19 +63,39 @@ def test_hardening(stack):
 
 def test_mail_in_and_out(stack):
     stack.roostctl("domain", "add", DOMAIN)
-    stack.roostctl("user", "add", USER, "--password-stdin", stdin="correct horse battery\n")
+    stack.roostctl("user", "add", USER, "--password-stdin", stdin=PASSWORD + "\n")
     # roostctl inside a container reaches the bus too.
     assert USER in stack.roostctl("user", "list", DOMAIN, host=False).stdout
     addr = stack.smtp_addr()
     with smtplib.SMTP(addr[0], addr[1], timeout=60) as s:
         code, banner = s.ehlo("sender.test")
         assert code == 250 and banner.startswith(b"mx.roost.test"), banner
+        # make up put a self-signed certificate in the tls volume.
+        assert s.has_extn("starttls"), banner
+        s.starttls(context=ssl._create_unverified_context())
+        s.ehlo("sender.test")
         s.sendmail("load@sender.test", [USER], message("first-message", USER))
     out = stack.roostctl("message", "list", USER, "INBOX").stdout
     assert "first-message" in out, out
     uid = out.split("\t")[0]
     raw = stack.roostctl("message", "get", USER, "INBOX", uid).stdout
     assert "Message-ID: <first-message@sender.test>" in raw and "body of first-message" in raw, raw
+    # And over IMAP: STARTTLS on 143, and implicit TLS on 993.
+    ip = addr[0]
+    with imaplib.IMAP4(ip, 143, timeout=60) as m:
+        m.starttls(ssl_context=ssl._create_unverified_context())
+        m.login(USER, PASSWORD)
+        typ, data = m.select("INBOX")
+        assert typ == "OK", data
+        typ, data = m.uid("FETCH", uid, "(BODY.PEEK[])")
+        assert typ == "OK", data
+        body = data[0][1].decode()
+        assert "Message-ID: <first-message@sender.test>" in body, body
+        assert body.replace("\r\n", "\n") == raw.replace("\r\n", "\n"), (body, raw)
+    with imaplib.IMAP4_SSL(ip, 993, ssl_context=ssl._create_unverified_context(), timeout=60) as m:
+        m.login(USER, PASSWORD)
+        typ, data = m.select("INBOX", readonly=True)
+        assert typ == "OK" and int(data[0]) >= 1, data
 
 
 def _restart_and_wait(stack, svc):
@@ -90,7 +113,8 @@ def test_restart_each_service_under_load(stack):
     sender = Sender(stack.smtp_addr(), USER, subjects, threads=8, rate=30, deadline=600).start()
     took = {}
     try:
-        time.sleep(3)
+        wait_until(lambda: len(sender.acked) >= 10 or sender.done(), 60, "the first messages accepted")
+        assert len(sender.acked) >= 10, "the load does not get through: %s" % dict(sender.errors)
         for svc in SERVICES:
             assert not sender.done(), "the load ended before %s's restart" % svc
             took[svc] = _restart_and_wait(stack, svc)

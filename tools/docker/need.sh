@@ -2,8 +2,8 @@
 # need.sh [PKG...] — what make up and make test-compose need before they start:
 # Docker (docker.io), a compose (the v2 plugin or Debian's docker-compose),
 # debootstrap (for the offline base images; not when ROOST_BASE names another
-# base) and the extra Debian packages named, installed through check-deps.sh
-# when missing; then a running Docker daemon (started with its init script
+# base), openssl (make up's self-signed certificate) and the extra Debian
+# packages named, installed through check-deps.sh when missing; then a running Docker daemon (started with its init script
 # if it is not).
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -14,6 +14,7 @@ docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2
 if [ -z "${ROOST_BASE:-}" ] && ! command -v debootstrap >/dev/null 2>&1 && [ ! -x /usr/sbin/debootstrap ]; then
 	need="$need debootstrap"
 fi
+command -v openssl >/dev/null 2>&1 || need="$need openssl"   # the self-signed certificate
 for p in "$@"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || need="$need $p"
 done

@@ -60,6 +60,31 @@ fi
 printf '%s\n' "$out" | grep -v -e DEPRECATED -e 'Install the buildx' -e 'docs.docker.com/go/buildx' -e '^$' || true
 echo "up: images built ($(( $(date +%s) - start )) s)"
 $DC down --remove-orphans >/dev/null 2>&1 || true
+# First the services without a listener (storaged creates the volumes) and
+# the namespace owner; not `up --no-start`: docker-compose 1.29 gives a
+# container created while netns is not running the default network instead
+# of netns's namespace.
+$DC up -d --remove-orphans netns storaged
+
+# A self-signed certificate in the tls volume, made once, so that smtpd offers
+# STARTTLS and imapd IMAPS from the start. Real ones replace cert.pem and
+# key.pem in the volume (then: restart smtpd imapd).
+cid=$($DC ps -q storaged | head -1)
+vol=$(docker inspect -f '{{range .Mounts}}{{if eq .Destination "/var/lib/roost/tls"}}{{.Name}}{{end}}{{end}}' "$cid")
+img=$(docker inspect -f '{{.Config.Image}}' "$cid")
+if ! docker run --rm --network none -v "$vol:/tls:ro" --entrypoint test "$img" -s /tls/cert.pem; then
+	name=${ROOST_HOSTNAME:-localhost.localdomain}
+	tmp=$(mktemp -d)
+	openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=$name" \
+		-addext "subjectAltName=DNS:$name" -keyout "$tmp/key.pem" -out "$tmp/cert.pem" 2>/dev/null ||
+		{ rm -rf "$tmp"; echo "up: openssl could not make a certificate" >&2; exit 1; }
+	tar -C "$tmp" -c cert.pem key.pem |
+		docker run --rm -i --network none --user 0 -v "$vol:/tls" --entrypoint sh "$img" -c \
+		'tar -C /tls -x --no-same-owner && chown 0:7000 /tls/cert.pem /tls/key.pem &&
+		 chmod 0644 /tls/cert.pem && chmod 0640 /tls/key.pem'
+	rm -rf "$tmp"
+	echo "up: made a self-signed certificate for $name (volume $vol)"
+fi
 $DC up -d --remove-orphans
 
 # Every container of the project running, and healthy where it has a check.
@@ -85,8 +110,10 @@ while :; do
 done
 echo "roost: up in $(( $(date +%s) - start )) s — every service healthy"
 $DC ps
-port=$($DC port netns 25 2>/dev/null || true)
-echo "roost: SMTP on ${port:-?} (container port 25)"
+for p in 25:SMTP 143:IMAP 993:IMAPS; do
+	port=$($DC port netns "${p%%:*}" 2>/dev/null || true)
+	echo "roost: ${p#*:} on ${port:-? (not published)} (container port ${p%%:*})"
+done
 ctl=roostctl
 [ -x build/bin/roostctl ] && ctl=build/bin/roostctl
 echo "roost: bus at $ROOST_BUS_HOST_DIR — on the host, as root: ROOST_BUS_DIR=$ROOST_BUS_HOST_DIR $ctl status"
