@@ -110,6 +110,8 @@ def test_restart_each_service_under_load(stack):
     n = 2000
     subjects = ["restart-%04d" % i for i in range(n)]
     # Paced so that the load outlasts the three restarts (about 60 s).
+    before_restart = _imap_login(stack)
+    before_restart.select("INBOX", readonly=True)
     sender = Sender(stack.smtp_addr(), USER, subjects, threads=8, rate=30, deadline=600).start()
     took = {}
     try:
@@ -135,6 +137,24 @@ def test_restart_each_service_under_load(stack):
     assert not strays, strays[:5]
     for svc in SERVICES:
         assert stack.healthy(svc), svc
+    # An IMAP client that was connected before imapd's restart lost its
+    # connection; it connects again and sees every message.
+    try:
+        before_restart.noop()
+        raise AssertionError("the IMAP session survived imapd's restart")
+    except (imaplib.IMAP4.abort, imaplib.IMAP4.error, OSError):
+        pass
+    m = _imap_login(stack)
+    typ, data = m.select("INBOX", readonly=True)
+    assert typ == "OK" and int(data[0]) == sum(stack.subjects(USER).values()), data
+    m.logout()
+
+
+def _imap_login(stack):
+    m = imaplib.IMAP4(stack.smtp_addr()[0], 143, timeout=60)
+    m.starttls(ssl_context=ssl._create_unverified_context())
+    m.login(USER, PASSWORD)
+    return m
 
 
 def _control_workers(stack, name):
@@ -146,11 +166,24 @@ def _control_workers(stack, name):
     return []
 
 
-def test_scale_smtpd_and_kill_a_replica(stack):
-    stack.compose("up", "-d", "--no-deps", "--no-recreate", "--scale", "smtpd=2", "smtpd")
+def test_scale_smtpd_imapd_and_kill_a_replica(stack):
+    stack.compose("up", "-d", "--no-deps", "--no-recreate", "--scale", "smtpd=2", "--scale", "imapd=2",
+                  "smtpd", "imapd")
     stack.wait_healthy("smtpd", n=2, timeout=120)
+    stack.wait_healthy("imapd", n=2, timeout=120)
     ids = stack.ids("smtpd")
     wait_until(lambda: len(_control_workers(stack, "smtpd.control")) == 2, 60, "two smtpd.control replicas")
+    wait_until(lambda: len(_control_workers(stack, "imapd.control")) == 2, 60, "two imapd.control replicas")
+    # IMAP connections land on both imapd replicas (port 143 shared too).
+    iids = stack.ids("imapd")
+    ibefore = {c: stack.logs(c).count("session.open") for c in iids}
+    for _ in range(30):
+        m = _imap_login(stack)
+        typ, data = m.select("INBOX", readonly=True)
+        assert typ == "OK", data
+        m.logout()
+    iserved = {c[:12]: stack.logs(c).count("session.open") - ibefore[c] for c in iids}
+    assert all(v > 0 for v in iserved.values()), "IMAP connections per replica: %s" % iserved
     # Pings to smtpd.control spread over both replicas (busd load-balances).
     for _ in range(20):
         stack.roostctl("bus", "ping", "smtpd")
