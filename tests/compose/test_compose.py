@@ -1,8 +1,8 @@
 """
 test_compose.py — the containers of docker-compose.yml (issue 6), in order:
-the stack as built and hardened, a message in and out, every service
-restarted under load without a lost or duplicated message, smtpd scaled to
-two replicas and one of them killed.
+the stack as built and hardened, a message in over SMTP and out over IMAP,
+every service restarted under load without a lost or duplicated message,
+smtpd and imapd scaled to two replicas and an smtpd killed, make up again.
 
 Run by `make test-compose` (tools/docker/test-compose.sh); needs Docker.
 """
