@@ -2,7 +2,7 @@
 # compose-memory.sh — memory of the whole stack in containers beside
 # Postfix + Dovecot (issue 6): the sum of PSS (/proc/PID/smaps_rollup) of
 # every Roost process in the containers after start and after MSGS messages
-# (1000, 8 SMTP connections), then the same for a throwaway Postfix
+# (1000, 8 SMTP connections; then one IMAP client logged in), then the same for a throwaway Postfix
 # (delivering into a Maildir with virtual(8)) and a throwaway Dovecot (IMAP
 # on that Maildir; one login and SELECT after the messages, so that its imap
 # process exists) on 127.0.0.1. Run as root; about 3 minutes. Peers:
@@ -23,7 +23,7 @@ for b in /usr/sbin/postfix /usr/sbin/dovecot; do
 done
 
 echo "== compose-memory: $(date -u +%FT%TZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "== Roost in containers (busd, storaged, smtpd), $MSGS messages"
+echo "== Roost in containers (busd, storaged, smtpd, imapd), $MSGS messages"
 # ROOST_JSON: the JSON line of an earlier Roost part (measure the peers only).
 roost=${ROOST_JSON:-$("$PY" "$HERE/compose_memory.py" roost | grep '^JSON ' | cut -c6-)}
 
@@ -152,7 +152,7 @@ r, p, di, da = (json.loads(x) for x in sys.argv[1:5])
 mb = lambda kb: "%.1f MB" % (kb / 1024)
 print()
 print("%-40s %12s %12s" % ("PSS, sum over processes", "after start", "after %d msgs" % r["msgs"]))
-print("%-40s %12s %12s" % ("Roost: busd + storaged + smtpd", mb(r["start"]["total_kb"]), mb(r["after"]["total_kb"])))
+print("%-40s %12s %12s" % ("Roost: busd+storaged+smtpd+imapd", mb(r["start"]["total_kb"]), mb(r["after"]["total_kb"])))
 for k in sorted(r["after"]["by_process"]):
     print("%-40s %12s %12s" % ("  " + k, mb(r["start"]["by_process"].get(k, 0)), mb(r["after"]["by_process"][k])))
 print("%-40s %12s %12s" % ("  with each library counted once", mb(r["start"]["files_once_kb"]), mb(r["after"]["files_once_kb"])))

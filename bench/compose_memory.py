@@ -4,15 +4,18 @@
   roost      the container stack of docker-compose.yml as its own project
              (tests/compose/stack.py: per-run tag, internal network), a
              domain and a user, PSS of every Roost process in the containers
-             after start and after MSGS messages (8 SMTP connections); prints
+             after start and after MSGS messages (8 SMTP connections) with
+             one IMAP client logged in (STARTTLS, SELECT, FETCH 1:* FLAGS); prints
              "JSON {...}" and removes the project.
   pss MASTER...  the PSS of every descendant of the MASTER pids, as JSON.
   peer PORT MASTER...   the same for a Postfix (+ Dovecot) already running:
              PSS of every descendant of the MASTER pids, MSGS messages to
              127.0.0.1:PORT, waits for DIR/new to hold them (DIR: $MAILDIR).
 """
+import imaplib
 import json
 import os
+import ssl
 import sys
 import time
 
@@ -97,7 +100,7 @@ def roost():
         s.up()
         s.roostctl("domain", "add", "roost.test")
         s.roostctl("user", "add", "bob@roost.test", "--password-stdin", stdin="pw-for-bench\n")
-        services = ["busd", "storaged", "smtpd"]
+        services = ["busd", "storaged", "smtpd", "imapd"]
 
         def pids():
             return [s.inspect(s.ids(svc)[0])["State"]["Pid"] for svc in services]
@@ -108,8 +111,16 @@ def roost():
         took = time.monotonic() - t0
         assert len(snd.acked) == MSGS, len(snd.acked)
         wait_until(lambda: sum(s.subjects("bob@roost.test").values()) >= MSGS, 60, "all stored")
+        # One IMAP client logged in, as for Dovecot: STARTTLS, SELECT, FLAGS of all.
+        m = imaplib.IMAP4(s.smtp_addr()[0], 143, timeout=60)
+        m.starttls(ssl_context=ssl._create_unverified_context())
+        m.login("bob@roost.test", "pw-for-bench")
+        typ, data = m.select("INBOX")
+        assert typ == "OK" and int(data[0]) >= MSGS, data
+        m.fetch("1:*", "(FLAGS)")
         time.sleep(2)
         after = sample(pids())
+        m.logout()
         netns = sample(tree([s.inspect(s.ids("netns")[0])["State"]["Pid"]]))
         print("JSON " + json.dumps({"start": start, "after": after, "netns_holder": netns,
                                     "send_s": round(took, 1), "msgs": MSGS}))
