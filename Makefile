@@ -198,6 +198,7 @@ bench: all
 	bench/bus.sh
 	bench/store.sh
 	bench/smtp-inbound.sh
+	bench/imap.sh
 
 clean:
 	rm -rf build

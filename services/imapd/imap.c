@@ -896,6 +896,8 @@ void imap_process(session_t *s)
 		char tag[IMAPD_TAG_MAX + 1];
 		switch (ev) {
 		case FR_MORE:
+			if (s->frame.cmd.len > 0 || s->frame.lit_left > 0)
+				session_quickack(s);
 			return;
 		case FR_CONTINUE:
 			session_printf(s, "+ Ready for literal data\r\n");

@@ -319,6 +319,7 @@ struct cmd {
 	char *ref, **pats;        /* LIST reference and patterns (owned) */
 	size_t npats;
 	uint32_t first_unseen;    /* SELECT: sequence number of the first unseen */
+	uint32_t first_unseen_uid; /* SELECT: its UID, from the status */
 	bus_stream_t *stream;     /* APPEND */
 	const char *lit;          /* APPEND: a small message inside the command buffer */
 	size_t litlen, sent;
@@ -347,6 +348,8 @@ void session_abort(session_t *s, const char *why);
 void session_resume(session_t *s);
 /* Restarts the idle timer (its length depends on the state). */
 void session_touch(session_t *s);
+/* Waiting for the rest of a command: ACK at once (see net.c). */
+void session_quickack(session_t *s);
 /* True while the session waits for storaged or a timer, not for the client. */
 bool session_waiting(const session_t *s);
 /* True when a producing command should pause until the output drains. */

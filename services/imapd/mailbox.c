@@ -7,8 +7,9 @@
  * the wire has modified UTF-7 (lib/mutf7). LIST matches patterns against
  * the wire form, so "%" and "*" mean what the client typed.
  *
- * SELECT reads the whole UID list (storaged.message.list pages of 1000) and
- * keeps it as the session's map: seq n is uids[n-1]. The map changes only
+ * SELECT asks storaged.mailbox.status, then reads the whole UID list as set
+ * text (storaged.message.search ALL, 48 KiB of text a reply) and keeps it
+ * as the session's map: seq n is uids[n-1]. The map changes only
  * when the client is told (EXISTS appends, EXPUNGE removes), which is what
  * keeps sequence numbers in step with the client (RFC 3501 2.3.1.2).
  *
@@ -637,16 +638,19 @@ void cmd_status(session_t *s)
 
 /* ---- SELECT and EXAMINE ------------------------------------------------------------------- */
 
+static void select_status_done(session_t *s, json_t *reply, const void *raw, size_t rawlen);
 static void select_page(session_t *s, json_t *reply, const void *raw, size_t rawlen);
 
+/* The next piece of the UID list: a search for everything returns it as
+ * set text ("1:5000"), a few bytes where a message list would be a JSON
+ * object per message. */
 static void select_ask(session_t *s, uint32_t from)
 {
-	char set[32];
-	snprintf(set, sizeof set, "%u:*", (unsigned)from);
-	json_t *req = bus_env_new("storaged.message.list");
+	json_t *req = bus_env_new("storaged.message.search");
 	json_object_set_new(req, "mailbox", json_string(s->mbox.name));
-	json_object_set_new(req, "uids", json_string(set));
-	json_object_set_new(req, "limit", json_integer(1000));
+	json_object_set_new(req, "criteria", json_pack("{s:b}", "all", 1));
+	if (from > 1)
+		json_object_set_new(req, "from", json_integer(from));
 	imap_call(s, &req, select_page);
 }
 
@@ -673,7 +677,12 @@ static void select_announce(session_t *s)
 	imap_done(s, "OK", "[%s] %s completed", m->readonly ? "READ-ONLY" : "READ-WRITE", c->name);
 }
 
-static void select_page(session_t *s, json_t *reply, const void *raw, size_t rawlen)
+/*
+ * UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ and the first unseen come from the
+ * status asked first: a change after it has a greater MODSEQ, so notify's
+ * CHANGEDSINCE catches up whatever the UID list below already shows.
+ */
+static void select_status_done(session_t *s, json_t *reply, const void *raw, size_t rawlen)
 {
 	(void)raw; (void)rawlen;
 	mbox_t *m = &s->mbox;
@@ -683,28 +692,32 @@ static void select_page(session_t *s, json_t *reply, const void *raw, size_t raw
 		imap_fail_reply(s, reply, c->name);
 		return;
 	}
-	if (m->uidvalidity == 0) {
-		/* the first page's MODSEQ: anything later is caught up by notify */
-		m->uidvalidity = (uint64_t)json_integer_value(json_object_get(reply, "uidvalidity"));
-		m->hms = (uint64_t)json_integer_value(json_object_get(reply, "highestmodseq"));
-	}
-	uint64_t next = (uint64_t)json_integer_value(json_object_get(reply, "uidnext"));
-	if (next > m->uidnext)
-		m->uidnext = next;
-	size_t i;
-	json_t *msg;
-	json_array_foreach(json_object_get(reply, "messages"), i, msg) {
-		uint32_t uid = (uint32_t)json_integer_value(json_object_get(msg, "uid"));
-		mbox_append(m, uid);
-		if (c->first_unseen == 0) {
-			bool seen = false;
-			size_t k;
-			json_t *f;
-			json_array_foreach(json_object_get(msg, "flags"), k, f)
-				seen = seen || (json_is_string(f) && strcmp(json_string_value(f), "\\Seen") == 0);
-			if (!seen)
-				c->first_unseen = (uint32_t)m->n;
-		}
+	m->uidvalidity = (uint64_t)json_integer_value(json_object_get(reply, "uidvalidity"));
+	m->hms = (uint64_t)json_integer_value(json_object_get(reply, "highestmodseq"));
+	m->uidnext = (uint64_t)json_integer_value(json_object_get(reply, "uidnext"));
+	json_int_t fu = json_integer_value(json_object_get(reply, "first_unseen"));
+	c->first_unseen_uid = fu > 0 && fu <= UINT32_MAX ? (uint32_t)fu : 0;
+	select_ask(s, 1);
+}
+
+static void select_range(uint32_t lo, uint32_t hi, void *arg)
+{
+	mbox_t *m = arg;
+	for (uint64_t u = lo; u <= hi; u++)
+		if (m->n == 0 || u > m->uids[m->n - 1])   /* sorted, no repeats */
+			mbox_append(m, (uint32_t)u);
+}
+
+static void select_page(session_t *s, json_t *reply, const void *raw, size_t rawlen)
+{
+	(void)raw; (void)rawlen;
+	mbox_t *m = &s->mbox;
+	cmd_t *c = s->cmd;
+	const char *uids = json_string_value(json_object_get(reply, "uids"));
+	if (!bus_reply_ok(reply) || uids == NULL || !uidset_each(uids, select_range, m)) {
+		mbox_clear(m);
+		imap_fail_reply(s, reply, c->name);
+		return;
 	}
 	json_t *more = json_object_get(reply, "next");
 	if (json_is_integer(more) && json_integer_value(more) > 0 &&
@@ -714,6 +727,8 @@ static void select_page(session_t *s, json_t *reply, const void *raw, size_t raw
 	}
 	if (m->n > 0 && m->uidnext <= m->uids[m->n - 1])
 		m->uidnext = m->uids[m->n - 1] + 1ULL;
+	/* gone since the status, or not yet listed: no UNSEEN then */
+	c->first_unseen = c->first_unseen_uid ? mbox_seq(m, c->first_unseen_uid) : 0;
 	select_announce(s);
 }
 
@@ -745,7 +760,9 @@ static void select_common(session_t *s, bool examine)
 	}
 	s->mbox.name = xstrdup(name);
 	s->mbox.readonly = examine;
-	select_ask(s, 1);
+	json_t *req = bus_env_new("storaged.mailbox.status");
+	json_object_set_new(req, "mailbox", json_string(name));
+	imap_call(s, &req, select_status_done);
 }
 
 void cmd_select(session_t *s)

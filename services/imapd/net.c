@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <stdarg.h>
@@ -192,6 +193,19 @@ void session_touch(session_t *s)
 }
 
 /* ---- reading -------------------------------------------------------------------- */
+
+/*
+ * Half a command is here (an APPEND's literal without its CRLF, say). A
+ * client that wrote the rest in a second small write holds it under Nagle
+ * until we ACK, and delayed ACK would make that 40 ms per command (imaplib's
+ * APPEND: 44 ms each, 0.7 ms with this). Linux drops quick-ACK mode on its
+ * own, so this is asked again each time.
+ */
+void session_quickack(session_t *s)
+{
+	int one = 1;
+	(void)setsockopt(s->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
+}
 
 /* Reads what fits into the input buffer. 1 if bytes came, 0 if none,
  * -1 if the connection is gone (EOF is noted in s->eof). */
