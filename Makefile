@@ -6,6 +6,9 @@
 #   make run          the whole stack as local processes (the supervisor)
 #   make deps         install the Debian packages the build and tests need
 #   make bench        benchmarks (not tests); results in bench/RESULTS.md
+#   make up           the stack as containers (docker compose), built offline, healthy
+#   make down         stop the containers; volumes (mail, keys, config) stay
+#   make test-compose the containers end to end: built from scratch, mail, restarts, scaling
 
 VERSION := 0.1.0
 SANITIZE ?= 0
@@ -59,7 +62,7 @@ BINS := $(BUILD)/bin/busd $(BUILD)/bin/roostctl $(BUILD)/bin/roost-run \
 	$(if $(wildcard services/imapd/main.c),$(BUILD)/bin/imapd)
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test run build-for-run deps check-deps clean bench
+.PHONY: all test run build-for-run deps check-deps clean bench up down test-compose
 all: $(BINS)
 
 # ---- generated message-type table (proto/schemas is the source of truth) ----
@@ -180,6 +183,16 @@ run: build-for-run
 
 build-for-run: check-deps
 	@$(MAKE) -s all
+
+# ---- containers (docker-compose.yml, docker/Dockerfile, tools/docker/) ----
+up:
+	@tools/docker/up.sh up
+
+down:
+	@tools/docker/up.sh down
+
+test-compose:
+	@tools/docker/test-compose.sh
 
 bench: all
 	bench/bus.sh
