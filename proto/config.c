@@ -67,6 +67,8 @@ static const char *const config_keys[] = {
 	"imap_max_per_ip",      /* imapd: concurrent sessions per client address */
 	"imap_max_sessions",    /* imapd: concurrent sessions per process */
 	"imap_plaintext_loopback", /* imapd: 1 allows LOGIN without TLS from loopback (as Dovecot does) */
+	"wg_dir",               /* WireGuard keys (roostctl wg keygen); default <data_dir>/wg */
+	"wg_net",               /* the tunnel's IPv4 /24: VPS .1, this server .2, devices from .10 */
 };
 
 #define CONFIG_NKEYS ARRAY_LEN(config_keys)

@@ -34,6 +34,8 @@ static const struct command {
 	{ "queue", cmd_queue, "queue list|show|retry|delete: outbound mail waiting for delivery" },
 	{ "rcpt", cmd_rcpt, "rcpt ADDRESS: where mail for an address goes (user, alias, catch-all...)" },
 	{ "message", cmd_message, "message get|list|search|flag|expunge|copy|move: a mailbox's messages" },
+	{ "wg", cmd_wg, "wg keygen|show: the WireGuard keys of this server and its VPS" },
+	{ "vps-config", cmd_vps_config, "vps-config --vps-ip IP: the script that sets up the VPS" },
 	{ NULL, NULL, NULL },
 };
 

@@ -2,7 +2,8 @@
  * roostctl.h — the operator's command line. main.c holds the command table
  * and the shared options; each family of subcommands has its own file
  * (bus.c: bus tail, bus ping, status; accounts.c: domain, user, alias, mailbox,
- * rcpt; backup.c: backup, restore; queue.c: queue; message.c: message).
+ * rcpt; backup.c: backup, restore; queue.c: queue; message.c: message;
+ * wg.c: wg, vps-config).
  */
 #ifndef ROOST_ROOSTCTL_H
 #define ROOST_ROOSTCTL_H
@@ -72,5 +73,7 @@ int cmd_restore(struct ctl *ctl, int argc, char **argv);
 int cmd_queue(struct ctl *ctl, int argc, char **argv);
 int cmd_rcpt(struct ctl *ctl, int argc, char **argv);
 int cmd_message(struct ctl *ctl, int argc, char **argv);
+int cmd_wg(struct ctl *ctl, int argc, char **argv);
+int cmd_vps_config(struct ctl *ctl, int argc, char **argv);
 
 #endif
