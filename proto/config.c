@@ -69,6 +69,7 @@ static const char *const config_keys[] = {
 	"imap_plaintext_loopback", /* imapd: 1 allows LOGIN without TLS from loopback (as Dovecot does) */
 	"wg_dir",               /* WireGuard keys (roostctl wg keygen); default <data_dir>/wg */
 	"wg_net",               /* the tunnel's IPv4 /24: VPS .1, this server .2, devices from .10 */
+	"vps_ip",               /* the VPS's public IPv4 address (roostctl wg add-peer, dns-records) */
 };
 
 #define CONFIG_NKEYS ARRAY_LEN(config_keys)

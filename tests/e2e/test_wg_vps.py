@@ -5,7 +5,9 @@ script run for real.
 The deployment on one machine, in network namespaces made here:
 
     remote 203.0.113.77 --"internet"-- 203.0.113.5 vps 10.99.0.1 --"home uplink"-- 10.99.0.2 server
-                                       roost0 10.44.0.1 ====== WireGuard ====== 10.44.0.2 roost0
+                                       roost0 10.44.0.1 ====== WireGuard ====== 10.44.0.2 roostsrv0
+    laptop 198.51.100.2 --"internet"-- 198.51.100.1 vps
+           laptop0 10.44.0.10 ====== WireGuard ====== 10.44.0.1 roost0 (a device: wg add-peer)
 
 `vps` runs the script `roostctl vps-config` printed (its files under a temp
 root, its public interface named); `server` runs smtpd (on this test's
@@ -44,6 +46,7 @@ from store import with_users
 VPS_IP = "203.0.113.5"
 REMOTE_IP = "203.0.113.77"
 SERVER_TUN = "10.44.0.2"
+LAPTOP_IP = "198.51.100.2"
 
 
 def _missing():
@@ -77,16 +80,19 @@ class Topology:
     """The three namespaces and their links; torn down by close()."""
 
     def __init__(self, tag):
-        self.ns = {k: "roost%s-%s" % (k, tag) for k in ("remote", "vps", "server")}
+        self.ns = {k: "roost%s-%s" % (k, tag) for k in ("remote", "vps", "server", "laptop")}
         for n in self.ns.values():
             sh("ip", "netns", "add", n)
             sh("ip", "link", "set", "lo", "up", ns=n)
         self._veth("inet", "remote", REMOTE_IP + "/24", "vps", VPS_IP + "/24")
         self._veth("home", "vps", "10.99.0.1/30", "server", "10.99.0.2/30")
+        # the owner's laptop, somewhere else on the internet
+        self._veth("away", "vps", "198.51.100.1/24", "laptop", LAPTOP_IP + "/24")
         sh("ip", "route", "add", "default", "via", REMOTE_IP, ns=self.ns["vps"])
+        sh("ip", "route", "add", "default", "via", "198.51.100.1", ns=self.ns["laptop"])
 
     def _veth(self, name, a, addr_a, b, addr_b):
-        ia, ib = "%s-%s" % (name, a[:3]), "%s-%s" % (name, b[:3])
+        ia, ib = "%s-%s" % (name, a[:3]), "%s-%s" % (name, b[:3])  # e.g. inet-vps
         sh("ip", "link", "add", ia, "netns", self.ns[a], "type", "veth", "peer", "name", ib,
            "netns", self.ns[b])
         for ns, i, addr in ((a, ia, addr_a), (b, ib, addr_b)):
@@ -196,9 +202,13 @@ def test_vps_config_without_keys_says_keygen(bus):
     assert r.returncode != 0 and "roostctl wg keygen" in r.stderr
 
 
-def test_vps_forwards_mail_with_client_address_and_egress_leaves_from_vps(bus, topo):
+def stack(bus, topo, devices=()):
+    """Keys, devices, the VPS script run (twice: same rules), the server's
+    tunnel, smtpd in the server's namespace on port 25. Returns (b, keys,
+    {device: its WireGuard configuration})."""
     b = with_users(bus, "alice@example.org")
     keys = keygen(b)
+    confs = {d: ok(b, "wg", "add-peer", d, "--vps-ip", VPS_IP, "--no-qr") for d in devices}
     script = os.path.join(b.tmp, "roost-vps.sh")
     with open(script, "w") as f:
         f.write(ok(b, "vps-config", "--vps-ip", VPS_IP))
@@ -211,13 +221,16 @@ def test_vps_forwards_mail_with_client_address_and_egress_leaves_from_vps(bus, t
     assert topo.run("vps", "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "1"
 
     server_side_up(b, topo, keys)
-    # smtpd in the server's namespace, on the test's bus
-    port = 25
-    env = {"ROOST_LISTEN": "0.0.0.0", "ROOST_SMTP_PORT": str(port), "ROOST_HOSTNAME": "mx.example.org",
+    env = {"ROOST_LISTEN": "0.0.0.0", "ROOST_SMTP_PORT": "25", "ROOST_HOSTNAME": "mx.example.org",
            "ROOST_SMTP_GREET_DELAY_MS": "0"}
     p = b.spawn("smtpd", ["ip", "netns", "exec", topo.ns["server"], buslib.binary("smtpd")], env=env)
     buslib.wait_until(lambda: p.pid in b.worker_pids("smtpd.control"), interval=0.2,
                       what="smtpd registered with busd")
+    return b, keys, confs
+
+
+def test_vps_forwards_mail_with_client_address_and_egress_leaves_from_vps(bus, topo):
+    b, keys, _ = stack(bus, topo)
 
     # mail from the internet to the VPS's address, through the tunnel
     send = ("import smtplib\nc=smtplib.SMTP('%s',25,timeout=30)\n"
@@ -253,3 +266,42 @@ def test_vps_forwards_mail_with_client_address_and_egress_leaves_from_vps(bus, t
         lp.kill()
         got = lp.stdout.read()
     assert got.strip() == ""
+
+
+def test_device_reaches_imap_through_the_vps_and_nothing_else(bus, topo):
+    b, keys, confs = stack(bus, topo, devices=("laptop", "phone"))
+    listed = json.loads(ok(b, "--json", "wg", "list"))
+    assert [(d["name"], d["address"]) for d in listed] == [("laptop", "10.44.0.10"), ("phone", "10.44.0.11")]
+    conf = os.path.join(b.tmp, "laptop0.conf")   # the interface is named after the file
+    with open(conf, "w") as f:
+        f.write(confs["laptop"])
+    topo.run("laptop", "wg-quick", "up", conf, env=dict(os.environ, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD="1"))
+    imap = listener(topo, "server", 993)
+    try:
+        deadline = time.time() + WAIT * 2
+        while True:  # the first handshake
+            got = connect_from(topo, "laptop", SERVER_TUN, 993, timeout=3)
+            if got == "connected" or time.time() > deadline:
+                break
+        assert got == "connected"
+        assert imap.stdout.readline().strip() == "10.44.0.10"   # the device's own tunnel address
+    finally:
+        imap.kill()
+    # port 25 is for other mail servers, not for devices
+    assert connect_from(topo, "laptop", SERVER_TUN, 25, timeout=3).startswith("failed")
+    # a device that routes the internet into the tunnel gets nowhere: the VPS
+    # forwards devices to the server's IMAP and submission ports only
+    topo.run("laptop", "wg", "set", "laptop0", "peer", keys["vps_public_key"], "allowed-ips",
+             "%s/32,%s/32" % (SERVER_TUN, REMOTE_IP))
+    topo.run("laptop", "ip", "route", "add", REMOTE_IP + "/32", "dev", "laptop0")
+    lp = listener(topo, "remote", 2525)
+    try:
+        assert connect_from(topo, "laptop", REMOTE_IP, 2525, timeout=3).startswith("failed")
+    finally:
+        lp.kill()
+        assert lp.stdout.read().strip() == ""
+    # removed: gone from the list, and from the VPS's configuration
+    ok(b, "wg", "remove", "laptop")
+    assert [d["name"] for d in json.loads(ok(b, "--json", "wg", "list"))] == ["phone"]
+    script = ok(b, "vps-config", "--vps-ip", VPS_IP)
+    assert "device phone" in script and "device laptop" not in script

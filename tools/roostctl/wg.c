@@ -10,16 +10,22 @@
  * the VPS needs its private key and this server's public key, nothing else.
  *
  * Addresses come from wg_net (default 10.44.0.0/24): the VPS is .1, this
- * server .2; the owner's devices (wg add-peer, to come) from .10.
+ * server .2; the owner's devices (wg add-peer) from .10 to .254. A device
+ * is a file peers/NAME in wg_dir: its address and public key. Its private
+ * key is printed once, in the device's configuration, and never kept here:
+ * this server has no use for it. The VPS learns the devices when its script
+ * is printed and run again (it rewrites its configuration and rules).
  */
 #include "roostctl.h"
 
 #include "util.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,13 +39,28 @@
 #define WG_DEFAULT_PORT 51820
 #define WG_DEFAULT_NET "10.44.0.0/24"
 #define WG_IFACE "roost0"        /* the VPS's interface: not wg0, which may exist */
+#define WG_PEER_FIRST 10         /* devices' host numbers in wg_net */
+#define WG_PEER_LAST 254
+#define WG_PEER_NAME_MAX 32
+
+/* What a device may reach on this server: submission (587, 465) and IMAP
+ * (143, 993). Not port 25 (that is for other servers) and nothing else. */
+#define WG_DEVICE_PORTS "465,587,143,993"
 
 /* The mail ports the VPS forwards to this server: SMTP, submissions,
  * submission, IMAP, IMAPS. */
 #define WG_FORWARD_PORTS "25,465,587,143,993"
 
 struct wg_net {
+	uint32_t base;   /* host order, the .0 */
 	char vps[INET_ADDRSTRLEN], server[INET_ADDRSTRLEN], cidr[INET_ADDRSTRLEN + 3];
+};
+
+/* A device added with wg add-peer. */
+struct wg_peer {
+	char name[WG_PEER_NAME_MAX + 1];
+	int host;                      /* its address: base + host */
+	char pub[WG_KEY_B64 + 1];
 };
 
 static const char *wg_dir(const struct ctl *ctl, char *buf, size_t size)
@@ -67,6 +88,7 @@ static int wg_net_get(const struct ctl *ctl, struct wg_net *n)
 		return ctl_fail("wg_net %s: must be an IPv4 network address with /24 (e.g. %s)", v,
 				WG_DEFAULT_NET);
 	uint32_t base = ntohl(a.s_addr);
+	n->base = base;
 	struct in_addr x;
 	x.s_addr = htonl(base | 1);
 	inet_ntop(AF_INET, &x, n->vps, sizeof n->vps);
@@ -225,22 +247,6 @@ static int wg_show(struct ctl *ctl, int argc, char **argv)
 	return 0;
 }
 
-int cmd_wg(struct ctl *ctl, int argc, char **argv)
-{
-	argc--, argv++;  /* past "wg" */
-	if (argc < 1 || strcmp(argv[0], "--help") == 0) {
-		fprintf(argc < 1 ? stderr : stdout,
-			"usage: roostctl wg keygen [--force]   the keys of this server and of its VPS\n"
-			"       roostctl wg show               their public keys and tunnel addresses\n");
-		return argc < 1 ? 2 : 0;
-	}
-	if (strcmp(argv[0], "keygen") == 0)
-		return wg_keygen(ctl, argc - 1, argv + 1);
-	if (strcmp(argv[0], "show") == 0)
-		return wg_show(ctl, argc - 1, argv + 1);
-	return ctl_fail("wg: unknown subcommand %s (keygen, show)", argv[0]);
-}
-
 /* A TCP/UDP port number in [1, 65535], or -1. */
 static long port_arg(const char *s)
 {
@@ -251,6 +257,258 @@ static long port_arg(const char *s)
 		return -1;
 	return v;
 }
+
+static bool peer_name_ok(const char *n)
+{
+	size_t len = strlen(n);
+	if (len == 0 || len > WG_PEER_NAME_MAX || n[0] == '-')
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!((n[i] >= 'a' && n[i] <= 'z') || (n[i] >= '0' && n[i] <= '9') || n[i] == '-'))
+			return false;
+	return true;
+}
+
+/* Reads wg_dir/peers/NAME ("address N\npublic KEY\n"); 0, or -1 if it is
+ * not one of ours (skipped by the listing, named by the caller). */
+static int peer_read(const char *dir, const char *name, struct wg_peer *p)
+{
+	char path[4200], line[160];
+	snprintf(path, sizeof path, "%s/peers/%s", dir, name);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return -1;
+	memset(p, 0, sizeof *p);
+	snprintf(p->name, sizeof p->name, "%.*s", WG_PEER_NAME_MAX, name);
+	while (fgets(line, sizeof line, f) != NULL) {
+		line[strcspn(line, "\r\n")] = '\0';
+		if (strncmp(line, "host ", 5) == 0)
+			p->host = atoi(line + 5);
+		else if (strncmp(line, "public ", 7) == 0 && strlen(line + 7) == WG_KEY_B64)
+			memcpy(p->pub, line + 7, WG_KEY_B64 + 1);
+	}
+	fclose(f);
+	return p->host >= WG_PEER_FIRST && p->host <= WG_PEER_LAST && p->pub[0] ? 0 : -1;
+}
+
+static int peer_cmp(const void *a, const void *b)
+{
+	return ((const struct wg_peer *)a)->host - ((const struct wg_peer *)b)->host;
+}
+
+/* The devices, by address; at most WG_PEER_LAST - WG_PEER_FIRST + 1 (one per
+ * address). *n is their number. */
+static struct wg_peer *peers_load(const char *dir, size_t *n)
+{
+	char path[4200];
+	snprintf(path, sizeof path, "%s/peers", dir);
+	size_t cap = WG_PEER_LAST - WG_PEER_FIRST + 1;
+	struct wg_peer *v = xcalloc(cap, sizeof *v);
+	*n = 0;
+	DIR *d = opendir(path);
+	if (d == NULL)
+		return v;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL && *n < cap) {
+		if (!peer_name_ok(e->d_name))
+			continue;
+		if (peer_read(dir, e->d_name, &v[*n]) == 0)
+			(*n)++;
+	}
+	closedir(d);
+	qsort(v, *n, sizeof *v, peer_cmp);
+	return v;
+}
+
+static void host_addr(const struct wg_net *net, int host, char out[INET_ADDRSTRLEN])
+{
+	struct in_addr x;
+	x.s_addr = htonl(net->base | (uint32_t)host);
+	inet_ntop(AF_INET, &x, out, INET_ADDRSTRLEN);
+}
+
+static int wg_add_peer(struct ctl *ctl, int argc, char **argv)
+{
+	const char *name = NULL, *vps_ip = config_get(ctl->cfg, "vps_ip", NULL);
+	long port = WG_DEFAULT_PORT;
+	bool qr = isatty(STDOUT_FILENO);
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--qr") == 0)
+			qr = true;
+		else if (strcmp(argv[i], "--no-qr") == 0)
+			qr = false;
+		else if (strcmp(argv[i], "--vps-ip") == 0 && i + 1 < argc)
+			vps_ip = argv[++i];
+		else if (strcmp(argv[i], "--wg-port") == 0 && i + 1 < argc) {
+			if ((port = port_arg(argv[++i])) < 0)
+				return ctl_fail("wg add-peer: --wg-port %s: not a port (1-65535)", argv[i]);
+		} else if (argv[i][0] != '-' && name == NULL)
+			name = argv[i];
+		else
+			return ctl_fail("wg add-peer: unexpected %s (usage: wg add-peer NAME --vps-ip IP "
+					"[--wg-port P] [--qr|--no-qr])", argv[i]);
+	}
+	struct in_addr a4;
+	if (name == NULL)
+		return ctl_fail("wg add-peer: NAME is required (the device: laptop, phone...)");
+	if (!peer_name_ok(name))
+		return ctl_fail("wg add-peer: %s: a name is 1-%d of a-z, 0-9 and '-', not first",
+				name, WG_PEER_NAME_MAX);
+	if (vps_ip == NULL || inet_pton(AF_INET, vps_ip, &a4) != 1)
+		return ctl_fail("wg add-peer: --vps-ip IP (or vps_ip in roost.conf) must be the VPS's IPv4 address");
+	char dir[4096], vb[WG_KEY_B64 + 1], vp[WG_KEY_B64 + 1];
+	unsigned char vps[WG_KEY_LEN];
+	struct wg_net net;
+	wg_dir(ctl, dir, sizeof dir);
+	if (wg_net_get(ctl, &net) != 0 || wg_key_read(dir, "vps.key", vps, vb) != 0)
+		return 1;
+	if (wg_pubkey(vps, vp) < 0)
+		return ctl_fail("wg add-peer: OpenSSL cannot derive X25519 public keys");
+	size_t n;
+	struct wg_peer *peers = peers_load(dir, &n);
+	int host = WG_PEER_FIRST;
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(peers[i].name, name) == 0) {
+			free(peers);
+			return ctl_fail("wg add-peer: %s exists (wg remove %s first to make it anew)", name, name);
+		}
+		if (peers[i].host == host)
+			host++;
+	}
+	free(peers);
+	if (host > WG_PEER_LAST)
+		return ctl_fail("wg add-peer: all %d device addresses of %s are taken",
+				WG_PEER_LAST - WG_PEER_FIRST + 1, net.cidr);
+	unsigned char priv[WG_KEY_LEN];
+	struct wg_peer p = { .host = host };
+	char pb[WG_KEY_B64 + 1], addr[INET_ADDRSTRLEN], path[4200], text[256];
+	if (wg_key_new(priv) < 0)
+		return ctl_fail("wg add-peer: no randomness (getrandom failed)");
+	if (wg_pubkey(priv, p.pub) < 0)
+		return ctl_fail("wg add-peer: OpenSSL cannot derive X25519 public keys");
+	EVP_EncodeBlock((unsigned char *)pb, priv, WG_KEY_LEN);
+	host_addr(&net, host, addr);
+	snprintf(path, sizeof path, "%s/peers", dir);
+	if (mkdir(path, 0700) != 0 && errno != EEXIST)
+		return ctl_fail("%s: %s", path, strerror(errno));
+	snprintf(text, sizeof text, "host %d\npublic %s\n", host, p.pub);
+	snprintf(path, sizeof path, "%s/peers/%s", dir, name);
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return ctl_fail("%s: %s", path, strerror(errno));
+	size_t tl = strlen(text);
+	if (write(fd, text, tl) != (ssize_t)tl || fsync(fd) != 0) {
+		int e = errno;
+		close(fd);
+		unlink(path);
+		return ctl_fail("%s: %s", path, strerror(e));
+	}
+	close(fd);
+	char conf[1024];
+	snprintf(conf, sizeof conf,
+		 "[Interface]\n# %s: Roost's IMAP and submission through the VPS\nPrivateKey = %s\n"
+		 "Address = %s/32\n\n[Peer]\n# the Roost VPS\nPublicKey = %s\nEndpoint = %s:%ld\n"
+		 "AllowedIPs = %s/32\nPersistentKeepalive = 25\n",
+		 name, pb, addr, vp, vps_ip, port, net.server);
+	if (ctl->json) {
+		json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "name", name, "address", addr,
+				      "public_key", p.pub, "config", conf);
+		char *s = json_dumps(o, JSON_COMPACT);
+		puts(s);
+		free(s);
+		json_decref(o);
+		return 0;
+	}
+	fputs(conf, stdout);
+	fflush(stdout);
+	if (qr) {
+		/* Debian's qrencode draws it in the terminal, for a phone's app. */
+		FILE *q = popen("qrencode -t ansiutf8", "w");
+		if (q == NULL || fputs(conf, q) < 0 || pclose(q) != 0)
+			fprintf(stderr, "roostctl: no QR code (qrencode missing? apt install qrencode)\n");
+	}
+	fprintf(stderr, "%s gets %s and reaches %s (IMAP 143/993, submission 587/465) only.\n"
+		"Next, the VPS needs its script again: roostctl vps-config --vps-ip %s > roost-vps.sh,\n"
+		"copy it there and run it (sh roost-vps.sh).\n",
+		name, addr, net.server, vps_ip);
+	return 0;
+}
+
+static int wg_list(struct ctl *ctl, int argc, char **argv)
+{
+	(void)argv;
+	if (argc > 0)
+		return ctl_fail("wg list: no arguments");
+	char dir[4096], addr[INET_ADDRSTRLEN];
+	struct wg_net net;
+	wg_dir(ctl, dir, sizeof dir);
+	if (wg_net_get(ctl, &net) != 0)
+		return 1;
+	size_t n;
+	struct wg_peer *peers = peers_load(dir, &n);
+	json_t *arr = ctl->json ? json_array() : NULL;
+	for (size_t i = 0; i < n; i++) {
+		host_addr(&net, peers[i].host, addr);
+		if (arr)
+			json_array_append_new(arr, json_pack("{s:s, s:s, s:s}", "name", peers[i].name,
+							     "address", addr, "public_key", peers[i].pub));
+		else
+			printf("%s\t%s\t%s\n", peers[i].name, addr, peers[i].pub);
+	}
+	if (arr) {
+		char *s = json_dumps(arr, JSON_COMPACT);
+		puts(s);
+		free(s);
+		json_decref(arr);
+	}
+	free(peers);
+	return 0;
+}
+
+static int wg_remove(struct ctl *ctl, int argc, char **argv)
+{
+	if (argc != 1)
+		return ctl_fail("wg remove: usage: wg remove NAME");
+	if (!peer_name_ok(argv[0]))
+		return ctl_fail("wg remove: %s: not a device name", argv[0]);
+	char dir[4096], path[4200];
+	wg_dir(ctl, dir, sizeof dir);
+	snprintf(path, sizeof path, "%s/peers/%s", dir, argv[0]);
+	if (unlink(path) != 0)
+		return ctl_fail("wg remove: %s: %s", argv[0],
+				errno == ENOENT ? "no such device (wg list shows them)" : strerror(errno));
+	fprintf(stderr, "%s removed here; it keeps reaching the VPS until the VPS runs its script again "
+		"(roostctl vps-config --vps-ip IP > roost-vps.sh, then sh roost-vps.sh there)\n", argv[0]);
+	return 0;
+}
+
+int cmd_wg(struct ctl *ctl, int argc, char **argv)
+{
+	argc--, argv++;  /* past "wg" */
+	if (argc < 1 || strcmp(argv[0], "--help") == 0) {
+		fprintf(argc < 1 ? stderr : stdout,
+			"usage: roostctl wg keygen [--force]   the keys of this server and of its VPS\n"
+			"       roostctl wg show               their public keys and tunnel addresses\n"
+			"       roostctl wg add-peer NAME --vps-ip IP [--wg-port P] [--qr|--no-qr]\n"
+			"                                      a device's WireGuard configuration (IMAP,\n"
+			"                                      submission through the VPS)\n"
+			"       roostctl wg list               the devices\n"
+			"       roostctl wg remove NAME        forget a device\n");
+		return argc < 1 ? 2 : 0;
+	}
+	if (strcmp(argv[0], "keygen") == 0)
+		return wg_keygen(ctl, argc - 1, argv + 1);
+	if (strcmp(argv[0], "show") == 0)
+		return wg_show(ctl, argc - 1, argv + 1);
+	if (strcmp(argv[0], "add-peer") == 0)
+		return wg_add_peer(ctl, argc - 1, argv + 1);
+	if (strcmp(argv[0], "list") == 0)
+		return wg_list(ctl, argc - 1, argv + 1);
+	if (strcmp(argv[0], "remove") == 0)
+		return wg_remove(ctl, argc - 1, argv + 1);
+	return ctl_fail("wg: unknown subcommand %s (keygen, show, add-peer, list, remove)", argv[0]);
+}
+
 
 /*
  * The script the owner runs on the VPS. It only uses what a Debian or
@@ -272,6 +530,8 @@ static const char vps_script[] =
 	"TUN_NET=%s\n"
 	"SERVER=%s\n"
 	"PORTS=%s\n"
+	"DEVICES=%s\n"
+	"DEVICE_PORTS=%s\n"
 	"IF=" WG_IFACE "\n"
 	"# ROOST_VPS_ROOT: install the files under another root (tests);\n"
 	"# ROOST_VPS_PUBLIC_IF: the public interface, if not the default route's.\n"
@@ -294,7 +554,10 @@ static const char vps_script[] =
 	"[Peer]\n"
 	"# the Roost mail server\n"
 	"PublicKey = %s\n"
-	"AllowedIPs = $SERVER/32\n"
+	"AllowedIPs = $SERVER/32\n";
+
+/* After the [Peer] of each device. */
+static const char vps_script_tail[] =
 	"EOF\n"
 	"# forwarding between the tunnel and the public interface, now and at boot\n"
 	"echo net.ipv4.ip_forward=1 > \"$ROOT/etc/sysctl.d/90-roost.conf\"\n"
@@ -324,6 +587,8 @@ static const char vps_script[] =
 	"iptables -w -A ROOST-FWD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n"
 	"iptables -w -A ROOST-FWD -i \"$PUB\" -o \"$IF\" -d \"$SERVER\" -p tcp -m multiport --dports \"$PORTS\" -m conntrack --ctstate DNAT -j ACCEPT\n"
 	"iptables -w -A ROOST-FWD -i \"$IF\" -o \"$PUB\" -s \"$SERVER\" -j ACCEPT\n"
+	"# the owner's devices (roostctl wg add-peer) reach IMAP and submission, nothing else\n"
+	"iptables -w -A ROOST-FWD -i \"$IF\" -o \"$IF\" -m iprange --src-range \"$DEVICES\" -d \"$SERVER\" -p tcp -m multiport --dports \"$DEVICE_PORTS\" -j ACCEPT\n"
 	"iptables -w -A ROOST-FWD -j DROP\n"
 	"jump filter FORWARD -j ROOST-FWD\n"
 	"# to the VPS itself: WireGuard, SSH, ping; nothing else\n"
@@ -401,6 +666,20 @@ int cmd_vps_config(struct ctl *ctl, int argc, char **argv)
 	char when[32];
 	time_t now = time(NULL);
 	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-	printf(vps_script, when, ip, port, ssh, n.cidr, n.server, WG_FORWARD_PORTS, n.vps, vb, sp);
+	char first[INET_ADDRSTRLEN], last[INET_ADDRSTRLEN], range[2 * INET_ADDRSTRLEN + 2], addr[INET_ADDRSTRLEN];
+	host_addr(&n, WG_PEER_FIRST, first);
+	host_addr(&n, WG_PEER_LAST, last);
+	snprintf(range, sizeof range, "%s-%s", first, last);
+	printf(vps_script, when, ip, port, ssh, n.cidr, n.server, WG_FORWARD_PORTS, range,
+	       WG_DEVICE_PORTS, n.vps, vb, sp);
+	size_t np;
+	struct wg_peer *peers = peers_load(dir, &np);
+	for (size_t i = 0; i < np; i++) {
+		host_addr(&n, peers[i].host, addr);
+		printf("\n[Peer]\n# device %s (roostctl wg add-peer)\nPublicKey = %s\nAllowedIPs = %s/32\n",
+		       peers[i].name, peers[i].pub, addr);
+	}
+	free(peers);
+	fputs(vps_script_tail, stdout);
 	return fflush(stdout) == 0 ? 0 : ctl_fail("vps-config: cannot write the script: %s", strerror(errno));
 }
