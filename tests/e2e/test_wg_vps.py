@@ -1,30 +1,33 @@
 """
-test_wg_vps.py — roostctl wg keygen and vps-config (issue 7), the VPS
-script run for real.
+test_wg_vps.py — roostctl wg keygen|add-peer and vps-config, and the
+server's end of the tunnel (docker/wg-up.sh): issue 7, run for real.
 
 The deployment on one machine, in network namespaces made here:
 
-    remote 203.0.113.77 --"internet"-- 203.0.113.5 vps 10.99.0.1 --"home uplink"-- 10.99.0.2 server
-                                       roost0 10.44.0.1 ====== WireGuard ====== 10.44.0.2 roostsrv0
-    laptop 198.51.100.2 --"internet"-- 198.51.100.1 vps
-           laptop0 10.44.0.10 ====== WireGuard ====== 10.44.0.1 roost0 (a device: wg add-peer)
+    remote 203.0.113.77 ---"internet"--- 203.0.113.5 vps ---198.18.0.0/30--- home router
+    laptop 198.51.100.2 ---"internet"--- 198.51.100.1 vps                     |        |
+                                                            server 10.99.0.2 --+        +-- 192.168.1.50 lanpc
+    tunnels: vps roost0 10.44.0.1 === server roostsrv0 10.44.0.2 (wg-up.sh)
+             vps roost0 10.44.0.1 === laptop laptop0 10.44.0.10 (wg add-peer)
 
 `vps` runs the script `roostctl vps-config` printed (its files under a temp
-root, its public interface named); `server` runs smtpd (on this test's
-bus: the ipc sockets are files, so busd and storaged stay in the host's
-namespace) behind its own WireGuard interface, set up as the Roost server
-side is: everything through the tunnel but the VPS endpoint itself.
-WireGuard is the kernel's where it has it, else wireguard-go (userspace,
-/dev/net/tun), which wg-quick picks by itself.
+root, its public interface named); `server` runs docker/wg-up.sh, the
+entrypoint of the container smtpd and imapd share, and smtpd on this
+test's bus (the ipc sockets are files, so busd and storaged stay in the
+host's namespace). WireGuard is the kernel's where it has it, else
+wireguard-go (userspace, /dev/net/tun), which wg-quick and wg-up.sh pick.
 
 Proved: mail from `remote` to the VPS address reaches smtpd with the
 remote's own address in the Received header (DNAT without SNAT); a
 connection from the server's namespace arrives at `remote` from the VPS
-address (egress through the tunnel); a port the script does not forward
-stays closed; running the script twice leaves the same rules; the keys are
-real WireGuard keys (`wg pubkey` agrees). Needs root, iproute2, iptables
-and wireguard-tools (make deps installs them); skipped with the reason
-otherwise.
+address (egress through the tunnel); a home-LAN client reaches the server
+directly and gets its replies (not into the tunnel); a port the script
+does not forward stays closed; running the script twice leaves the same
+rules; a device added with `wg add-peer` reaches IMAP through the VPS with
+its generated configuration and nothing else (not port 25, not the
+internet through the VPS); the keys are real WireGuard keys (`wg pubkey`
+agrees). Needs root, iproute2, iptables and wireguard-tools (make deps
+installs them); skipped with the reason otherwise.
 """
 
 import json
@@ -47,6 +50,9 @@ VPS_IP = "203.0.113.5"
 REMOTE_IP = "203.0.113.77"
 SERVER_TUN = "10.44.0.2"
 LAPTOP_IP = "198.51.100.2"
+SERVER_LAN = "10.99.0.2"
+LANPC_IP = "192.168.1.50"
+WG_UP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docker", "wg-up.sh")
 
 
 def _missing():
@@ -80,16 +86,22 @@ class Topology:
     """The three namespaces and their links; torn down by close()."""
 
     def __init__(self, tag):
-        self.ns = {k: "roost%s-%s" % (k, tag) for k in ("remote", "vps", "server", "laptop")}
+        self.ns = {k: "roost%s-%s" % (k[:4], tag) for k in ("remote", "vps", "home", "server", "lanpc", "laptop")}
         for n in self.ns.values():
             sh("ip", "netns", "add", n)
             sh("ip", "link", "set", "lo", "up", ns=n)
         self._veth("inet", "remote", REMOTE_IP + "/24", "vps", VPS_IP + "/24")
-        self._veth("home", "vps", "10.99.0.1/30", "server", "10.99.0.2/30")
-        # the owner's laptop, somewhere else on the internet
         self._veth("away", "vps", "198.51.100.1/24", "laptop", LAPTOP_IP + "/24")
+        self._veth("isp", "vps", "198.18.0.1/30", "home", "198.18.0.2/30")
+        self._veth("up", "home", "10.99.0.1/30", "server", SERVER_LAN + "/30")
+        self._veth("lan", "home", "192.168.1.1/24", "lanpc", LANPC_IP + "/24")
         sh("ip", "route", "add", "default", "via", REMOTE_IP, ns=self.ns["vps"])
+        sh("ip", "route", "add", "10.99.0.0/30", "via", "198.18.0.2", ns=self.ns["vps"])
         sh("ip", "route", "add", "default", "via", "198.51.100.1", ns=self.ns["laptop"])
+        sh("ip", "route", "add", "default", "via", "198.18.0.1", ns=self.ns["home"])
+        sh("sysctl", "-q", "-w", "net.ipv4.ip_forward=1", ns=self.ns["home"])
+        sh("ip", "route", "add", "default", "via", "10.99.0.1", ns=self.ns["server"])
+        sh("ip", "route", "add", "default", "via", "192.168.1.1", ns=self.ns["lanpc"])
 
     def _veth(self, name, a, addr_a, b, addr_b):
         ia, ib = "%s-%s" % (name, a[:3]), "%s-%s" % (name, b[:3])  # e.g. inet-vps
@@ -132,19 +144,14 @@ def keygen(b):
 
 
 def server_side_up(b, t, keys):
-    """The server's end of the tunnel as the Roost server runs it: the
-    default route through roost0 (wg-quick's policy routing for 0.0.0.0/0),
-    the VPS endpoint itself reached over the home uplink."""
-    # not roost0: wireguard-go's control socket is /var/run/wireguard/<name>.sock,
-    # shared by the namespaces of this one machine, and the VPS's roost0 has it
-    conf = os.path.join(b.tmp, "roostsrv0.conf")
-    priv = open(os.path.join(keys["dir"], "server.key")).read().strip()
-    with open(conf, "w") as f:
-        f.write("[Interface]\nPrivateKey = %s\nAddress = %s/24\n\n[Peer]\nPublicKey = %s\n"
-                "Endpoint = %s:51820\nAllowedIPs = 0.0.0.0/0\nPersistentKeepalive = 25\n"
-                % (priv, SERVER_TUN, keys["vps_public_key"], VPS_IP))
-    t.run("server", "ip", "route", "add", VPS_IP + "/32", "via", "10.99.0.1")
-    t.run("server", "wg-quick", "up", conf, env=dict(os.environ, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD="1"))
+    """The server's end: docker/wg-up.sh, as the container runs it (the
+    interface named roostsrv0, not roost0: wireguard-go's control socket is
+    /var/run/wireguard/<name>.sock, shared by this machine's namespaces)."""
+    env = dict(os.environ, ROOST_WG_DIR=keys["dir"], ROOST_VPS_IP=VPS_IP, ROOST_WG_IF="roostsrv0")
+    r = t.run("server", "sh", WG_UP, "true", env=env, timeout=WAIT * 2)
+    assert "tunnel roostsrv0 up: 10.44.0.2" in r.stderr, r.stderr
+    routes = t.run("server", "ip", "-4", "route", "show").stdout
+    assert "default dev roostsrv0" in routes and VPS_IP + " via 10.99.0.1" in routes, routes
 
 
 def run_vps_script(b, t, script):
@@ -254,6 +261,15 @@ def test_vps_forwards_mail_with_client_address_and_egress_leaves_from_vps(bus, t
     try:
         assert connect_from(topo, "server", REMOTE_IP, 2525) == "connected"
         assert lp.stdout.readline().strip() == VPS_IP
+    finally:
+        lp.kill()
+
+    # the home LAN reaches the server directly (not through the VPS), and the
+    # replies come back to it instead of going into the tunnel
+    lp = listener(topo, "server", 143)
+    try:
+        assert connect_from(topo, "lanpc", SERVER_LAN, 143) == "connected"
+        assert lp.stdout.readline().strip() == LANPC_IP
     finally:
         lp.kill()
 
