@@ -24,6 +24,7 @@
  * SHA-256(address NUL password NUL stored hash) before asking the pool.
  */
 #include "storaged.h"
+#include "ckpt.h"
 
 #include "hmap.h"
 #include "log.h"
@@ -957,5 +958,11 @@ void accounts_stats(json_t *stats, void *arg)
 		(json_int_t)hmap_count(a->cache), "hits", (json_int_t)a->cache_hits));
 	json_object_set_new(stats, "commits", json_pack("{s:I, s:I}", "transactions",
 		(json_int_t)a->commits, "requests", (json_int_t)a->batched));
+	if (a->ckpt != NULL) {
+		uint64_t runs, forced;
+		ckpt_stats(a->ckpt, &runs, &forced);
+		json_object_set_new(stats, "checkpoints", json_pack("{s:I, s:I}", "thread",
+			(json_int_t)runs, "loop", (json_int_t)forced));
+	}
 	message_stats(stats, a);
 }

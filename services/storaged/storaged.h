@@ -67,6 +67,7 @@ struct accounts {
 	int64_t min_free_space;      /* bytes the data dir's file system keeps free */
 	const char *data_dir;        /* borrowed: where roost.db lives (statvfs) */
 	backup_t *backup;     /* backup.c's snapshots (borrowed; NULL: none) */
+	struct ckpt *ckpt;    /* ckpt.c's checkpoint thread (borrowed; NULL: none), for stats */
 	uint64_t ok, error, invalid, cache_hits, commits, batched;
 };
 
