@@ -27,6 +27,7 @@
 #include "ckpt.h"
 
 #include "hmap.h"
+#include "idna.h"
 #include "log.h"
 #include "util.h"
 
@@ -103,25 +104,39 @@ static const char *acc_local_check(const char *s, size_t len)
 /*
  * The one validator: lower-cases in into out (ACC_ADDR_MAX bytes) and
  * checks it as an address (local@domain) or, if !address, a domain name.
- * For an address *at points at the '@' in out. NULL, or why not.
+ * A domain written in UTF-8 (SMTPUTF8, RFC 6531) becomes its A-labels
+ * (lib/idna.h), the form it is stored in, so "bücher.example" and
+ * "xn--bcher-kva.example" are one domain. For an address *at points at
+ * the '@' in out. NULL, or why not.
  */
 const char *acc_name_check(const char *in, bool address, char *out, char **at)
 {
 	size_t len = strlen(in);
 	if (len >= ACC_ADDR_MAX)
 		return address ? "address too long" : "domain must be 1..253 characters";
-	for (size_t i = 0; i <= len; i++)
-		out[i] = (char)tolower((unsigned char)in[i]);
+	const char *dom = in;
+	size_t llen = 0;
+	if (address) {
+		const char *sep = strchr(in, '@');
+		if (sep == NULL)
+			return "address must be local@domain";
+		llen = (size_t)(sep - in);
+		for (size_t i = 0; i < llen; i++)
+			out[i] = (char)tolower((unsigned char)in[i]);
+		out[llen] = '@';
+		dom = sep + 1;
+	}
+	char *d = address ? out + llen + 1 : out;
+	int dlen = idna_to_ascii(dom, len - (size_t)(dom - in), d, ACC_ADDR_MAX - (size_t)(d - out));
+	if (dlen < 0)
+		return "domain is not UTF-8, or a label is longer than 63 characters once encoded";
 	if (!address)
-		return acc_domain_check(out, len);
-	char *sep = strchr(out, '@');
-	if (sep == NULL)
-		return "address must be local@domain";
-	const char *why = acc_local_check(out, (size_t)(sep - out));
+		return acc_domain_check(out, (size_t)dlen);
+	const char *why = acc_local_check(out, llen);
 	if (why == NULL)
-		why = acc_domain_check(sep + 1, len - (size_t)(sep - out) - 1);
+		why = acc_domain_check(d, (size_t)dlen);
 	if (at != NULL)
-		*at = sep;
+		*at = out + llen;
 	return why;
 }
 
