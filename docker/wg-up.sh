@@ -9,6 +9,8 @@
 #   ROOST_WG_PORT  its WireGuard port (51820)
 #   ROOST_WG_NET   the tunnel's /24 (10.44.0.0/24): the VPS .1, this server .2
 #   ROOST_WG_IF    the interface's name (roost0)
+#   ROOST_WG_ENDPOINT  where to reach the VPS's WireGuard, if not at
+#                  ROOST_VPS_IP:ROOST_WG_PORT (a VPS seen at another address)
 #
 # Without ROOST_VPS_IP or the keys there is no tunnel: the namespace keeps
 # the network it was given (a test machine, a server with its own address).
@@ -50,30 +52,44 @@ case $NET in
 esac
 VPS_PUB=$(wg pubkey < "$DIR/vps.key")
 
-GW=$(ip -4 route show default | awk '{ print $3; exit }')
-DEV=$(ip -4 route show default | awk '{ for (i = 1; i < NF; i++) if ($i == "dev") { print $(i + 1); exit } }')
-if [ -z "$GW" ] || [ -z "$DEV" ]; then
-	say "no default route to reach the VPS at $VPS_IP"
+EP=${ROOST_WG_ENDPOINT:-$VPS_IP:$PORT}
+EP_IP=${EP%:*}
+# The way to the endpoint now: kept when the default route goes into the tunnel.
+route=$(ip -4 route get "$EP_IP" 2>/dev/null | head -1) || true
+EP_GW=$(echo "$route" | awk '{ for (i = 1; i < NF; i++) if ($i == "via") { print $(i + 1); exit } }')
+EP_DEV=$(echo "$route" | awk '{ for (i = 1; i < NF; i++) if ($i == "dev") { print $(i + 1); exit } }')
+if [ -z "$EP_DEV" ]; then
+	say "no route to the VPS at $EP_IP"
 	exit 1
 fi
+# The default route before the tunnel (if any): replies to whoever came in
+# through it go back that way.
+GW=$(ip -4 route show default | awk '{ print $3; exit }')
+DEV=$(ip -4 route show default | awk '{ for (i = 1; i < NF; i++) if ($i == "dev") { print $(i + 1); exit } }')
 
 if ! ip link add "$IF" type wireguard 2>/dev/null; then
 	say "no WireGuard in this kernel: wireguard-go (userspace)"
 	WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 wireguard-go "$IF"
 fi
 wg set "$IF" private-key "$DIR/server.key" \
-	peer "$VPS_PUB" endpoint "$VPS_IP:$PORT" allowed-ips 0.0.0.0/0 persistent-keepalive 25
+	peer "$VPS_PUB" endpoint "$EP" allowed-ips 0.0.0.0/0 persistent-keepalive 25
 ip addr replace "$SERVER/24" dev "$IF"
 ip link set "$IF" up
 
-ip route replace "$VPS_IP/32" via "$GW" dev "$DEV"
-ip route replace default via "$GW" dev "$DEV" table "$TABLE"
+if [ -n "$EP_GW" ]; then
+	ip route replace "$EP_IP/32" via "$EP_GW" dev "$EP_DEV"
+else
+	ip route replace "$EP_IP/32" dev "$EP_DEV"
+fi
 ip rule del priority 100 2>/dev/null || true
 ip rule add priority 100 lookup main suppress_prefixlength 0
 while ip rule del priority 101 2>/dev/null; do :; done
-for a in $(ip -4 -o addr show | awk -v t="$IF" '$2 != "lo" && $2 != t { sub("/.*", "", $4); print $4 }'); do
-	ip rule add priority 101 from "$a" lookup "$TABLE"
-done
+if [ -n "$GW" ] && [ -n "$DEV" ]; then
+	ip route replace default via "$GW" dev "$DEV" table "$TABLE"
+	for a in $(ip -4 -o addr show | awk -v t="$IF" '$2 != "lo" && $2 != t { sub("/.*", "", $4); print $4 }'); do
+		ip rule add priority 101 from "$a" lookup "$TABLE"
+	done
+fi
 ip route replace default dev "$IF"
-say "tunnel $IF up: $SERVER, VPS $VPS_IP:$PORT; local replies via $GW on $DEV"
+say "tunnel $IF up: $SERVER, VPS $EP; local replies via ${GW:-the local networks only}${DEV:+ on $DEV}"
 stay "$@"
