@@ -37,11 +37,12 @@ LDLIBS := $(shell pkg-config --libs $(PKG_LIBS) 2>/dev/null || echo -lzmq -ljans
 # the real SMTP peers of the end-to-end tests (tests/e2e/mta.py; swaks needs
 # libnet-ssleay-perl for STARTTLS, the test TLS certificates come from openssl);
 # isync (mbsync) and fetchmail are imapd's real clients (tests/e2e/test_imapd_mbsync.py,
-# test_imapd_fetchmail.py);
+# test_imapd_fetchmail.py); python3-dnslib is the stub DNS server of
+# tests/e2e/test_dns.py (roostctl dns-records, check-dns);
 # check-deps.sh installs postfix unconfigured and leaves no system Postfix running.
 DEB_PKGS := gcc make pkg-config libzmq3-dev libjansson-dev libsqlite3-dev libssl-dev \
 	libcmocka-dev python3 python3-pytest python3-zmq python3-jsonschema \
-	postfix swaks libnet-ssleay-perl openssl isync fetchmail
+	postfix swaks libnet-ssleay-perl openssl isync fetchmail python3-dnslib
 
 PROTO_SRC := $(wildcard proto/*.c)
 # proto/ (the bus) and lib/ (mail formats) go into one archive every binary links.

@@ -764,3 +764,28 @@ bool dns_name_eq(const char *a, const char *b)
 			return false;
 	return true;
 }
+
+bool dns_hostname_valid(const char *name)
+{
+	size_t n = strlen(name), label = 0, labels = 1;
+
+	if (n > 0 && name[n - 1] == '.')
+		n--;
+	if (n == 0 || n > 253)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = name[i];
+		if (c == '.') {
+			/* empty label, or one ending in a hyphen */
+			if (label == 0 || name[i - 1] == '-')
+				return false;
+			label = 0;
+			labels++;
+			continue;
+		}
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      (c == '-' && label > 0)) || ++label > DNS_LABEL_MAX)
+			return false;
+	}
+	return label > 0 && name[n - 1] != '-' && labels >= 2;
+}

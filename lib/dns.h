@@ -162,4 +162,11 @@ int dns_reverse_name(const char *ip, char *buf, size_t size);
 /* Names equal ignoring ASCII case and one trailing dot on either. */
 bool dns_name_eq(const char *a, const char *b);
 
+/*
+ * A host or domain name we can publish records for: LDH labels (RFC 1123
+ * 2.1: letters, digits, inner hyphens) of 1..63 characters, at least two
+ * labels, 253 characters at most; one trailing dot allowed.
+ */
+bool dns_hostname_valid(const char *name);
+
 #endif

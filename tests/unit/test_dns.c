@@ -630,6 +630,19 @@ static void test_reverse_and_names(void **state)
 	assert_true(dns_name_eq("Mail.Example.ORG.", "mail.example.org"));
 	assert_false(dns_name_eq("mail.example.org", "mail.example.or"));
 	assert_false(dns_name_eq("mail.example.org..", "mail.example.org"));
+	assert_true(dns_hostname_valid("mail.example.org"));
+	assert_true(dns_hostname_valid("Mail-1.example.org."));
+	assert_false(dns_hostname_valid("localhost"));
+	assert_false(dns_hostname_valid("-a.example.org"));
+	assert_false(dns_hostname_valid("a-.example.org"));
+	assert_false(dns_hostname_valid("a..example.org"));
+	assert_false(dns_hostname_valid("a_b.example.org"));
+	assert_false(dns_hostname_valid("example.org.."));
+	assert_false(dns_hostname_valid(""));
+	char longname[300];
+	memset(longname, 'a', 64);
+	strcpy(longname + 64, ".org");
+	assert_false(dns_hostname_valid(longname));  /* a 64-character label */
 	assert_string_equal(dns_type_name(DNS_T_TXT), "TXT");
 	assert_string_equal(dns_type_name(99), "TYPE99");
 	assert_string_equal(dns_status_name(DNS_NXDOMAIN), "NXDOMAIN");
