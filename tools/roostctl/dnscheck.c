@@ -183,8 +183,9 @@ static void check_addr(struct chk *c, bool v6)
 	char why[512], *list;
 
 	if (a->status != DNS_OK) {
-		/* No IPv6 configured and no AAAA: IPv4 only, as intended. */
-		if (!(v6 && ip == NULL && (a->status == DNS_NODATA || a->status == DNS_NXDOMAIN)))
+		/* No IPv6 configured: IPv4 only, as intended; an AAAA we cannot
+		 * even look up is no concern of ours then. */
+		if (!(v6 && ip == NULL))
 			chk_say(c, CHK_FAIL, check, "%s %s: %s", t, host,
 				chk_why(c, a, host, v6 ? DNS_T_AAAA : DNS_T_A, why, sizeof why));
 		dns_answer_free(&a);
