@@ -91,6 +91,26 @@ static void expect_status(const dns_query_t *q, const pkt_t *p, enum dns_status 
 	assert_null(a);
 }
 
+/* expect_status, then p is freed: the last use of a packet. */
+static void expect_final(const dns_query_t *q, pkt_t *p, enum dns_status st)
+{
+	expect_status(q, p, st);
+	free(p);
+}
+
+/*
+ * Parses p as the reply to q, wants status st and the first record's name
+ * (for NODATA: the canonical name) to be name; frees p.
+ */
+static void expect_name(const dns_query_t *q, pkt_t *p, enum dns_status st, const char *name)
+{
+	dns_answer_t *a = parse(q, p);
+	assert_int_equal(a->status, st);
+	assert_string_equal(st == DNS_OK ? a->rr[0].name : a->canon, name);
+	dns_answer_free(&a);
+	free(p);
+}
+
 /* ---- queries ---- */
 
 static void test_query_bytes(void **state)
@@ -193,11 +213,7 @@ static void test_mx_ptr_txt(void **state)
 	p = reply_new(&q, "7.113.0.203.in-addr.arpa", 0, 1);
 	rr_hdr(p, DNS_T_PTR, 60, 18);
 	bname(p, "mail.example.org");
-	a = parse(&q, p);
-	assert_int_equal(a->status, DNS_OK);
-	assert_string_equal(a->rr[0].name, "mail.example.org");
-	dns_answer_free(&a);
-	free(p);
+	expect_name(&q, p, DNS_OK, "mail.example.org");
 
 	/* TXT: strings concatenated without separators; odd bytes kept. */
 	dns_query_init(&q, "example.org", DNS_T_TXT);
@@ -232,19 +248,12 @@ static void test_name_text_escapes(void **state)
 	b8(p, 4);
 	bytes(p, "a.\\\x01", 4);
 	b8(p, 0);
-	dns_answer_t *a = parse(&q, p);
-	assert_int_equal(a->status, DNS_OK);
-	assert_string_equal(a->rr[0].name, "a\\.\\\\\\001");
-	dns_answer_free(&a);
-	free(p);
+	expect_name(&q, p, DNS_OK, "a\\.\\\\\\001");
 	/* A PTR to the root */
 	p = reply_new(&q, "x.example", 0, 1);
 	rr_hdr(p, DNS_T_PTR, 60, 1);
 	b8(p, 0);
-	a = parse(&q, p);
-	assert_string_equal(a->rr[0].name, ".");
-	dns_answer_free(&a);
-	free(p);
+	expect_name(&q, p, DNS_OK, ".");
 }
 
 static void test_cname_chain(void **state)
@@ -278,22 +287,14 @@ static void test_cname_chain(void **state)
 	p = reply_new(&q, "www.example.org", 0, 1);
 	rr_hdr(p, DNS_T_CNAME, 5, 15);
 	bname(p, "elsewhere.net");
-	a = parse(&q, p);
-	assert_int_equal(a->status, DNS_NODATA);
-	assert_string_equal(a->canon, "elsewhere.net");
-	dns_answer_free(&a);
-	free(p);
+	expect_name(&q, p, DNS_NODATA, "elsewhere.net");
 
 	/* Asking for the CNAME itself returns it. */
 	dns_query_init(&q, "www.example.org", DNS_T_CNAME);
 	p = reply_new(&q, "www.example.org", 0, 1);
 	rr_hdr(p, DNS_T_CNAME, 5, 15);
 	bname(p, "elsewhere.net");
-	a = parse(&q, p);
-	assert_int_equal(a->status, DNS_OK);
-	assert_string_equal(a->rr[0].name, "elsewhere.net");
-	dns_answer_free(&a);
-	free(p);
+	expect_name(&q, p, DNS_OK, "elsewhere.net");
 
 	/* A loop of CNAMEs (www -> x -> www) ends at the bound. */
 	dns_query_init(&q, "www.example.org", DNS_T_A);
@@ -304,8 +305,7 @@ static void test_cname_chain(void **state)
 	b16(p, 0xC000 | (unsigned)x_off);
 	b16(p, DNS_T_CNAME); b16(p, 1); b32(p, 5); b16(p, 2);
 	b16(p, 0xC00C);
-	expect_status(&q, p, DNS_MALFORMED);
-	free(p);
+	expect_final(&q, p, DNS_MALFORMED);
 }
 
 static void test_rcodes_and_nodata(void **state)
@@ -332,19 +332,16 @@ static void test_rcodes_and_nodata(void **state)
 	bname(p, "other.org");
 	b16(p, DNS_T_MX); b16(p, 1); b32(p, 5); b16(p, 3);
 	b16(p, 5); b8(p, 0);
-	expect_status(&q, p, DNS_NODATA);
-	free(p);
+	expect_final(&q, p, DNS_NODATA);
 	/* Another class than IN is skipped. */
 	p = reply_new(&q, "example.org", 0, 1);
 	b16(p, 0xC00C); b16(p, DNS_T_MX); b16(p, 3); b32(p, 5); b16(p, 3);
 	b16(p, 5); b8(p, 0);
-	expect_status(&q, p, DNS_NODATA);
-	free(p);
+	expect_final(&q, p, DNS_NODATA);
 	/* TC: ask again over TCP, whatever else the packet says. */
 	p = reply_new(&q, "example.org", 0, 5);
 	p->b[2] |= 0x02;
-	expect_status(&q, p, DNS_TRUNCATED);
-	free(p);
+	expect_final(&q, p, DNS_TRUNCATED);
 }
 
 static void test_mismatch(void **state)
@@ -354,26 +351,20 @@ static void test_mismatch(void **state)
 	dns_query_init(&q, "example.org", DNS_T_A);
 	pkt_t *p = reply_new(&q, "example.org", 0, 0);
 	p->b[0] ^= 0xFF;  /* other ID */
-	expect_status(&q, p, DNS_MISMATCH);
-	free(p);
+	expect_final(&q, p, DNS_MISMATCH);
 	p = reply_new(&q, "example.org", 0, 0);
 	p->b[2] &= 0x7F;  /* QR clear: a query, not a reply */
-	expect_status(&q, p, DNS_MISMATCH);
-	free(p);
+	expect_final(&q, p, DNS_MISMATCH);
 	p = reply_new(&q, "example.com", 0, 0);  /* other name */
-	expect_status(&q, p, DNS_MISMATCH);
-	free(p);
+	expect_final(&q, p, DNS_MISMATCH);
 	p = reply_new(&q, "example.org.x", 0, 0);
-	expect_status(&q, p, DNS_MISMATCH);
-	free(p);
+	expect_final(&q, p, DNS_MISMATCH);
 	p = reply_new(&q, "example.org", 0, 0);
 	p->b[p->n - 3] = DNS_T_MX;  /* other type */
-	expect_status(&q, p, DNS_MISMATCH);
-	free(p);
+	expect_final(&q, p, DNS_MISMATCH);
 	p = reply_new(&q, "example.org", 0, 0);
 	p->b[p->n - 1] = 3;  /* class CH */
-	expect_status(&q, p, DNS_MISMATCH);
-	free(p);
+	expect_final(&q, p, DNS_MISMATCH);
 }
 
 /* ---- malformed replies ---- */
@@ -388,8 +379,7 @@ static void test_pointer_loops(void **state)
 	p->n = 12;
 	b16(p, 0xC00C);
 	b16(p, DNS_T_A); b16(p, 1);
-	expect_status(&q, p, DNS_MALFORMED);
-	free(p);
+	expect_final(&q, p, DNS_MALFORMED);
 	/* An owner name pointing forward, at a later pointer back to it. */
 	p = reply_new(&q, "example.org", 0, 1);
 	size_t at = p->n;
@@ -397,8 +387,7 @@ static void test_pointer_loops(void **state)
 	b16(p, 0xC000 | (unsigned)at);
 	b16(p, DNS_T_A); b16(p, 1); b32(p, 1); b16(p, 4);
 	bytes(p, "\1\2\3\4", 4);
-	expect_status(&q, p, DNS_MALFORMED);
-	free(p);
+	expect_final(&q, p, DNS_MALFORMED);
 	/* label "a" then a pointer back to that label: backwards, but a loop */
 	p = reply_new(&q, "example.org", 0, 1);
 	at = p->n;
@@ -406,15 +395,13 @@ static void test_pointer_loops(void **state)
 	b16(p, 0xC000 | (unsigned)at);
 	b16(p, DNS_T_A); b16(p, 1); b32(p, 1); b16(p, 4);
 	bytes(p, "\1\2\3\4", 4);
-	expect_status(&q, p, DNS_MALFORMED);
-	free(p);
+	expect_final(&q, p, DNS_MALFORMED);
 	/* A pointer past the end of the packet, and one cut in half. */
 	p = reply_new(&q, "example.org", 0, 1);
 	b16(p, 0xFFFF);
 	expect_status(&q, p, DNS_MALFORMED);
 	p->n--;
-	expect_status(&q, p, DNS_MALFORMED);
-	free(p);
+	expect_final(&q, p, DNS_MALFORMED);
 	/*
 	 * Chained backward pointers, kept in the RDATA of a record of a type
 	 * we skip: the next owner name follows them all. 20 jumps are more
@@ -433,8 +420,7 @@ static void test_pointer_loops(void **state)
 		b16(p, 0xC000 | (unsigned)prev);
 		b16(p, DNS_T_A); b16(p, 1); b32(p, 1); b16(p, 4);
 		bytes(p, "\1\2\3\4", 4);
-		expect_status(&q, p, jumps > DNS_PTR_JUMPS_MAX ? DNS_MALFORMED : DNS_NODATA);
-		free(p);
+		expect_final(&q, p, jumps > DNS_PTR_JUMPS_MAX ? DNS_MALFORMED : DNS_NODATA);
 	}
 }
 
@@ -477,8 +463,7 @@ static void test_truncated_and_lying(void **state)
 	/* A record of 5 octets */
 	p->b[full - 5] = 5;
 	b8(p, 0);
-	expect_status(&q, p, DNS_MALFORMED);
-	free(p);
+	expect_final(&q, p, DNS_MALFORMED);
 }
 
 static void test_oversize_names(void **state)
@@ -497,8 +482,7 @@ static void test_oversize_names(void **state)
 	b8(p, 0);
 	b16(p, DNS_T_PTR); b16(p, 1); b32(p, 1); b16(p, 1);
 	b8(p, 0);
-	expect_status(&q, p, DNS_MALFORMED);
-	free(p);
+	expect_final(&q, p, DNS_MALFORMED);
 	/* 4 labels of 62 (253 octets) then a pointer to example.org (13): 266 */
 	p = reply_new(&q, "example.org", 0, 1);
 	rr_hdr(p, DNS_T_PTR, 1, 4 * 63 + 2);
@@ -507,8 +491,7 @@ static void test_oversize_names(void **state)
 		bytes(p, label, 62);
 	}
 	b16(p, 0xC00C);
-	expect_status(&q, p, DNS_MALFORMED);
-	free(p);
+	expect_final(&q, p, DNS_MALFORMED);
 	/* Label length octets 0x40 and 0x80 (extended label types) */
 	for (unsigned bad = 0x40; bad <= 0x80; bad += 0x40) {
 		p = reply_new(&q, "example.org", 0, 1);
@@ -516,22 +499,19 @@ static void test_oversize_names(void **state)
 		b8(p, bad);
 		b8(p, 'a');
 		b8(p, 0);
-		expect_status(&q, p, DNS_MALFORMED);
-		free(p);
+		expect_final(&q, p, DNS_MALFORMED);
 	}
 	/* A PTR name longer than its RDATA (runs into the next bytes) */
 	p = reply_new(&q, "example.org", 0, 1);
 	rr_hdr(p, DNS_T_PTR, 1, 3);
 	bname(p, "abc.d");
-	expect_status(&q, p, DNS_MALFORMED);
-	free(p);
+	expect_final(&q, p, DNS_MALFORMED);
 	/* ...and shorter than its RDATA */
 	p = reply_new(&q, "example.org", 0, 1);
 	rr_hdr(p, DNS_T_PTR, 1, 9);
 	bname(p, "abc.d");
 	b16(p, 0);
-	expect_status(&q, p, DNS_MALFORMED);
-	free(p);
+	expect_final(&q, p, DNS_MALFORMED);
 }
 
 static void test_txt_bounds(void **state)
@@ -545,8 +525,7 @@ static void test_txt_bounds(void **state)
 	b8(p, 10);
 	bytes(p, "abc", 3);
 	b32(p, 0);  /* bytes after RDATA that it must not borrow */
-	expect_status(&q, p, DNS_MALFORMED);
-	free(p);
+	expect_final(&q, p, DNS_MALFORMED);
 	/* Exactly the cap: 32 strings of 255 + one of 32 = 8192 octets */
 	p = reply_new(&q, "example.org", 0, 1);
 	char s[255];
@@ -573,8 +552,7 @@ static void test_txt_bounds(void **state)
 	}
 	b8(p, 33);
 	bytes(p, s, 33);
-	expect_status(&q, p, DNS_MALFORMED);
-	free(p);
+	expect_final(&q, p, DNS_MALFORMED);
 }
 
 /*

@@ -246,6 +246,12 @@ int dnsconf_load(struct dnsconf *d, struct ctl *ctl, int argc, char **argv,
 	return 0;
 }
 
+int dnsconf_usage(FILE *to, const char *text)
+{
+	fputs(text, to);
+	return to == stdout ? 0 : 2;
+}
+
 void dnsconf_clear(struct dnsconf *d)
 {
 	free(d->dkim_dir);
@@ -401,15 +407,17 @@ static void records_json(const struct dnsconf *d, const struct recs *r)
 	json_decref(out);
 }
 
+static const char records_help[] =
+	"usage: roostctl dns-records DOMAIN --ip VPS_IP [--ip VPS_IPV6] [--selector S]\n"
+	"  prints the zone-file lines DOMAIN needs: MX, A (AAAA with an IPv6 address), SPF,\n"
+	"  DMARC, DKIM (once a key exists) and the PTR to ask the VPS provider for.\n"
+	"  --ip       the VPS's public address (default: vps_ip, vps_ip6 in roost.conf)\n"
+	"  --selector the DKIM selector (default: dkim_selector, else \"roost\")\n"
+	"  the mail host name is hostname in roost.conf (ROOST_HOSTNAME); see docs/DNS.md\n";
+
 static int records_usage(FILE *to)
 {
-	fprintf(to, "usage: roostctl dns-records DOMAIN --ip VPS_IP [--ip VPS_IPV6] [--selector S]\n"
-		"  prints the zone-file lines DOMAIN needs: MX, A (AAAA with an IPv6 address), SPF,\n"
-		"  DMARC, DKIM (once a key exists) and the PTR to ask the VPS provider for.\n"
-		"  --ip       the VPS's public address (default: vps_ip, vps_ip6 in roost.conf)\n"
-		"  --selector the DKIM selector (default: dkim_selector, else \"roost\")\n"
-		"  the mail host name is hostname in roost.conf (ROOST_HOSTNAME); see docs/DNS.md\n");
-	return to == stdout ? 0 : 2;
+	return dnsconf_usage(to, records_help);
 }
 
 int cmd_dns_records(struct ctl *ctl, int argc, char **argv)

@@ -735,16 +735,18 @@ static void check_dkim(struct chk *c)
 
 /* ---- the command -------------------------------------------------------- */
 
+static const char check_help[] =
+	"usage: roostctl check-dns DOMAIN [--ip VPS_IP] [--ip VPS_IPV6] [--selector S]\n"
+	"  asks the resolver (resolver in roost.conf / ROOST_RESOLVER, else /etc/resolv.conf)\n"
+	"  for DOMAIN's live records: MX, the mail host's A (AAAA), PTR and FCrDNS of the VPS\n"
+	"  address, SPF, DMARC, DKIM; one line per check: OK, FAIL, WARN or SKIP.\n"
+	"  Exit status 1 if a check failed. --timeout MS (before the command) is per query try.\n"
+	"  --ip       the VPS's public address (default: vps_ip, vps_ip6; else the A record)\n"
+	"  --selector the DKIM selector (default: dkim_selector, else \"roost\")\n";
+
 static int check_usage(FILE *to)
 {
-	fprintf(to, "usage: roostctl check-dns DOMAIN [--ip VPS_IP] [--ip VPS_IPV6] [--selector S]\n"
-		"  asks the resolver (resolver in roost.conf / ROOST_RESOLVER, else /etc/resolv.conf)\n"
-		"  for DOMAIN's live records: MX, the mail host's A (AAAA), PTR and FCrDNS of the VPS\n"
-		"  address, SPF, DMARC, DKIM; one line per check: OK, FAIL, WARN or SKIP.\n"
-		"  Exit status 1 if a check failed. --timeout MS (before the command) is per query try.\n"
-		"  --ip       the VPS's public address (default: vps_ip, vps_ip6; else the A record)\n"
-		"  --selector the DKIM selector (default: dkim_selector, else \"roost\")\n");
-	return to == stdout ? 0 : 2;
+	return dnsconf_usage(to, check_help);
 }
 
 int cmd_check_dns(struct ctl *ctl, int argc, char **argv)

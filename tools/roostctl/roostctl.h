@@ -89,6 +89,8 @@ struct dnsconf {
 int dnsconf_load(struct dnsconf *d, struct ctl *ctl, int argc, char **argv,
 		 int (*usage)(FILE *to), int *rc);
 void dnsconf_clear(struct dnsconf *d);
+/* Prints a command's usage text to to: exit status 0 for stdout (--help), 2 otherwise. */
+int dnsconf_usage(FILE *to, const char *text);
 
 int cmd_bus(struct ctl *ctl, int argc, char **argv);
 int cmd_status(struct ctl *ctl, int argc, char **argv);
