@@ -155,6 +155,8 @@ def test_dns_records_errors(keydir):
     assert r.returncode == 0 and "usage" in r.stdout
     r = ctl(keydir, "check-dns", DOMAIN, resolver="ns.example.org")
     assert r.returncode != 0 and "resolver" in r.stderr
+    r = ctl(keydir, "dns-records", DOMAIN, "--ip", IP, env={"ROOST_DMARC_RUA": "a@b.org;p=none"})
+    assert r.returncode != 0 and "dmarc_rua" in r.stderr
 
 
 # ---- check-dns ----
@@ -294,3 +296,22 @@ def test_truncated_udp_then_tcp(stub, keydir):
     assert lines_of(r.stdout)["dkim"][0][0] == "OK"
     asked = [p for p, n, t in stub.queries if n == name]
     assert asked == ["udp", "tcp"], stub.queries
+
+
+def test_hostile_txt_bytes_stay_off_the_terminal(stub, keydir):
+    """A TXT record may hold any byte: an escape sequence in an SPF record is
+    shown as '?', and --json still prints valid JSON."""
+    stub.load(complete_zone(keydir))
+    stub.remove(DOMAIN, "TXT")
+    stub.records.append(dnslib.RR(DOMAIN, dnslib.QTYPE.TXT, ttl=60,
+                                  rdata=dnslib.TXT([b"v=spf1 \x1b[31m\xff\x00 -all"])))
+    r = check(stub, keydir)
+    assert r.returncode == 1
+    assert "\x1b" not in r.stdout and "\ufffd" not in r.stdout
+    spf = lines_of(r.stdout)["spf"]
+    assert spf[0][0] == "FAIL" and "?[31m" in spf[0][1], spf
+    r = ctl(keydir, "--json", "check-dns", DOMAIN, "--ip", IP,
+            resolver="127.0.0.1:%d" % stub.port)
+    doc = json.loads(r.stdout)
+    assert doc["ok"] is False
+    assert [c["status"] for c in doc["checks"] if c["check"] == "spf"] == ["FAIL"]

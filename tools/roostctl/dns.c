@@ -145,12 +145,13 @@ static int dkim_load(struct dnsconf *d, const char *cmd)
 		d->dkim_key = NULL;
 		return 0;
 	}
-	pk = i == 1 ? PEM_read_PUBKEY(f, NULL, no_passphrase, NULL)
-		    : PEM_read_PrivateKey(f, NULL, no_passphrase, NULL);
+	bool pub = i == 1;  /* the loop stepped one past the extension it found */
+	pk = pub ? PEM_read_PUBKEY(f, NULL, no_passphrase, NULL)
+		 : PEM_read_PrivateKey(f, NULL, no_passphrase, NULL);
 	fclose(f);
 	if (pk == NULL)
 		return ctl_fail("%s: %s: not a PEM %s key (or an encrypted one)", cmd, d->dkim_key,
-				i == 1 ? "public" : "private");
+				pub ? "public" : "private");
 	rc = dkim_public(d, pk, cmd);
 	EVP_PKEY_free(pk);
 	return rc;
@@ -330,9 +331,24 @@ static bool name_within(const char *host, const char *domain)
 }
 
 /* Every record of docs/DNS.md for d, and the notes to print with them. */
-static void records_build(const struct dnsconf *d, struct recs *r, const config_t *cfg)
+/*
+ * dmarc_rua must be a plain address: it is pasted into a tag list where
+ * ';', ',', '!' and spaces have meanings (RFC 7489 6.4), and into JSON.
+ */
+static bool rua_valid(const char *s)
 {
-	const char *rua = config_get(cfg, "dmarc_rua", NULL);
+	const char *at = strchr(s, '@');
+
+	if (at == NULL || at == s || at[1] == '\0')
+		return false;
+	for (; *s != '\0'; s++)
+		if (*s <= ' ' || *s >= 0x7f || strchr(";,!\"\\", *s) != NULL)
+			return false;
+	return true;
+}
+
+static void records_build(const struct dnsconf *d, struct recs *r, const char *rua)
+{
 	char rev[DNS_NAME_TEXT_MAX];
 
 	recs_add(r, xasprintf("%s.", d->domain), "MX", xasprintf("10 %s.", d->hostname), false);
@@ -399,8 +415,10 @@ static void records_json(const struct dnsconf *d, const struct recs *r)
 	}
 	for (size_t i = 0; i < r->nnotes; i++)
 		json_array_append_new(notes, json_string(r->notes[i]));
-	json_t *out = json_pack("{s:s, s:s, s:s?, s:o, s:o}", "domain", d->domain, "hostname",
-				d->hostname, "dkim_key", d->dkim_key, "records", recs, "notes", notes);
+	/* dkim_key is a path: not necessarily UTF-8, then not in the JSON. */
+	json_t *out = json_pack("{s:s, s:s, s:o, s:o}", "domain", d->domain, "hostname",
+				d->hostname, "records", recs, "notes", notes);
+	json_object_set_new(out, "dkim_key", d->dkim_key ? json_string(d->dkim_key) : json_null());
 	char *s = json_dumps(out, JSON_INDENT(2));
 	puts(s);
 	free(s);
@@ -434,7 +452,12 @@ int cmd_dns_records(struct ctl *ctl, int argc, char **argv)
 		dnsconf_clear(&d);
 		return ctl_fail("dns-records: the VPS address is needed: --ip VPS_IP (or vps_ip in roost.conf)");
 	}
-	records_build(&d, &r, ctl->cfg);
+	const char *rua = config_get(ctl->cfg, "dmarc_rua", NULL);
+	if (rua != NULL && rua[0] != '\0' && !rua_valid(rua)) {
+		dnsconf_clear(&d);
+		return ctl_fail("dns-records: dmarc_rua '%s' is not a plain mail address", rua);
+	}
+	records_build(&d, &r, rua);
 	if (ctl->json) {
 		records_json(&d, &r);
 	} else {

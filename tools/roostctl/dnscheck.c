@@ -58,6 +58,14 @@ static void chk_say(struct chk *c, enum chk_level lv, const char *check, const c
 	va_start(ap, fmt);
 	msg = xvasprintf(fmt, ap);
 	va_end(ap);
+	/*
+	 * Messages quote TXT records, which may hold any byte: control bytes
+	 * must not reach the operator's terminal, nor bytes that are not
+	 * UTF-8 a JSON string.
+	 */
+	for (char *p = msg; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+			*p = '?';
 	if (lv == CHK_FAIL)
 		c->failures++;
 	if (c->checks != NULL)
@@ -785,7 +793,7 @@ int cmd_check_dns(struct ctl *ctl, int argc, char **argv)
 					d.hostname, "resolver", c.res.text, "ok", c.failures == 0,
 					"checks", c.checks);
 		char *s = json_dumps(out, JSON_INDENT(2));
-		puts(s);
+		puts(s ? s : "null");  /* out is NULL only if hostname was not UTF-8 */
 		free(s);
 		json_decref(out);
 	}
