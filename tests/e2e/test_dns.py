@@ -60,8 +60,11 @@ def ctl(data_dir, *args, resolver=None, env=None):
     if resolver is not None:
         e["ROOST_RESOLVER"] = resolver
     e.update(env or {})
-    return subprocess.run([os.path.join(BIN, "roostctl")] + list(args), cwd=str(data_dir),
-                          env=e, capture_output=True, text=True, timeout=TIMEOUT)
+    r = subprocess.run([os.path.join(BIN, "roostctl")] + list(args), cwd=str(data_dir),
+                       env=e, capture_output=True, text=True, timeout=TIMEOUT)
+    # Under SANITIZE=1 a leak exits 1 too, like a failed check: look for it.
+    assert "Sanitizer" not in r.stderr, r.stderr
+    return r
 
 
 def lines_of(out):
@@ -315,3 +318,37 @@ def test_hostile_txt_bytes_stay_off_the_terminal(stub, keydir):
     doc = json.loads(r.stdout)
     assert doc["ok"] is False
     assert [c["status"] for c in doc["checks"] if c["check"] == "spf"] == ["FAIL"]
+
+
+def test_dkim_key_forms(tmp_path, keydir):
+    """<selector>.pub (public key only) gives the same record as the .pem;
+    an Ed25519 key publishes k=ed25519 and its raw 32-byte key (RFC 8463);
+    a file that is no key is an error naming it."""
+    kdir = tmp_path / "dkim" / DOMAIN
+    kdir.mkdir(parents=True)
+    pem = keydir / "dkim" / DOMAIN / "roost.pem"
+    subprocess.run(["openssl", "pkey", "-in", str(pem), "-pubout", "-out", str(kdir / "roost.pub")],
+                   check=True, capture_output=True, timeout=TIMEOUT)
+    r = ctl(tmp_path, "--json", "dns-records", DOMAIN, "--ip", IP)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    dk = [x for x in doc["records"] if "_domainkey" in x["name"]][0]
+    assert dk["value"] == "v=DKIM1; k=rsa; p=" + spki_b64(pem)
+    assert doc["dkim_key"].endswith("roost.pub")
+
+    subprocess.run(["openssl", "genpkey", "-algorithm", "ED25519", "-out", str(kdir / "ed.pem")],
+                   check=True, capture_output=True, timeout=TIMEOUT)
+    r = ctl(tmp_path, "dns-records", DOMAIN, "--ip", IP, "--selector", "ed")
+    assert r.returncode == 0, r.stderr
+    rr = [x for x in dnslib.RR.fromZone(r.stdout) if str(x.rname).startswith("ed._domainkey")][0]
+    value = b"".join(rr.rdata.data).decode()
+    assert value.startswith("v=DKIM1; k=ed25519; p=")
+    raw = base64.b64decode(value.split("p=", 1)[1])
+    # the SubjectPublicKeyInfo of an Ed25519 key ends with the raw key
+    assert len(raw) == 32 and base64.b64decode(spki_b64(kdir / "ed.pem"))[-32:] == raw
+
+    (kdir / "bad.pem").write_text("not a key\n")
+    r = ctl(tmp_path, "dns-records", DOMAIN, "--ip", IP, "--selector", "bad")
+    assert r.returncode == 1 and "bad.pem" in r.stderr and len(r.stderr.splitlines()) == 1
+    r = ctl(tmp_path, "dns-records", DOMAIN, "--ip", IP, "--selector", "../x")
+    assert r.returncode == 1 and "selector" in r.stderr
