@@ -137,6 +137,10 @@ def test_dns_records_lines(keydir, tmp_path):
     assert len(notes) == 1 and notes[0].startswith("; DKIM: no key yet")
     assert "_domainkey" not in "".join(ln for ln in r.stdout.splitlines() if not ln.startswith(";"))
 
+    # trailing dots on the domain and host name change nothing
+    r2 = ctl(keydir, "dns-records", DOMAIN + ".", "--ip", IP, env={"ROOST_HOSTNAME": HOST + "."})
+    assert r2.returncode == 0 and r2.stdout == ctl(keydir, "dns-records", DOMAIN, "--ip", IP).stdout
+
     # --json: the same records
     r = ctl(keydir, "--json", "dns-records", DOMAIN, "--ip", IP)
     doc = json.loads(r.stdout)

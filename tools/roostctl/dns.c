@@ -174,6 +174,22 @@ static bool selector_valid(const char *s)
 	return true;
 }
 
+/*
+ * name without its trailing dot, in buf (256 bytes) if it had one: we add
+ * the dot ourselves where a zone file wants it. name is a valid host name
+ * (so shorter than 256).
+ */
+static const char *undot(const char *name, char *buf)
+{
+	size_t n = strlen(name);
+
+	if (n == 0 || name[n - 1] != '.')
+		return name;
+	memmove(buf, name, n - 1);  /* memmove: name may be buf itself */
+	buf[n - 1] = '\0';
+	return buf;
+}
+
 /* The command line: DOMAIN, --ip (twice at most), --selector, --json, --help. */
 static int dnsconf_args(struct dnsconf *d, struct ctl *ctl, int argc, char **argv,
 			int (*usage)(FILE *to), int *rc)
@@ -218,6 +234,7 @@ int dnsconf_load(struct dnsconf *d, struct ctl *ctl, int argc, char **argv,
 		ctl_fail("%s: '%s' is not a domain name", cmd, d->domain);
 		return -1;
 	}
+	d->domain = undot(d->domain, d->domain_buf);
 	if (dnsconf_ip_config(d, ctl->cfg, cmd) != 0)
 		return -1;
 	d->hostname = config_get(ctl->cfg, "hostname", NULL);
@@ -232,6 +249,7 @@ int dnsconf_load(struct dnsconf *d, struct ctl *ctl, int argc, char **argv,
 			 "(set hostname in roost.conf or ROOST_HOSTNAME)", cmd, d->hostname);
 		return -1;
 	}
+	d->hostname = undot(d->hostname, d->host_buf);
 	if (d->selector == NULL)
 		d->selector = config_get(ctl->cfg, "dkim_selector", "roost");
 	if (!selector_valid(d->selector)) {

@@ -68,9 +68,9 @@ const char *ctl_idem(void);
  * dnsconf_clear frees.
  */
 struct dnsconf {
-	const char *domain;
-	const char *hostname;   /* hostname / ROOST_HOSTNAME, else the host's name */
-	char host_buf[256];
+	const char *domain;     /* as given, without a trailing dot */
+	const char *hostname;   /* hostname / ROOST_HOSTNAME, else the host's name; no trailing dot */
+	char domain_buf[256], host_buf[256];
 	const char *ip4, *ip6;  /* the VPS's addresses (--ip, vps_ip, vps_ip6); NULL if unknown */
 	bool ip4_arg, ip6_arg;  /* given with --ip */
 	const char *selector;   /* DKIM selector */
