@@ -304,8 +304,9 @@ static bool spf_is_record(const char *txt)
 }
 
 /*
- * The one SPF record of domain (newly allocated in *rec). NONE when there
- * is none, PERMERROR for two or more, TEMPERROR when the lookup failed.
+ * The one SPF record of domain: SPF_PASS here means "found", with the
+ * record newly allocated in *rec. NONE when there is none, PERMERROR for
+ * two or more, TEMPERROR when the lookup failed.
  */
 static enum spf_res spf_fetch(struct spf *s, const char *domain, char **rec)
 {
