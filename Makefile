@@ -37,14 +37,15 @@ LDLIBS := $(shell pkg-config --libs $(PKG_LIBS) 2>/dev/null || echo -lzmq -ljans
 # the real SMTP peers of the end-to-end tests (tests/e2e/mta.py; swaks needs
 # libnet-ssleay-perl for STARTTLS, the test TLS certificates come from openssl);
 # isync (mbsync) and fetchmail are imapd's real clients (tests/e2e/test_imapd_mbsync.py,
-# test_imapd_fetchmail.py);
+# test_imapd_fetchmail.py); python3-dnslib is the stub DNS server of
+# tests/e2e/test_dns.py (roostctl dns-records, check-dns);
 # iproute2, iptables, wireguard-tools and wireguard-go: the VPS script of
 # roostctl vps-config run in network namespaces (test_wg_vps.py; wireguard-go
 # where the kernel has no WireGuard).
 # check-deps.sh installs postfix unconfigured and leaves no system Postfix running.
 DEB_PKGS := gcc make pkg-config libzmq3-dev libjansson-dev libsqlite3-dev libssl-dev \
 	libcmocka-dev python3 python3-pytest python3-zmq python3-jsonschema \
-	postfix swaks libnet-ssleay-perl openssl isync fetchmail \
+	postfix swaks libnet-ssleay-perl openssl isync fetchmail python3-dnslib \
 	iproute2 iptables wireguard-tools wireguard-go
 
 PROTO_SRC := $(wildcard proto/*.c)
