@@ -24,6 +24,7 @@
 #include "hmap.h"
 #include "log.h"
 #include "mutf7.h"
+#include "quota.h"
 #include "util.h"
 
 #include <ctype.h>
@@ -89,7 +90,8 @@ void imap_flags(strbuf_t *sb, const json_t *flags)
 static void imap_capability(session_t *s, strbuf_t *sb)
 {
 	sb_adds(sb, "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE "
-		"CHILDREN SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE ESEARCH UTF8=ACCEPT");
+		"CHILDREN SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE ESEARCH UTF8=ACCEPT "
+		QUOTA_CAPABILITY);
 	if (s->state == IS_NOAUTH) {
 		if (!s->tls && !s->private_peer)
 			sb_adds(sb, s->d->tls ? " STARTTLS LOGINDISABLED" : " LOGINDISABLED");
@@ -814,6 +816,9 @@ static const struct imap_command {
 	{ "SELECT", ST_IN, false, false, cmd_select },
 	{ "EXAMINE", ST_IN, false, false, cmd_examine },
 	{ "APPEND", ST_IN, false, false, cmd_append },
+	{ "GETQUOTA", ST_IN, false, false, cmd_getquota },         /* quota.c */
+	{ "GETQUOTAROOT", ST_IN, false, false, cmd_getquotaroot },
+	{ "SETQUOTA", ST_IN, false, false, cmd_setquota },
 	{ "CHECK", ST_SEL, false, false, cmd_noop },
 	{ "CLOSE", ST_SEL, false, false, cmd_close },
 	{ "UNSELECT", ST_SEL, false, false, cmd_unselect },

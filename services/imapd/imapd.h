@@ -20,6 +20,7 @@
  *   mimefmt.c  ENVELOPE, BODY, BODYSTRUCTURE, BODY[section] (lib/mime)
  *   notify.c   storaged.mailbox.changed: which sessions are concerned, and the
  *              untagged EXISTS / EXPUNGE / FETCH FLAGS at the right moments
+ *   quota.c    GETQUOTA, GETQUOTAROOT, SETQUOTA (RFC 9208; quota.h)
  *
  * Ownership: a session_t belongs to net.c (created on accept, freed only at
  * the end of a top-level event); the others borrow it. A command's state
