@@ -951,6 +951,7 @@ const bus_handler_t accounts_handlers[] = {
 	{ "storaged.message.expunge", msgops_expunge },
 	{ "storaged.message.copy", msgops_copy },
 	{ "storaged.message.search", msgops_search },
+	{ "storaged.message.vanished", msgops_vanished },
 	{ NULL, NULL },
 };
 
