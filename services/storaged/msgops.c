@@ -671,13 +671,18 @@ void msgops_search(bus_req_t **req, void *arg)
  * walks each range; rows of older expunges are read and skipped.
  */
 static int ops_vanished_collect(accounts_t *a, int64_t mailbox_id, const seqset_t *set,
-				int64_t since, uidlist_t *l)
+				int64_t since, uint32_t from, uidlist_t *l)
 {
 	int rc = SQLITE_DONE;
 	for (size_t i = 0; i < set->n && rc == SQLITE_DONE && l->textlen <= OPS_SET_MAX; i++) {
+		struct seq_range r = set->r[i];
+		if (r.hi < from)
+			continue;   /* an earlier page had it */
+		if (r.lo < from)
+			r.lo = from;
 		sqlite3_stmt *st = ops_range_stmt(a, "SELECT uid FROM expunged WHERE mailbox_id = ?1 "
 						  "AND uid BETWEEN ?2 AND ?3 AND modseq > ?4 "
-						  "ORDER BY uid", mailbox_id, &set->r[i]);
+						  "ORDER BY uid", mailbox_id, &r);
 		if (st == NULL)
 			return SQLITE_ERROR;
 		sqlite3_bind_int64(st, 4, since);
@@ -698,15 +703,17 @@ void msgops_vanished(bus_req_t **req, void *arg)
 	accounts_t *a = arg;
 	const char *addr, *mailbox, *uids = NULL;
 	char address[ACC_ADDR_MAX];
-	json_int_t since, uv = 0;
+	json_int_t since, uv = 0, from = 1;
 	struct acc_err e = { "internal", "database error" };
 	struct mbx_ref m;
-	if (ACC_UNPACK(a, req, "{s:s, s:s, s:I, s?:s, s?:I}", "address", &addr, "mailbox", &mailbox,
-		       "changedsince", &since, "uids", &uids, "uidvalidity", &uv) < 0 ||
+	if (ACC_UNPACK(a, req, "{s:s, s:s, s:I, s?:s, s?:I, s?:I}", "address", &addr, "mailbox",
+		       &mailbox, "changedsince", &since, "uids", &uids, "uidvalidity", &uv, "from",
+		       &from) < 0 ||
 	    acc_name(a, req, "address", addr, true, address, NULL) < 0)
 		return;
-	if (since < 0) {
-		acc_fail(a, req, "invalid", "changedsince: a MODSEQ, 0 or more");
+	if (since < 0 || from < 1 || from > OPS_UID_MAX) {
+		acc_fail(a, req, "invalid", since < 0 ? "changedsince: a MODSEQ, 0 or more"
+					   : "from: a UID, 1..4294967295");
 		return;
 	}
 	seqset_t *set = ops_open(a, address, mailbox, uids, &m, &e);
@@ -722,7 +729,7 @@ void msgops_vanished(bus_req_t **req, void *arg)
 		return;
 	}
 	uidlist_t l = { 0 };
-	int rc = ops_vanished_collect(a, m.id, set, since, &l);
+	int rc = ops_vanished_collect(a, m.id, set, since, (uint32_t)from, &l);
 	free(set);
 	if (rc != SQLITE_DONE) {
 		uidlist_free(&l);
