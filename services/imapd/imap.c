@@ -24,6 +24,7 @@
 #include "hmap.h"
 #include "log.h"
 #include "mutf7.h"
+#include "qresync.h"
 #include "quota.h"
 #include "util.h"
 
@@ -91,7 +92,7 @@ static void imap_capability(session_t *s, strbuf_t *sb)
 {
 	sb_adds(sb, "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE "
 		"CHILDREN SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE ESEARCH UTF8=ACCEPT "
-		QUOTA_CAPABILITY);
+		QUOTA_CAPABILITY " " QRESYNC_CAPABILITY);
 	if (s->state == IS_NOAUTH) {
 		if (!s->tls && !s->private_peer)
 			sb_adds(sb, s->d->tls ? " STARTTLS LOGINDISABLED" : " LOGINDISABLED");
@@ -131,6 +132,7 @@ void imap_cmd_end(session_t *s)
 	json_decref(c->req);
 	json_decref(c->list);
 	free(c->set);
+	qresync_free(&c->qr);
 	sb_free(&c->buf);
 	free(c->fetch);
 	uidlist_free(&c->hits);
@@ -689,6 +691,9 @@ static void cmd_enable(session_t *s)
 		if (strcasecmp(cap, "CONDSTORE") == 0 && !s->condstore) {
 			s->condstore = true;
 			sb_adds(&sb, " CONDSTORE");
+		} else if (strcasecmp(cap, "QRESYNC") == 0 && !s->qresync) {
+			s->qresync = s->condstore = true;   /* RFC 7162 3.2.3: CONDSTORE too */
+			sb_adds(&sb, " QRESYNC");
 		} else if (strcasecmp(cap, "UTF8=ACCEPT") == 0 && !s->utf8) {
 			s->utf8 = true;
 			sb_adds(&sb, " UTF8=ACCEPT");
