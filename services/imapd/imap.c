@@ -303,6 +303,21 @@ bool imap_mailbox_arg(session_t *s, char *out, size_t cap)
 	return false;
 }
 
+bool imap_mailbox_only(session_t *s, char *out, size_t cap)
+{
+	if (!ip_sp(&s->cmd->ip)) {
+		imap_done(s, "BAD", "expected a mailbox");
+		return false;
+	}
+	if (!imap_mailbox_arg(s, out, cap))
+		return false;
+	if (!ip_eol(&s->cmd->ip)) {
+		imap_done(s, "BAD", "unexpected arguments");
+		return false;
+	}
+	return true;
+}
+
 int imap_name_wire(const session_t *s, const char *name, size_t len, char *out, size_t cap)
 {
 	if (!s->utf8)

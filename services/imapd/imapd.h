@@ -383,6 +383,9 @@ void imap_fail_reply(session_t *s, const json_t *reply, const char *what);
 /* A mailbox name from the wire (modified UTF-7, "INBOX" any case) as UTF-8
  * into out; false with a BAD/NO already sent. */
 bool imap_mailbox_arg(session_t *s, char *out, size_t cap);
+/* " mailbox" as the command's last argument (CREATE, DELETE, GETQUOTAROOT...):
+ * the same, and BAD if anything follows. */
+bool imap_mailbox_only(session_t *s, char *out, size_t cap);
 /* The same without a reply: NULL, or why ("[CANNOT] ..." means NO). */
 const char *imap_mailbox_parse(session_t *s, char *out, size_t cap);
 /* Pauses the command until the output drains; resume is called then. */

@@ -110,17 +110,8 @@ static void simple_done(session_t *s, json_t *reply, const void *raw, size_t raw
 static void mailbox_request(session_t *s, const char *type, const char *key)
 {
 	char name[IMAPD_NAME_MAX + 1];
-	imap_parser_t *ip = &s->cmd->ip;
-	if (!ip_sp(ip)) {
-		imap_done(s, "BAD", "expected a mailbox");
+	if (!imap_mailbox_only(s, name, sizeof name))
 		return;
-	}
-	if (!imap_mailbox_arg(s, name, sizeof name))
-		return;
-	if (!ip_eol(ip)) {
-		imap_done(s, "BAD", "unexpected arguments");
-		return;
-	}
 	json_t *req = bus_env_new(type);
 	imap_idem(s, req);
 	json_object_set_new(req, key, json_string(name));
@@ -159,16 +150,8 @@ void cmd_create(session_t *s)
 {
 	cmd_t *c = s->cmd;
 	char name[IMAPD_NAME_MAX + 1];
-	if (!ip_sp(&c->ip)) {
-		imap_done(s, "BAD", "expected a mailbox");
+	if (!imap_mailbox_only(s, name, sizeof name))
 		return;
-	}
-	if (!imap_mailbox_arg(s, name, sizeof name))
-		return;
-	if (!ip_eol(&c->ip)) {
-		imap_done(s, "BAD", "unexpected arguments");
-		return;
-	}
 	size_t n = strlen(name);
 	if (n > 1 && name[n - 1] == '/')
 		name[--n] = '\0';   /* a trailing delimiter is a hint (6.3.3) */

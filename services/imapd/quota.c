@@ -115,16 +115,8 @@ void cmd_getquotaroot(session_t *s)
 {
 	cmd_t *c = s->cmd;
 	char name[IMAPD_NAME_MAX + 1], wire[IMAPD_NAME_MAX * 3];
-	if (!ip_sp(&c->ip)) {
-		imap_done(s, "BAD", "expected a mailbox");
+	if (!imap_mailbox_only(s, name, sizeof name))
 		return;
-	}
-	if (!imap_mailbox_arg(s, name, sizeof name))
-		return;
-	if (!ip_eol(&c->ip)) {
-		imap_done(s, "BAD", "unexpected arguments");
-		return;
-	}
 	if (imap_name_wire(s, name, strlen(name), wire, sizeof wire) < 0) {
 		imap_done(s, "NO", "[CANNOT] bad mailbox name");
 		return;

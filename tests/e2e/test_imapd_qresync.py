@@ -23,19 +23,9 @@ import re
 
 import pytest
 
-from imap import Raw, login, start_imapd
-from store import message, with_users
-
-ALICE = "alice@example.org"
-BOB = "bob@example.org"
-
-
-@pytest.fixture
-def imap(bus):
-    """busd + storaged (example.org: alice, bob) + imapd."""
-    with_users(bus, ALICE, BOB)
-    start_imapd(bus)
-    return bus
+from imap import Raw, login
+from store import message
+from test_imapd import ALICE, imap  # noqa: F401 (imap: the fixture, busd + storaged + imapd)
 
 
 def raw(b, enable=True):

@@ -14,24 +14,12 @@ storaged and imapd on a private bus, imaplib and a raw socket on 127.0.0.1.
 Run: make && ROOST_BIN=$PWD/build/bin /usr/bin/python3 -m pytest tests/e2e/test_imapd_quota.py -q
 """
 
-import re
 
-import pytest
 
-from imap import Raw, login, start_imapd
-from store import db_query, message, with_users
+from imap import Raw, login
+from store import db_query, message
 from test_accounts import ok
-
-ALICE = "alice@example.org"
-BOB = "bob@example.org"
-
-
-@pytest.fixture
-def imap(bus):
-    """busd + storaged (example.org: alice, bob) + imapd."""
-    with_users(bus, ALICE, BOB)
-    start_imapd(bus)
-    return bus
+from test_imapd import ALICE, BOB, imap  # noqa: F401 (imap: the fixture, busd + storaged + imapd)
 
 
 def used_bytes(b, local):
