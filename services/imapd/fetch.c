@@ -16,6 +16,7 @@
  */
 #include "imapd.h"
 #include "log.h"
+#include "qresync.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -379,6 +380,11 @@ static void fetch_ask(session_t *s, uint32_t from)
 	imap_call(s, &req, fetch_page);
 }
 
+static void fetch_start(session_t *s)
+{
+	fetch_ask(s, 1);
+}
+
 void cmd_fetch(session_t *s)
 {
 	cmd_t *c = s->cmd;
@@ -397,5 +403,7 @@ void cmd_fetch(session_t *s)
 				      FI_RFC822_HEADER | FI_RFC822_TEXT));
 	if (f->items & FI_MODSEQ)
 		s->condstore = true;   /* RFC 7162 3.1: enabling */
+	if (qresync_fetch(s, fetch_start))
+		return;   /* (CHANGEDSINCE n VANISHED): VANISHED (EARLIER) first, qresync.c */
 	fetch_ask(s, 1);
 }

@@ -25,6 +25,7 @@
  */
 #include "imapd.h"
 #include "log.h"
+#include "qresync.h"
 #include "util.h"
 
 #include <ctype.h>
@@ -123,6 +124,10 @@ static int cmp_u32_desc(const void *a, const void *b)
 static void sync_expunges(session_t *s)
 {
 	mbox_t *m = &s->mbox;
+	if (s->qresync) {
+		qresync_expunges(s);   /* "* VANISHED uids" (RFC 7162 3.2.10) */
+		return;
+	}
 	qsort(m->gone, m->ngone, sizeof *m->gone, cmp_u32_desc);
 	for (size_t i = 0; i < m->ngone; i++) {
 		uint32_t seq = mbox_seq(m, m->gone[i]);
@@ -187,7 +192,7 @@ static void sync_page(session_t *s, json_t *reply, const void *raw, size_t rawle
 		sb_truncate(&sb, 0);
 		sb_addf(&sb, "* %u FETCH (FLAGS ", (unsigned)seq);
 		imap_flags(&sb, json_object_get(msg, "flags"));
-		if (c->uid)
+		if (c->uid || s->qresync)   /* QRESYNC clients follow UIDs */
 			sb_addf(&sb, " UID %u", (unsigned)uid);
 		if (s->condstore)
 			sb_addf(&sb, " MODSEQ (%lld)",

@@ -2,7 +2,7 @@
  * accounts.c — storaged's accounts requests (/tmp/storaged_spec.md):
  *
  *   storaged.domain.{add,del,list}
- *   storaged.user.{add,del,list,passwd,verify,quota}
+ *   storaged.user.{add,del,list,passwd,verify,quota,usage}
  *   storaged.alias.{add,del,list}
  *
  * and holds storaged's one handler table (the storaged.mailbox.* handlers
@@ -671,6 +671,46 @@ static void acc_user_quota(bus_req_t **req, void *arg)
 	acc_commit(a, req, acc_user_quota_change, &j);
 }
 
+/* The user's own quota and usage (IMAP GETQUOTA, GETQUOTAROOT): a read, so
+ * no idempotency; with a mailbox, mailbox_lookup checks that it exists and
+ * reads the same two numbers in the same statement. */
+static void acc_user_usage(bus_req_t **req, void *arg)
+{
+	accounts_t *a = arg;
+	const char *in, *mailbox = NULL;
+	char addr[ACC_ADDR_MAX], *at;
+	struct acc_err e = { "internal", "database error" };
+	struct mbx_ref m = { 0 };
+	if (ACC_UNPACK(a, req, "{s:s, s?:s}", "address", &in, "mailbox", &mailbox) < 0 ||
+	    acc_name(a, req, "address", in, true, addr, &at) < 0)
+		return;
+	if (mailbox != NULL && mailbox_lookup(a, addr, mailbox, &m, &e) != 1) {
+		acc_fail(a, req, e.code, e.msg);
+		return;
+	}
+	if (mailbox == NULL) {
+		*at = '\0';
+		sqlite3_stmt *st = acc_prep(a, "SELECT u.quota_bytes, u.used_bytes FROM users u JOIN "
+					    "domains d ON d.id = u.domain_id WHERE u.localpart = ?1 "
+					    "AND d.name = ?2", "ss", addr, at + 1);
+		int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
+		if (rc == SQLITE_ROW) {
+			m.quota = sqlite3_column_int64(st, 0);
+			m.used = sqlite3_column_int64(st, 1);
+		}
+		db_release(a->db, st);
+		*at = '@';   /* only now: the statement read the local part in place */
+		if (rc != SQLITE_ROW) {
+			acc_fail(a, req, rc == SQLITE_DONE ? "not_found" : "internal",
+				 rc == SQLITE_DONE ? "no such user" : "database error");
+			return;
+		}
+	}
+	json_t *f = json_pack("{s:s, s:I, s:I}", "address", addr, "quota_bytes",
+			      (json_int_t)m.quota, "used_bytes", (json_int_t)m.used);
+	acc_ok(a, req, &f);
+}
+
 /* ---- user.verify and its cache ----------------------------------------------- */
 
 /* The cache key: SHA-256(address NUL password NUL stored). */
@@ -898,6 +938,7 @@ const bus_handler_t accounts_handlers[] = {
 	{ "storaged.user.passwd", acc_user_passwd },
 	{ "storaged.user.verify", acc_user_verify },
 	{ "storaged.user.quota", acc_user_quota },
+	{ "storaged.user.usage", acc_user_usage },
 	{ "storaged.domain.catchall", rcpt_catchall },
 	{ "storaged.rcpt.resolve", rcpt_resolve },
 	{ "storaged.alias.add", acc_alias_add },
@@ -926,6 +967,7 @@ const bus_handler_t accounts_handlers[] = {
 	{ "storaged.message.expunge", msgops_expunge },
 	{ "storaged.message.copy", msgops_copy },
 	{ "storaged.message.search", msgops_search },
+	{ "storaged.message.vanished", msgops_vanished },
 	{ NULL, NULL },
 };
 

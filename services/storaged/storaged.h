@@ -224,6 +224,8 @@ void msgops_flags(bus_req_t **req, void *arg);
 void msgops_expunge(bus_req_t **req, void *arg);
 void msgops_copy(bus_req_t **req, void *arg);
 void msgops_search(bus_req_t **req, void *arg);
+/* storaged.message.vanished: UIDs expunged after a MODSEQ (RFC 7162 QRESYNC). */
+void msgops_vanished(bus_req_t **req, void *arg);
 
 /* ---- search.c: search criteria compiled to SQL ---- */
 

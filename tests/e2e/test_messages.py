@@ -313,6 +313,50 @@ def test_quota_exceeded_is_mailbox_full(sd):
     store_ok(sd.c, [{"address": small}], b"m" * 4000)     # exactly up to the quota
 
 
+def usage(c, address, **kw):
+    rep, _ = c.call("storaged", dict({"type": "storaged.user.usage", "address": address}, **kw))
+    return rep
+
+
+def test_user_usage_is_one_users_quota_and_usage(sd):
+    """storaged.user.usage (imapd's GETQUOTA): the numbers of the user asked
+    about, kept by the triggers through store, copy and expunge; with a
+    mailbox, that mailbox must exist."""
+    ok(sd, "domain", "add", "example.net")
+    add_user(sd, "small@example.net", PASSWORD, "--quota", "10000")
+    small = "small@example.net"
+    rep = usage(sd.c, "Small@Example.NET")
+    assert rep["status"] == "ok", rep
+    assert (rep["address"], rep["quota_bytes"], rep["used_bytes"]) == (small, 10000, 0)
+    store_ok(sd.c, [{"address": small}], b"m" * 6000)
+    store_ok(sd.c, [{"address": ALICE}], b"a" * 3000)
+    rep = usage(sd.c, small, mailbox="inbox")
+    assert (rep["quota_bytes"], rep["used_bytes"]) == (10000, 6000), rep
+    rep = usage(sd.c, ALICE)
+    assert (rep["quota_bytes"], rep["used_bytes"]) == (0, 3000), rep   # 0: no limit
+    # a copy counts again; an expunge gives the bytes back
+    cp, _ = sd.c.call("storaged", {"type": "storaged.message.copy", "idem": new_id("cp"),
+                                   "address": ALICE, "mailbox": "INBOX", "uids": "1",
+                                   "to": "Archive"})
+    assert cp["status"] == "ok", cp
+    assert usage(sd.c, ALICE)["used_bytes"] == 6000
+    fl, _ = sd.c.call("storaged", {"type": "storaged.message.flags", "idem": new_id("fl"),
+                                   "address": ALICE, "mailbox": "INBOX", "uids": "1",
+                                   "op": "add", "flags": ["\\Deleted"]})
+    assert fl["status"] == "ok", fl
+    ex, _ = sd.c.call("storaged", {"type": "storaged.message.expunge", "idem": new_id("ex"),
+                                   "address": ALICE, "mailbox": "INBOX"})
+    assert ex["status"] == "ok" and ex["expunged"] == "1", ex
+    assert usage(sd.c, ALICE)["used_bytes"] == 3000
+    assert usage(sd.c, small)["used_bytes"] == 6000      # nobody else's numbers moved
+    rep = usage(sd.c, ALICE, mailbox="No/Such")
+    assert rep["status"] == "error" and rep["code"] == "not_found", rep
+    rep = usage(sd.c, "nobody@example.org")
+    assert rep["status"] == "error" and rep["code"] == "not_found", rep
+    rep = usage(sd.c, "not an address")
+    assert rep["status"] == "invalid", rep
+
+
 # ---- sizes and memory ----------------------------------------------------------------------
 
 
