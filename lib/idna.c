@@ -16,6 +16,7 @@
  * wrong domain is ever matched, since the encoding is one-to-one).
  */
 #include "idna.h"
+#include "utf8.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -23,38 +24,6 @@
 
 /* RFC 3492 5: Punycode's parameters. */
 enum { BASE = 36, TMIN = 1, TMAX = 26, SKEW = 38, DAMP = 700, INITIAL_BIAS = 72, INITIAL_N = 128 };
-
-/* Decodes one UTF-8 sequence at s[*i] (strict: shortest form, no
- * surrogates, at most U+10FFFF); -1 on bad input. */
-static int32_t utf8_next(const unsigned char *s, size_t len, size_t *i)
-{
-	unsigned char c = s[*i];
-	int n;
-	uint32_t cp, min;
-	if (c < 0x80) {
-		(*i)++;
-		return c;
-	} else if ((c & 0xe0) == 0xc0) {
-		n = 1, cp = c & 0x1f, min = 0x80;
-	} else if ((c & 0xf0) == 0xe0) {
-		n = 2, cp = c & 0x0f, min = 0x800;
-	} else if ((c & 0xf8) == 0xf0) {
-		n = 3, cp = c & 0x07, min = 0x10000;
-	} else {
-		return -1;
-	}
-	if (*i + (size_t)n >= len)   /* its continuation bytes are s[*i + 1 .. *i + n] */
-		return -1;
-	for (int k = 1; k <= n; k++) {
-		if ((s[*i + k] & 0xc0) != 0x80)
-			return -1;
-		cp = cp << 6 | (s[*i + k] & 0x3f);
-	}
-	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return -1;
-	*i += (size_t)n + 1;
-	return (int32_t)cp;
-}
 
 /* Lower case for ASCII and the simple one-to-one cases of Latin-1,
  * Latin Extended-A, Greek and Cyrillic capitals. */

@@ -144,35 +144,45 @@ static int wg_key_new(unsigned char priv[WG_KEY_LEN])
 	return 0;
 }
 
-/* Writes dir/name (0600, created; replaced only with force). */
-static int wg_key_write(const char *dir, const char *name, const unsigned char priv[WG_KEY_LEN],
-			bool force)
+/* Writes text to path, mode 0600, fsynced: created only if absent
+ * (exclusive), else through path.new and a rename, so a reader never sees
+ * half a file. Errors are printed. */
+static int wg_write_file(const char *path, const char *text, bool exclusive)
 {
-	char path[4096], tmp[4200], b64[WG_KEY_B64 + 2];
-	snprintf(path, sizeof path, "%s/%s", dir, name);
+	char tmp[4200];
 	snprintf(tmp, sizeof tmp, "%s.new", path);
-	if (!force && access(path, F_OK) == 0)
-		return ctl_fail("%s exists: keys are kept (--force makes new ones; the VPS then needs "
-				"its script again)", path);
-	EVP_EncodeBlock((unsigned char *)b64, priv, WG_KEY_LEN);
-	strcat(b64, "\n");
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	const char *to = exclusive ? path : tmp;
+	int fd = open(to, O_WRONLY | O_CREAT | O_CLOEXEC | (exclusive ? O_EXCL : O_TRUNC), 0600);
 	if (fd < 0)
-		return ctl_fail("%s: %s", tmp, strerror(errno));
-	size_t len = strlen(b64);
-	if (write(fd, b64, len) != (ssize_t)len || fsync(fd) != 0) {
+		return ctl_fail("%s: %s", to, strerror(errno));
+	size_t len = strlen(text);
+	if (write(fd, text, len) != (ssize_t)len || fsync(fd) != 0) {
 		int e = errno;
 		close(fd);
-		unlink(tmp);
-		return ctl_fail("%s: %s", tmp, strerror(e));
+		unlink(to);
+		return ctl_fail("%s: %s", to, strerror(e));
 	}
 	close(fd);
-	if (rename(tmp, path) != 0) {
+	if (!exclusive && rename(tmp, path) != 0) {
 		int e = errno;
 		unlink(tmp);
 		return ctl_fail("%s: %s", path, strerror(e));
 	}
 	return 0;
+}
+
+/* Writes dir/name, a private key (0600; replaced only with force). */
+static int wg_key_write(const char *dir, const char *name, const unsigned char priv[WG_KEY_LEN],
+			bool force)
+{
+	char path[4096], b64[WG_KEY_B64 + 2];
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	if (!force && access(path, F_OK) == 0)
+		return ctl_fail("%s exists: keys are kept (--force makes new ones; the VPS then needs "
+				"its script again)", path);
+	EVP_EncodeBlock((unsigned char *)b64, priv, WG_KEY_LEN);
+	strcat(b64, "\n");
+	return wg_write_file(path, b64, false);
 }
 
 static int wg_keygen(struct ctl *ctl, int argc, char **argv)
@@ -393,17 +403,8 @@ static int wg_add_peer(struct ctl *ctl, int argc, char **argv)
 		return ctl_fail("%s: %s", path, strerror(errno));
 	snprintf(text, sizeof text, "host %d\npublic %s\n", host, p.pub);
 	snprintf(path, sizeof path, "%s/peers/%s", dir, name);
-	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return ctl_fail("%s: %s", path, strerror(errno));
-	size_t tl = strlen(text);
-	if (write(fd, text, tl) != (ssize_t)tl || fsync(fd) != 0) {
-		int e = errno;
-		close(fd);
-		unlink(path);
-		return ctl_fail("%s: %s", path, strerror(e));
-	}
-	close(fd);
+	if (wg_write_file(path, text, true) != 0)
+		return 1;
 	char conf[1024];
 	snprintf(conf, sizeof conf,
 		 "[Interface]\n# %s: Roost's IMAP and submission through the VPS\nPrivateKey = %s\n"
