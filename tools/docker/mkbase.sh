@@ -6,7 +6,9 @@
 #
 #   runtime  roost-base:bookworm   libzmq5, libjansson4, libsqlite3-0, libssl3
 #   build    roost-build:bookworm  the same plus gcc, make, pkg-config, the -dev
-#                                  packages and python3 (gen_msgtypes.py)
+#                                  packages (libstdc++-12-dev: libstdc++.a for
+#                                  the static libzmq link) and python3
+#                                  (gen_msgtypes.py)
 #
 # Cached: an image whose roost.base label matches this script's package list,
 # suite and architecture is kept (a second `make up` does not redo it);
@@ -17,7 +19,7 @@ kind=${1:-runtime}
 SUITE=bookworm
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 RUNTIME_PKGS="libzmq5,libjansson4,libsqlite3-0,libssl3,ca-certificates"
-BUILD_PKGS="$RUNTIME_PKGS,gcc,libc6-dev,make,pkg-config,libzmq3-dev,libjansson-dev,libsqlite3-dev,libssl-dev,python3"
+BUILD_PKGS="$RUNTIME_PKGS,gcc,libc6-dev,make,pkg-config,libzmq3-dev,libjansson-dev,libsqlite3-dev,libssl-dev,libstdc++-12-dev,python3"
 case "$kind" in
 runtime) tag=roost-base:$SUITE; pkgs=$RUNTIME_PKGS ;;
 build)   tag=roost-build:$SUITE; pkgs=$BUILD_PKGS ;;
