@@ -89,13 +89,14 @@ BINS := $(BUILD)/bin/busd $(BUILD)/bin/roostctl $(BUILD)/bin/roost-run \
 	$(if $(wildcard services/imapd/main.c),$(BUILD)/bin/imapd)
 UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-# With ZMQ_LINK=static every program links the answers for the parts of
-# libzmq it never uses (it is in $^ of each link rule below).
-$(BINS) $(UNIT_BINS): $(ZMQ_UNUSED)
-$(ZMQ_UNUSED): CPPFLAGS += $(shell pkg-config --cflags openpgm-5.3 2>/dev/null)
-
 .PHONY: all test run build-for-run deps check-deps clean bench up down test-compose
 all: $(BINS)
+
+# With ZMQ_LINK=static every program links the answers for the parts of
+# libzmq it never uses (it is in $^ of each link rule below). After `all`:
+# a rule's first target would otherwise be what a bare `make` builds.
+$(BINS) $(UNIT_BINS): $(ZMQ_UNUSED)
+$(ZMQ_UNUSED): CPPFLAGS += $(shell pkg-config --cflags openpgm-5.3 2>/dev/null)
 
 # ---- generated message-type table (proto/schemas is the source of truth) ----
 $(GEN_H) $(BUILD)/gen/msgtypes.c: $(SCHEMAS) proto/gen_msgtypes.py
