@@ -96,7 +96,9 @@ all: $(BINS)
 # libzmq it never uses (it is in $^ of each link rule below). After `all`:
 # a rule's first target would otherwise be what a bare `make` builds.
 $(BINS) $(UNIT_BINS): $(ZMQ_UNUSED)
+ifneq ($(ZMQ_UNUSED),)
 $(ZMQ_UNUSED): CPPFLAGS += $(shell pkg-config --cflags openpgm-5.3 2>/dev/null)
+endif
 
 # ---- generated message-type table (proto/schemas is the source of truth) ----
 $(GEN_H) $(BUILD)/gen/msgtypes.c: $(SCHEMAS) proto/gen_msgtypes.py
