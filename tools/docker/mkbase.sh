@@ -6,7 +6,9 @@
 #
 #   runtime  roost-base:bookworm   libzmq5, libjansson4, libsqlite3-0, libssl3
 #   build    roost-build:bookworm  the same plus gcc, make, pkg-config, the -dev
-#                                  packages and python3 (gen_msgtypes.py)
+#                                  packages (libstdc++-12-dev: libstdc++.a for
+#                                  the static libzmq link) and python3
+#                                  (gen_msgtypes.py)
 #   net      roost-net:bookworm    iproute2, iptables, wireguard-tools, wireguard-go:
 #                                  the netns container (the WireGuard end); the
 #                                  test VPS of tests/compose/test_wg_topology.py
@@ -22,7 +24,7 @@ kind=${1:-runtime}
 SUITE=bookworm
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 RUNTIME_PKGS="libzmq5,libjansson4,libsqlite3-0,libssl3,ca-certificates"
-BUILD_PKGS="$RUNTIME_PKGS,gcc,libc6-dev,make,pkg-config,libzmq3-dev,libjansson-dev,libsqlite3-dev,libssl-dev,python3"
+BUILD_PKGS="$RUNTIME_PKGS,gcc,libc6-dev,make,pkg-config,libzmq3-dev,libjansson-dev,libsqlite3-dev,libssl-dev,libstdc++-12-dev,python3"
 NET_PKGS="iproute2,iptables,wireguard-tools,wireguard-go"
 case "$kind" in
 runtime) tag=roost-base:$SUITE; pkgs=$RUNTIME_PKGS ;;
