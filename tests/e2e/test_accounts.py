@@ -111,9 +111,21 @@ def test_domain_add_list_del(sd):
 
 
 @pytest.mark.parametrize("name", ["localhost", "-a.example", "a-.example", "a..example",
-                                  "a_b.example", "x" * 64 + ".example", "\u00fc.example"])
+                                  "a_b.example", "x" * 64 + ".example",
+                                  # 24 scattered CJK code points: 76 octets once encoded
+                                  "".join(chr(0x4e00 + i * 997) for i in range(24)) + ".example"])
 def test_bad_domain_names(sd, name):
     fails(sd, "domain", "add", name, code="invalid")
+
+
+def test_idn_domain_is_kept_as_a_labels(sd):
+    """A domain given in UTF-8 is stored as its A-labels (RFC 5890), and the
+    UTF-8 spelling then names the same domain."""
+    ok(sd, "domain", "add", "\u00fc.example")
+    assert [r[0] for r in rows(ok(sd, "domain", "list"))] == ["xn--tda.example"]
+    fails(sd, "domain", "add", "xn--tda.example", code="exists")
+    ok(sd, "domain", "del", "\u00dc.EXAMPLE")
+    assert rows(ok(sd, "domain", "list")) == []
 
 
 # ---- users ------------------------------------------------------------------------------
