@@ -131,6 +131,7 @@ void imap_cmd_end(session_t *s)
 	free(c->set);
 	sb_free(&c->buf);
 	free(c->fetch);
+	free(c->vset);
 	uidlist_free(&c->hits);
 	free(c->mailbox);
 	free(c->ref);

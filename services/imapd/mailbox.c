@@ -44,6 +44,7 @@ static void status_line(session_t *s, const char *name, unsigned bits, const jso
 
 void mbox_clear(mbox_t *m)
 {
+	view_release(&m->view);
 	free(m->name);
 	free(m->uids);
 	free(m->gone);
@@ -120,6 +121,8 @@ static void mailbox_request(session_t *s, const char *type, const char *key)
 		imap_done(s, "BAD", "unexpected arguments");
 		return;
 	}
+	if (strcmp(type, "storaged.mailbox.delete") == 0)
+		view_forget(s->d, s->user, name);   /* a mailbox made again has new UIDs */
 	json_t *req = bus_env_new(type);
 	imap_idem(s, req);
 	json_object_set_new(req, key, json_string(name));
@@ -262,6 +265,8 @@ void cmd_rename(session_t *s)
 		imap_done(s, "BAD", "unexpected arguments");
 		return;
 	}
+	view_forget(s->d, s->user, from);
+	view_forget(s->d, s->user, to);
 	if (strcmp(from, "INBOX") == 0) {
 		rename_inbox(s, to);
 		return;
@@ -732,37 +737,103 @@ static void select_page(session_t *s, json_t *reply, const void *raw, size_t raw
 	select_announce(s);
 }
 
+/* SELECT from the view: the UIDs it has are the map, nothing asked. */
+static void select_from_view(session_t *s)
+{
+	mbox_t *m = &s->mbox;
+	cmd_t *c = s->cmd;
+	view_t *v = m->view;
+	m->uids = xrealloc(m->uids, (v->n ? v->n : 1) * sizeof *m->uids);
+	m->cap = v->n ? v->n : 1;
+	m->n = v->n;
+	c->first_unseen = 0;
+	for (size_t i = 0; i < v->n; i++) {
+		m->uids[i] = v->msgs[i].uid;
+		if (c->first_unseen == 0 && !(v->msgs[i].flags & 1u))
+			c->first_unseen = (uint32_t)i + 1;
+	}
+	m->uidvalidity = v->uidvalidity;
+	m->uidnext = v->uidnext;
+	m->hms = v->hms;
+	m->view_gen = v->gen;
+	select_announce(s);
+}
+
+/*
+ * storaged's status against the view: the same UIDVALIDITY, HIGHESTMODSEQ
+ * and count means the view is storaged's state, and SELECT answers from
+ * it. Otherwise an event has not come yet (or was lost): this SELECT goes
+ * the storaged way, and the view catches up (or, if the counts differ at
+ * the same MODSEQ, loads again).
+ */
+static void select_check_done(session_t *s, json_t *reply, const void *raw, size_t rawlen)
+{
+	view_t *v = s->mbox.view;
+	if (bus_reply_ok(reply) && view_ready(v)) {
+		uint64_t uv = (uint64_t)json_integer_value(json_object_get(reply, "uidvalidity"));
+		uint64_t hms = (uint64_t)json_integer_value(json_object_get(reply, "highestmodseq"));
+		uint64_t n = (uint64_t)json_integer_value(json_object_get(reply, "messages"));
+		if (uv == v->uidvalidity && hms == v->hms && n == v->n) {
+			v->checked_ms = loop_now(s->d->loop);
+			select_from_view(s);
+			return;
+		}
+		if (uv != v->uidvalidity || hms <= v->hms)
+			view_load(v);
+		else
+			view_refresh(v);
+	}
+	select_status_done(s, reply, raw, rawlen);
+}
+
+/* How long a view that storaged's status confirmed is trusted without
+ * asking again: events keep it current; this bounds how long a lost one
+ * (busd restarted) or a mailbox deleted and made again elsewhere can go
+ * unseen by a SELECT. */
+#define SELECT_TRUST_MS 250
+
 static void select_common(session_t *s, bool examine)
 {
 	cmd_t *c = s->cmd;
 	imap_parser_t *ip = &c->ip;
 	char name[IMAPD_NAME_MAX + 1];
-	/* RFC 3501 6.3.1: a SELECT, even a failing one, leaves the old mailbox */
+	/* RFC 3501 6.3.1: a SELECT, even a failing one, leaves the old mailbox;
+	 * its view is let go after the new one is held, so a SELECT of the same
+	 * mailbox keeps it */
+	view_t *old = s->mbox.view;
+	s->mbox.view = NULL;
 	mbox_clear(&s->mbox);
 	imap_enter_state(s, IS_AUTH);
-	if (!ip_sp(ip)) {
-		imap_done(s, "BAD", "expected a mailbox");
-		return;
-	}
-	if (!imap_mailbox_arg(s, name, sizeof name))
-		return;
-	if (ip_char(ip, ' ')) {
+	const char *bad = NULL;
+	if (!ip_sp(ip))
+		bad = "expected a mailbox";
+	else if (!imap_mailbox_arg(s, name, sizeof name))
+		goto out;   /* answered */
+	else if (ip_char(ip, ' ')) {
 		const char *p = ip_char(ip, '(') ? ip_atom(ip) : NULL;
-		if (p == NULL || strcasecmp(p, "CONDSTORE") != 0 || !ip_char(ip, ')')) {
-			imap_done(s, "BAD", "unknown SELECT parameter");
-			return;
-		}
-		s->condstore = true;
+		if (p == NULL || strcasecmp(p, "CONDSTORE") != 0 || !ip_char(ip, ')'))
+			bad = "unknown SELECT parameter";
+		else
+			s->condstore = true;
 	}
-	if (!ip_eol(ip)) {
-		imap_done(s, "BAD", "unexpected arguments");
-		return;
+	if (bad == NULL && !ip_eol(ip))
+		bad = "unexpected arguments";
+	if (bad != NULL) {
+		imap_done(s, "BAD", "%s", bad);
+		goto out;
 	}
 	s->mbox.name = xstrdup(name);
 	s->mbox.readonly = examine;
+	view_t *v = s->mbox.view = view_acquire(s->d, s->user, name);
+	if (view_ready(v) && loop_now(s->d->loop) - v->checked_ms < SELECT_TRUST_MS) {
+		select_from_view(s);
+		goto out;
+	}
 	json_t *req = bus_env_new("storaged.mailbox.status");
 	json_object_set_new(req, "mailbox", json_string(name));
-	imap_call(s, &req, select_status_done);
+	imap_call(s, &req, view_ready(v) ? select_check_done : select_status_done);
+out:
+	view_release(&old);
 }
 
 void cmd_select(session_t *s)

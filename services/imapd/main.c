@@ -96,6 +96,7 @@ int main(int argc, char **argv)
 	bus_sub_free(&d.fails_sub);
 	bus_pub_free(&d.pub);
 	bus_client_free(&d.bus);
+	views_free(&d);   /* after the client: no reply can reach a view now */
 	tls_free(&d.tls);
 	loop_free(&d.loop);
 	bus_zmq_term();

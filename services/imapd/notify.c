@@ -75,7 +75,7 @@ static void gone_add(uint32_t lo, uint32_t hi, void *arg)
 	}
 }
 
-static void idle_noop(session_t *s)
+void notify_idle_noop(session_t *s)
 {
 	(void)s;
 }
@@ -85,13 +85,16 @@ void notify_event(json_t **event, const void *raw, size_t rawlen, void *arg)
 	(void)raw; (void)rawlen;
 	imapd_t *d = arg;
 	const char *address, *mailbox, *kind, *uids;
-	json_int_t uv;
-	if (json_unpack(*event, "{s:s, s:s, s:I, s:s, s:s}", "address", &address, "mailbox",
-			&mailbox, "uidvalidity", &uv, "kind", &kind, "uids", &uids) < 0) {
+	json_int_t uv, hms;
+	if (json_unpack(*event, "{s:s, s:s, s:I, s:s, s:s, s:I}", "address", &address, "mailbox",
+			&mailbox, "uidvalidity", &uv, "kind", &kind, "uids", &uids,
+			"highestmodseq", &hms) < 0) {
 		log_warn("event.bad", "why=\"missing fields\"");
 		return;
 	}
 	d->stats.events++;
+	/* the view first: a session woken below reads it */
+	view_event(d, address, mailbox, (uint64_t)uv, kind, uids, (uint64_t)hms);
 	for (session_t *s = d->sessions, *next; s != NULL; s = next) {
 		next = s->next;
 		mbox_t *m = &s->mbox;
@@ -104,7 +107,7 @@ void notify_event(json_t **event, const void *raw, size_t rawlen, void *arg)
 			log_warn("event.bad", "uids=%s", log_quote(uids));
 		m->dirty = true;
 		if (s->cmd != NULL && s->cmd->idling && s->call == 0) {
-			notify_sync(s, false, idle_noop);
+			notify_sync(s, false, notify_idle_noop);
 			session_resume(s);
 		}
 	}
@@ -217,6 +220,60 @@ static void sync_ask(session_t *s, uint32_t from)
 	imap_call(s, &req, sync_page);
 }
 
+/* The map's UIDs the view no longer has (after the view was loaded again:
+ * expunges whose events were lost) join the gone list. */
+static void sync_view_gone(session_t *s, view_t *v)
+{
+	mbox_t *m = &s->mbox;
+	for (size_t k = 0; k < m->n; k++)
+		if (view_find(v, m->uids[k]) == NULL)
+			gone_add(m->uids[k], m->uids[k], m);
+}
+
+/*
+ * The same as sync_ask's pages, from the view: what changed after the
+ * MODSEQ the client has seen (FETCH FLAGS for known messages, new UIDs
+ * appended for EXISTS). One pass over the view's messages.
+ */
+static void sync_view(session_t *s)
+{
+	cmd_t *c = s->cmd;
+	mbox_t *m = &s->mbox;
+	view_t *v = m->view;
+	if (m->view_gen != v->gen) {
+		sync_view_gone(s, v);
+		m->view_gen = v->gen;
+	}
+	if (v->hms > m->hms) {
+		strbuf_t sb = STRBUF_INIT;
+		for (size_t i = 0; i < v->n; i++) {
+			const vmsg_t *vm = &v->msgs[i];
+			if (vm->modseq <= m->hms)
+				continue;
+			uint32_t seq = mbox_seq(m, vm->uid);
+			if (seq == 0) {
+				mbox_append(m, vm->uid);   /* new: EXISTS in sync_end */
+				continue;
+			}
+			sb_truncate(&sb, 0);
+			sb_addf(&sb, "* %u FETCH (FLAGS ", (unsigned)seq);
+			view_flags(&sb, v, vm->flags);
+			if (c->uid)
+				sb_addf(&sb, " UID %u", (unsigned)vm->uid);
+			if (s->condstore)
+				sb_addf(&sb, " MODSEQ (%llu)", (unsigned long long)vm->modseq);
+			sb_adds(&sb, ")\r\n");
+			session_write(s, sb.buf, sb.len);
+		}
+		sb_free(&sb);
+		c->sync_hms = v->hms;
+	}
+	if (v->uidnext > m->uidnext)
+		m->uidnext = v->uidnext;
+	m->dirty = false;
+	sync_end(s);
+}
+
 void notify_sync(session_t *s, bool force, void (*done)(session_t *s))
 {
 	cmd_t *c = s->cmd;
@@ -224,7 +281,18 @@ void notify_sync(session_t *s, bool force, void (*done)(session_t *s))
 	c->sync_done = done;
 	c->sync_hms = 0;
 	c->sync_before = m->n;
-	if (s->state != IS_SELECTED || (!m->dirty && !force)) {
+	if (s->state != IS_SELECTED) {
+		sync_end(s);
+		return;
+	}
+	/* the view has caught up with every event received: no round trip
+	 * (NOOP, CHECK and IDLE still ask storaged: an event may be lost) */
+	if (!force && view_ready(m->view) && m->view->uidvalidity == m->uidvalidity &&
+	    m->view->hms >= m->hms) {
+		sync_view(s);
+		return;
+	}
+	if (!m->dirty && !force) {
 		sync_end(s);
 		return;
 	}
