@@ -123,9 +123,10 @@ static int cmp_u32_desc(const void *a, const void *b)
 
 /* "* n EXPUNGE" for every recorded UID, highest first: removing a higher
  * number never moves a lower one, so each line names the current number. */
-static void sync_expunges(session_t *s)
+static size_t sync_expunges(session_t *s)
 {
 	mbox_t *m = &s->mbox;
+	size_t removed = 0;
 	qsort(m->gone, m->ngone, sizeof *m->gone, cmp_u32_desc);
 	for (size_t i = 0; i < m->ngone; i++) {
 		uint32_t seq = mbox_seq(m, m->gone[i]);
@@ -133,8 +134,10 @@ static void sync_expunges(session_t *s)
 			continue;   /* a duplicate, or already announced */
 		session_printf(s, "* %u EXPUNGE\r\n", (unsigned)seq);
 		mbox_remove(m, seq);
+		removed++;
 	}
 	m->ngone = 0;
+	return removed;
 }
 
 static void sync_end(session_t *s)
@@ -144,8 +147,10 @@ static void sync_end(session_t *s)
 	if (c->sync_hms > m->hms)
 		m->hms = c->sync_hms;
 	if (!c->no_expunge && m->ngone > 0) {
-		sync_expunges(s);
-		c->sync_before = m->n < c->sync_before ? m->n : c->sync_before;
+		/* the client's count after these EXPUNGEs: a message new in this
+		 * same sync still needs its EXISTS even if the total is as before */
+		size_t removed = sync_expunges(s);
+		c->sync_before = c->sync_before > removed ? c->sync_before - removed : 0;
 	}
 	if (m->n != c->sync_before)
 		session_printf(s, "* %zu EXISTS\r\n", m->n);
@@ -307,5 +312,5 @@ void notify_expunged(session_t *s, const char *uids)
 	mbox_t *m = &s->mbox;
 	if (!uidset_each(uids, gone_add, m))
 		log_warn("expunged.bad", "uids=%s", log_quote(uids));
-	sync_expunges(s);
+	(void)sync_expunges(s);
 }
