@@ -225,6 +225,7 @@ typedef struct imapd {
 	uint64_t serial, idem;
 	struct {
 		uint64_t connections, refused, timeouts, logins, login_failures, commands, events;
+		uint64_t view_loads, view_catchups; /* storaged.message.list runs of the views */
 		long sessions;
 	} stats;
 } imapd_t;

@@ -446,6 +446,7 @@ void view_load(view_t *v)
 		v->reload = v->state != V_BROKEN;
 		return;
 	}
+	v->d->stats.view_loads++;
 	v->busy = true;
 	v->loading = true;
 	v->reload = false;
@@ -463,6 +464,7 @@ void view_refresh(view_t *v)
 		v->again = true;
 		return;
 	}
+	v->d->stats.view_catchups++;
 	v->busy = true;
 	v->busy_hms = 0;
 	view_ask(v, 1);
