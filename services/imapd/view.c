@@ -12,7 +12,8 @@
  * storaged.message.fetch, and a session's catch-up before its tagged reply
  * is a scan of memory, not a storaged.message.list CHANGEDSINCE.
  *
- * How it stays current: it is loaded once (storaged.message.list pages),
+ * How it stays current: it is loaded once (storaged.message.list pages in
+ * the compact form: a text row per message, not a JSON object),
  * then kept by storaged.mailbox.changed events, which come from storaged
  * for changes made through any imapd replica, smtpd or roostctl:
  *   - expunge: the UIDs are removed at once (the event carries them);
@@ -50,7 +51,6 @@
 #include <string.h>
 
 #define VIEW_KWSETS 256         /* distinct keyword combinations per view */
-#define VIEW_PAGE 1000          /* messages per storaged.message.list page */
 #define VIEW_XP_MAX 1024        /* expunge ranges remembered during a load */
 
 static const char *const view_sysflags[] = { "\\Seen", "\\Answered", "\\Flagged", "\\Deleted",
@@ -189,33 +189,93 @@ static void view_push(vmsg_t **a, size_t *n, size_t *cap, const vmsg_t *m)
 	(*a)[(*n)++] = *m;
 }
 
-/* One message of a storaged.message.list page (or a STORE's "changed"
+/* One message as storaged has it now (a list row, or a STORE's "changed"
  * entry, which lacks size and date: then only a known message changes).
  * A message below the highest UID that the view lacks was expunged
  * meanwhile: UIDs are never reused, so it is not put back. */
+static void view_put_msg(view_t *v, const vmsg_t *nm, bool listed)
+{
+	vmsg_t *m = view_find(v, nm->uid);
+	if (m != NULL) {
+		if (nm->modseq >= m->modseq) {
+			m->flags = nm->flags;
+			m->modseq = nm->modseq;
+		}
+		return;
+	}
+	if (!listed || (v->n > 0 && nm->uid < v->msgs[v->n - 1].uid))
+		return;
+	view_push(&v->msgs, &v->n, &v->cap, nm);
+	if (v->uidnext <= (uint64_t)nm->uid)
+		v->uidnext = (uint64_t)nm->uid + 1;
+}
+
+/* A message in JSON (storaged.message.list's entry or "changed"); false
+ * if its flags do not fit the view. */
 static bool view_put(view_t *v, const json_t *msg, bool listed)
 {
 	json_int_t uid = json_integer_value(json_object_get(msg, "uid"));
-	uint64_t modseq = (uint64_t)json_integer_value(json_object_get(msg, "modseq"));
-	uint32_t flags;
-	if (uid <= 0 || uid > UINT32_MAX || !view_pack(v, json_object_get(msg, "flags"), &flags))
+	vmsg_t nm = { 0 };
+	if (uid <= 0 || uid > UINT32_MAX || !view_pack(v, json_object_get(msg, "flags"), &nm.flags))
 		return false;
-	vmsg_t *m = view_find(v, (uint32_t)uid);
-	if (m != NULL) {
-		if (modseq >= m->modseq) {
-			m->flags = flags;
-			m->modseq = modseq;
-		}
-		return true;
+	nm.uid = (uint32_t)uid;
+	nm.modseq = (uint64_t)json_integer_value(json_object_get(msg, "modseq"));
+	nm.size = (uint32_t)json_integer_value(json_object_get(msg, "size"));
+	nm.idate = (uint64_t)json_integer_value(json_object_get(msg, "internaldate"));
+	view_put_msg(v, &nm, listed);
+	return true;
+}
+
+/* The next number of a compact row and its separator; false if malformed
+ * (at most 2^53, as everything storaged sends). */
+static bool view_num(const char **p, const char *end, uint64_t *out, char sep)
+{
+	uint64_t n = 0;
+	const char *q = *p;
+	while (q < end && *q >= '0' && *q <= '9' && q - *p < 16)
+		n = n * 10 + (uint64_t)(*q++ - '0');
+	if (q == *p || n > 9007199254740991ULL)
+		return false;
+	if (q < end) {
+		if (*q != sep)
+			return false;
+		q++;
+	} else if (sep != ';') {
+		return false;   /* the text ends only after a row's last number */
 	}
-	if (!listed || (v->n > 0 && (uint32_t)uid < v->msgs[v->n - 1].uid))
-		return true;
-	vmsg_t nm = { (uint32_t)uid, flags,
-		      (uint32_t)json_integer_value(json_object_get(msg, "size")), 0, modseq,
-		      (uint64_t)json_integer_value(json_object_get(msg, "internaldate")) };
-	view_push(&v->msgs, &v->n, &v->cap, &nm);
-	if (v->uidnext <= (uint64_t)uid)
-		v->uidnext = (uint64_t)uid + 1;
+	*p = q;
+	*out = n;
+	return true;
+}
+
+/* A compact page (storaged.message.list with compact): rows
+ * "uid,modseq,size,internaldate,flags,kw" joined by ';'. false if it is
+ * malformed or its keywords do not fit the view. */
+static bool view_put_compact(view_t *v, const json_t *reply)
+{
+	const json_t *text = json_object_get(reply, "compact");
+	const json_t *kws = json_object_get(reply, "keywords");
+	int map[64];
+	size_t nk = json_array_size(kws);
+	if (!json_is_string(text) || nk == 0 || nk > ARRAY_LEN(map))
+		return false;
+	for (size_t i = 0; i < nk; i++) {
+		const char *kw = json_string_value(json_array_get(kws, i));
+		if (kw == NULL || (map[i] = view_kwset(v, kw, strlen(kw))) < 0)
+			return false;
+	}
+	const char *p = json_string_value(text), *end = p + json_string_length(text);
+	while (p < end) {
+		uint64_t f[6];
+		for (int k = 0; k < 6; k++)
+			if (!view_num(&p, end, &f[k], k < 5 ? ',' : ';'))
+				return false;
+		if (f[0] == 0 || f[0] > UINT32_MAX || f[2] > UINT32_MAX || f[4] > 31 || f[5] >= nk)
+			return false;
+		vmsg_t nm = { (uint32_t)f[0], (uint32_t)f[4] | (uint32_t)map[f[5]] << 8,
+			      (uint32_t)f[2], 0, f[1], f[3] };
+		view_put_msg(v, &nm, true);
+	}
 	return true;
 }
 
@@ -394,11 +454,14 @@ static void view_page(json_t **reply, const void *raw, size_t rawlen, void *arg)
 		v->cap = v->nextcap;
 	}
 	bool ok = true;
-	json_array_foreach(json_object_get(*reply, "messages"), i, msg)
-		if (!view_put(v, msg, true)) {
-			ok = false;
-			break;
-		}
+	if (json_object_get(*reply, "compact") != NULL)
+		ok = view_put_compact(v, *reply);
+	else
+		json_array_foreach(json_object_get(*reply, "messages"), i, msg)
+			if (!view_put(v, msg, true)) {
+				ok = false;
+				break;
+			}
 	if (v->loading) {
 		v->next = v->msgs;
 		v->nnext = v->n;
@@ -408,8 +471,8 @@ static void view_page(json_t **reply, const void *raw, size_t rawlen, void *arg)
 		v->cap = sc;
 	}
 	if (!ok) {
-		log_warn("view.kwsets", "mailbox=%s why=\"more than %d keyword combinations\"",
-			 log_quote(v->mailbox), VIEW_KWSETS);
+		log_warn("view.page", "mailbox=%s why=\"malformed, or more than %d keyword "
+			 "combinations\"", log_quote(v->mailbox), VIEW_KWSETS);
 		v->state = V_BROKEN;
 		view_settle(v, false);
 		return;
@@ -433,7 +496,7 @@ static void view_ask(view_t *v, uint32_t from)
 	json_object_set_new(req, "address", json_string(v->address));
 	json_object_set_new(req, "mailbox", json_string(v->mailbox));
 	json_object_set_new(req, "uids", json_string(set));
-	json_object_set_new(req, "limit", json_integer(VIEW_PAGE));
+	json_object_set_new(req, "compact", json_true());
 	if (!v->loading)
 		json_object_set_new(req, "changedsince", json_integer((json_int_t)v->hms));
 	bus_call_opts_t opts = { (int)v->d->conf.bus_timeout_ms, -1 };
