@@ -450,11 +450,20 @@ full:
 	return page;
 }
 
+static void fetch_after_load(session_t *s)
+{
+	fetch_ask(s, 1);
+}
+
 static bool fetch_from_view(session_t *s, uint32_t from)
 {
 	cmd_t *c = s->cmd;
 	fetch_req_t *f = c->fetch;
 	const char *why;
+	if (from <= 1 && view_loading(s->mbox.view)) {
+		view_wait(s, fetch_after_load);   /* cheaper than the list beside it */
+		return true;
+	}
 	if (!view_ready(s->mbox.view) || !view_serves(s))
 		return false;
 	if (c->vset == NULL) {

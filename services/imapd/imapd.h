@@ -272,7 +272,8 @@ typedef struct view {
 	bool busy;                /* a load or catch-up in flight */
 	bool loading;             /* it is a load: pages fill next */
 	bool again, reload;       /* after it: catch up again / load again */
-	bool orphan;              /* no reference left: free on the reply */
+	bool orphan;              /* let go of (no reference, evicted): free on the reply */
+	int64_t idle_since;       /* when the last reference went (refs == 0) */
 	uint64_t busy_hms;        /* HIGHESTMODSEQ of its first page */
 	vmsg_t *next;             /* a load's list until it is complete (owned) */
 	size_t nnext, nextcap;
@@ -381,6 +382,7 @@ struct cmd {
 	const char *login_user, *login_pass;  /* borrowed from ip */
 	void (*sync_done)(session_t *s);      /* notify_sync's continuation */
 	uint64_t sync_hms;                    /* HIGHESTMODSEQ of the sync's first page */
+	void (*view_cont)(session_t *s);      /* waiting for the view's load: goes on here */
 	seqset_t *vset;                       /* FETCH from the view: the UID ranges (owned) */
 	size_t vset_i;                        /* the range being answered */
 	size_t sync_before;                   /* messages the client knew before the sync */
@@ -514,6 +516,12 @@ void view_release(view_t **v);
 /* Loaded, nothing in flight: what it says is storaged's state as of the
  * events received. */
 bool view_ready(const view_t *v);
+/* Its first load is in flight: waiting for it (view_wait) beats asking
+ * storaged the slow way meanwhile. */
+bool view_loading(const view_t *v);
+/* Parks the session's command until the view's load or catch-up ends;
+ * then fn runs (the view may be ready or not). */
+void view_wait(session_t *s, void (*fn)(session_t *s));
 /* The view can answer this session's FETCH: ready, same UIDVALIDITY, and
  * at least as new as what the session has told its client. */
 bool view_serves(const session_t *s);

@@ -792,6 +792,24 @@ static void select_check_done(session_t *s, json_t *reply, const void *raw, size
  * unseen by a SELECT. */
 #define SELECT_TRUST_MS 250
 
+/* From the view if storaged confirmed it lately; after its load if it is
+ * loading (cheaper than reading the UIDs beside it); else ask. */
+static void select_go(session_t *s)
+{
+	view_t *v = s->mbox.view;
+	if (view_ready(v) && loop_now(s->d->loop) - v->checked_ms < SELECT_TRUST_MS) {
+		select_from_view(s);
+		return;
+	}
+	if (view_loading(v)) {
+		view_wait(s, select_go);
+		return;
+	}
+	json_t *req = bus_env_new("storaged.mailbox.status");
+	json_object_set_new(req, "mailbox", json_string(s->mbox.name));
+	imap_call(s, &req, view_ready(v) ? select_check_done : select_status_done);
+}
+
 static void select_common(session_t *s, bool examine)
 {
 	cmd_t *c = s->cmd;
@@ -824,14 +842,8 @@ static void select_common(session_t *s, bool examine)
 	}
 	s->mbox.name = xstrdup(name);
 	s->mbox.readonly = examine;
-	view_t *v = s->mbox.view = view_acquire(s->d, s->user, name);
-	if (view_ready(v) && loop_now(s->d->loop) - v->checked_ms < SELECT_TRUST_MS) {
-		select_from_view(s);
-		goto out;
-	}
-	json_t *req = bus_env_new("storaged.mailbox.status");
-	json_object_set_new(req, "mailbox", json_string(name));
-	imap_call(s, &req, view_ready(v) ? select_check_done : select_status_done);
+	s->mbox.view = view_acquire(s->d, s->user, name);
+	select_go(s);
 out:
 	view_release(&old);
 }

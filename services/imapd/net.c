@@ -61,7 +61,8 @@ void session_printf(session_t *s, const char *fmt, ...)
 
 bool session_waiting(const session_t *s)
 {
-	return s->call != 0 || (s->cmd != NULL && (s->cmd->chunk_inflight || s->cmd->delay != NULL));
+	return s->call != 0 || (s->cmd != NULL && (s->cmd->chunk_inflight || s->cmd->delay != NULL ||
+						     s->cmd->view_cont != NULL));
 }
 
 bool session_out_full(const session_t *s)

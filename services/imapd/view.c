@@ -52,6 +52,8 @@
 
 #define VIEW_KWSETS 256         /* distinct keyword combinations per view */
 #define VIEW_XP_MAX 1024        /* expunge ranges remembered during a load */
+#define VIEW_IDLE_MAX 4         /* views kept that no session holds */
+#define VIEW_IDLE_MSGS 65536    /* messages between them (32 bytes each) */
 
 static const char *const view_sysflags[] = { "\\Seen", "\\Answered", "\\Flagged", "\\Deleted",
 					     "\\Draft" };
@@ -164,6 +166,16 @@ vmsg_t *view_find(view_t *v, uint32_t uid)
 {
 	size_t i = view_lower(v->msgs, v->n, uid);
 	return i < v->n && v->msgs[i].uid == uid ? &v->msgs[i] : NULL;
+}
+
+bool view_loading(const view_t *v)
+{
+	return v != NULL && v->busy && v->loading && v->state != V_BROKEN;
+}
+
+void view_wait(session_t *s, void (*fn)(session_t *s))
+{
+	s->cmd->view_cont = fn;
 }
 
 bool view_ready(const view_t *v)
@@ -345,13 +357,20 @@ void view_expunged(view_t *v, const char *uids, uint64_t hms)
 
 /* ---- loading and catching up ------------------------------------------------------------ */
 
-/* Wakes the sessions idling on v: the view has something new for them. */
+/* Wakes the sessions waiting for v (view_wait) and those idling on it:
+ * the view has something new for them. */
 static void view_wake(view_t *v)
 {
 	for (session_t *s = v->d->sessions, *next; s != NULL; s = next) {
 		next = s->next;
-		if (s->mbox.view == v && s->cmd != NULL && s->cmd->idling && s->call == 0 &&
-		    !s->closed) {
+		if (s->mbox.view != v || s->cmd == NULL || s->call != 0 || s->closed)
+			continue;
+		if (s->cmd->view_cont != NULL) {
+			void (*fn)(session_t *) = s->cmd->view_cont;
+			s->cmd->view_cont = NULL;
+			fn(s);
+			session_resume(s);
+		} else if (s->cmd->idling) {
 			notify_sync(s, false, notify_idle_noop);
 			session_resume(s);
 		}
@@ -389,6 +408,7 @@ static void view_settle(view_t *v, bool ok)
 		v->nnext = v->nextcap = 0;
 		v->gen++;
 		v->state = V_READY;
+		v->checked_ms = loop_now(v->d->loop);   /* storaged's state, just read */
 	}
 	v->loading = false;
 	for (size_t i = 0; i < v->nxp; i++)
@@ -576,18 +596,59 @@ view_t *view_acquire(imapd_t *d, const char *address, const char *mailbox)
 	return v;
 }
 
+/* The oldest view nobody holds, and how many there are. */
+struct view_idle {
+	view_t *oldest;
+	size_t n, msgs;
+};
+
+static int view_idle_each(const void *key, size_t klen, void *value, void *arg)
+{
+	(void)key; (void)klen;
+	view_t *v = value;
+	struct view_idle *w = arg;
+	if (v->refs > 0 || v->orphan)
+		return 0;
+	w->n++;
+	w->msgs += v->cap;
+	if (w->oldest == NULL || v->idle_since < w->oldest->idle_since)
+		w->oldest = v;
+	return 0;
+}
+
+/* Lets go of the oldest views nobody holds beyond VIEW_IDLE_MAX of them or
+ * VIEW_IDLE_MSGS messages between them. */
+static void view_evict(imapd_t *d)
+{
+	for (;;) {
+		struct view_idle w = { NULL, 0, 0 };
+		hmap_each(d->views, view_idle_each, &w);
+		if (w.oldest == NULL || (w.n <= VIEW_IDLE_MAX && w.msgs <= VIEW_IDLE_MSGS))
+			return;
+		view_t *v = w.oldest;
+		if (v->busy) {
+			v->orphan = true;   /* freed when its reply comes (or taken again) */
+			continue;
+		}
+		hmap_del(d->views, v->key, v->klen);
+		view_free(v);
+	}
+}
+
+/*
+ * A view nobody holds stays a while (kept by the events like any other):
+ * a client that logs out and in again, or SELECTs another mailbox and
+ * comes back, finds it loaded. VIEW_IDLE_MAX and VIEW_IDLE_MSGS bound
+ * what stays.
+ */
 void view_release(view_t **vp)
 {
 	view_t *v = *vp;
 	*vp = NULL;
 	if (v == NULL || --v->refs > 0)
 		return;
-	if (v->busy) {
-		v->orphan = true;   /* freed when its reply comes (or taken again) */
-		return;
-	}
-	hmap_del(v->d->views, v->key, v->klen);
-	view_free(v);
+	v->idle_since = loop_now(v->d->loop);
+	view_evict(v->d);
 }
 
 /* Forgets what a view knows of a mailbox that was deleted or renamed
