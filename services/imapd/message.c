@@ -121,8 +121,10 @@ static void store_done(session_t *s, json_t *reply, const void *raw, size_t rawl
 		return;
 	}
 	uint64_t hms = (uint64_t)json_integer_value(json_object_get(reply, "highestmodseq"));
-	if (hms == m->hms + 1)
-		m->hms = hms;   /* only our change happened: no need to look again */
+	/* only our change happened: no need to look again (if nothing changed,
+	 * hms is the mailbox's, maybe someone else's change not yet told) */
+	if (hms == m->hms + 1 && json_array_size(json_object_get(reply, "changed")) > 0)
+		m->hms = hms;
 	/* the view has it before the event comes: the next FETCH reads it */
 	if (m->view != NULL && m->view->uidvalidity == m->uidvalidity)
 		view_apply(m->view, json_object_get(reply, "changed"), hms);

@@ -332,9 +332,15 @@ static void view_advance(view_t *v, uint64_t hms)
 		view_refresh(v);
 }
 
+/*
+ * A reply's HIGHESTMODSEQ is our commit's MODSEQ only if the commit changed
+ * something: a STORE that changed nothing (the flag was there) answers the
+ * mailbox's current one, which may be someone else's change still on its
+ * way as an event. So only a reply with changes moves the view.
+ */
 void view_apply(view_t *v, const json_t *changed, uint64_t hms)
 {
-	if (v == NULL || v->state != V_READY)
+	if (v == NULL || v->state != V_READY || json_array_size(changed) == 0)
 		return;
 	size_t i;
 	json_t *ch;
@@ -343,13 +349,14 @@ void view_apply(view_t *v, const json_t *changed, uint64_t hms)
 			v->state = V_BROKEN;
 			return;
 		}
-	view_advance(v, hms);
+	if ((uint64_t)json_integer_value(json_object_get(json_array_get(changed, 0), "modseq")) == hms)
+		view_advance(v, hms);
 }
 
 void view_expunged(view_t *v, const char *uids, uint64_t hms)
 {
-	if (v == NULL || v->state != V_READY)
-		return;
+	if (v == NULL || v->state != V_READY || uids[0] == '\0')
+		return;   /* nothing expunged: hms is not ours (view_apply) */
 	if (!uidset_each(uids, view_cut_range, v))
 		log_warn("view.bad", "uids=%s", log_quote(uids));
 	view_advance(v, hms);

@@ -22,23 +22,11 @@ Run: make && ROOST_BIN=$PWD/build/bin /usr/bin/python3 -m pytest tests/e2e/test_
 import re
 import time
 
-import pytest
-
 import bus as buslib
 from bus import WAIT, new_id
 from imap import Raw, start_imapd
-from store import message, store_ok, with_users
-
-ALICE = "alice@example.org"
-BOB = "bob@example.org"
-
-
-@pytest.fixture
-def imap(bus):
-    """busd + storaged (example.org: alice, bob) + imapd."""
-    with_users(bus, ALICE, BOB)
-    start_imapd(bus)
-    return bus
+from store import message, store_ok
+from test_imapd import ALICE, imap  # noqa: F401 (imap: the fixture, busd + storaged + imapd)
 
 
 def session(b, mailbox="INBOX"):
