@@ -3,7 +3,7 @@
  * and, per message, flags, MODSEQ, size and INTERNALDATE, with the
  * mailbox's UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ (docs/IMAPD.md, "The
  * mailbox view"). Every session that has the mailbox selected holds a
- * reference; the last one to let go frees it.
+ * reference; a view nobody holds stays a while (view_release), bounded.
  *
  * Why: without it every SELECT read the mailbox's UID list from storaged
  * and every UID FETCH 1:* (FLAGS) a JSON object per message, for every
