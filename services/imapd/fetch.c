@@ -404,6 +404,8 @@ static void fetch_view_next(session_t *s)
 {
 	cmd_t *c = s->cmd;
 	mbox_t *m = &s->mbox;
+	if (s->closed)
+		return;   /* the session ends: nobody to write to */
 	while (c->vset_i < c->vset->n) {
 		const struct seq_range *r = &c->vset->r[c->vset_i];
 		for (; c->page_i < m->n && m->uids[c->page_i] <= r->hi; c->page_i++) {

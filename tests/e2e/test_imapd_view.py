@@ -269,3 +269,51 @@ def test_many_flags_and_a_large_mailbox_from_the_view(imap):
         assert len(got) == n and got == want
     finally:
         a.close()
+
+
+def test_idle_hears_flags_changed_outside(imap):
+    """An IDLE session hears of flags changed outside imapd (the event, the
+    view's catch-up, then the idler is woken from the view)."""
+    a = session(imap)
+    try:
+        append(a, 2)
+        a.cmd("NOOP")
+        a.send("i IDLE\r\n")
+        assert a.line().startswith(b"+ ")
+        storaged_call(imap, "flags", address=ALICE, mailbox="INBOX", uids="2", op="add",
+                      flags=["\\Flagged", "$Later"])
+        a.s.settimeout(WAIT)
+        ln = a.line()
+        assert ln == b"* 2 FETCH (FLAGS (\\Flagged $Later))", ln
+        a.send("DONE\r\n")
+        assert a.until(b"i ").startswith(b"i OK")
+    finally:
+        a.close()
+
+
+def test_more_keyword_sets_than_a_view_holds(imap):
+    """A mailbox whose messages carry more distinct keyword sets than a view
+    interns (256) is still answered right: the view gives up and its
+    sessions ask storaged, as before the view existed."""
+    a = session(imap)
+    try:
+        data = message(subject="kw")
+        n = 300
+        for i in range(n):
+            a.send(b"ap APPEND INBOX ($k%03d) {%d+}\r\n" % (i, len(data)) + data + b"\r\n")
+        for i in range(n):
+            assert a.until(b"ap ").startswith(b"ap OK")
+        a.cmd("NOOP")
+        b = session(imap)     # a fresh SELECT: the view (loaded again) gives up
+        try:
+            assert exists(b.selected) == n
+            got, _ = uid_flags(b)
+            assert got == storaged_flags(imap) and got[1] == "$k000" and len(got) == n
+            ln, _ = b.cmd("STORE 1 +FLAGS (\\Seen)")
+            assert ln.startswith(b"t OK")
+            got, _ = uid_flags(a)
+            assert got[1] == "\\Seen $k000"
+        finally:
+            b.close()
+    finally:
+        a.close()
