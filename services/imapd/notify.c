@@ -9,9 +9,11 @@
  * changes only while a command is in progress, at notify_sync, which
  * imap_done runs before every tagged reply (and IDLE runs at once):
  *
- *   1. storaged.message.list CHANGEDSINCE the MODSEQ the client has seen:
- *      UIDs above the map are new (appended, then "* n EXISTS"); known ones
- *      changed flags ("* n FETCH (FLAGS ...)").
+ *   1. what changed after the MODSEQ the client has seen: UIDs above the
+ *      map are new (appended, then "* n EXISTS"); known ones changed flags
+ *      ("* n FETCH (FLAGS ...)"). From the shared view (view.c) when it has
+ *      caught up with every event received, a pass over memory; otherwise
+ *      storaged.message.list CHANGEDSINCE.
  *   2. the recorded expunges as "* n EXPUNGE", unless the command uses
  *      sequence numbers (FETCH, STORE, SEARCH, COPY, MOVE without UID):
  *      then they wait for the next command, so numbers never shift under
@@ -106,6 +108,11 @@ void notify_event(json_t **event, const void *raw, size_t rawlen, void *arg)
 		if (strcmp(kind, "expunge") == 0 && !uidset_each(uids, gone_add, m))
 			log_warn("event.bad", "uids=%s", log_quote(uids));
 		m->dirty = true;
+		/* an idler whose view is catching up on this event is woken by
+		 * the view when it has (view_wake): no round trip of its own */
+		if (m->view != NULL && m->view->busy && m->view->state == V_READY &&
+		    m->view->uidvalidity == m->uidvalidity)
+			continue;
 		if (s->cmd != NULL && s->cmd->idling && s->call == 0) {
 			notify_sync(s, false, notify_idle_noop);
 			session_resume(s);
