@@ -778,9 +778,11 @@ static void select_check_done(session_t *s, json_t *reply, const void *raw, size
 			select_from_view(s);
 			return;
 		}
-		if (uv != v->uidvalidity || hms <= v->hms)
+		/* a status older than the view (our own write came between)
+		 * says nothing about it */
+		if (uv != v->uidvalidity || (hms == v->hms && n != v->n))
 			view_load(v);
-		else
+		else if (hms > v->hms)
 			view_refresh(v);
 	}
 	select_status_done(s, reply, raw, rawlen);
