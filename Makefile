@@ -9,6 +9,7 @@
 #   make up           the stack as containers (docker compose), built offline, healthy
 #   make down         stop the containers; volumes (mail, keys, config) stay
 #   make test-compose the containers end to end: built from scratch, mail, restarts, scaling
+#   make ZMQ_LINK=static   libzmq and its helpers linked into each binary (the images do this)
 
 VERSION := 0.1.0
 SANITIZE ?= 0
@@ -24,6 +25,12 @@ SANFLAGS :=
 OPT := -O2
 endif
 
+# ZMQ_LINK (below) builds in its own directory, so that the two never mix.
+ZMQ_LINK ?= shared
+ifeq ($(ZMQ_LINK),static)
+BUILD := $(BUILD)/static
+endif
+
 CC ?= cc
 PYTHON := /usr/bin/python3
 PKG_LIBS := libzmq jansson
@@ -33,15 +40,40 @@ CFLAGS := -std=c11 $(OPT) -g -Wall -Wextra $(if $(filter 1,$(WERROR)),-Werror) $
 LDFLAGS := $(SANFLAGS)
 LDLIBS := $(shell pkg-config --libs $(PKG_LIBS) 2>/dev/null || echo -lzmq -ljansson)
 
+# ZMQ_LINK=shared (default): libzmq.so and libjansson.so, as Debian ships them.
+# ZMQ_LINK=static (the container images, docker/Dockerfile): libzmq, jansson
+# and what libzmq needs (libsodium, libbsd, libmd, libstdc++, libgcc) come
+# from Debian's .a files into each binary; libc, OpenSSL and SQLite stay
+# shared. libzmq.so pulls 16 more libraries into every process, Kerberos and two
+# multicast transports Roost never uses among them; linked statically, the
+# linker takes only the objects libzmq references, and proto/static/zmq_unused.c
+# answers the GSSAPI, PGM and NORM calls so their libraries are not linked at
+# all. Each container of the stack then maps about 3 MB less (bench/RESULTS.md,
+# "The stack in containers: memory"). It has its own build directory (above).
+ifeq ($(ZMQ_LINK),static)
+ZMQ_UNUSED := $(BUILD)/obj/proto/static/zmq_unused.o
+CPPFLAGS += -DROOST_ZMQ_STATIC
+LDFLAGS += -static-libgcc -pthread
+LDLIBS := -Wl,--as-needed -Wl,-Bstatic -lzmq -ljansson -lsodium -lbsd -lmd -lstdc++ -Wl,-Bdynamic -lm
+else ifneq ($(ZMQ_LINK),shared)
+$(error ZMQ_LINK must be shared or static)
+endif
+
 # Debian packages for building and testing (make deps). postfix and swaks are
 # the real SMTP peers of the end-to-end tests (tests/e2e/mta.py; swaks needs
 # libnet-ssleay-perl for STARTTLS, the test TLS certificates come from openssl);
 # isync (mbsync) and fetchmail are imapd's real clients (tests/e2e/test_imapd_mbsync.py,
-# test_imapd_fetchmail.py);
+# test_imapd_fetchmail.py); python3-dnslib is the stub DNS server of
+# tests/e2e/test_dns.py (roostctl dns-records, check-dns);
+# iproute2, iptables, wireguard-tools and wireguard-go: the VPS script of
+# roostctl vps-config run in network namespaces (test_wg_vps.py; wireguard-go
+# where the kernel has no WireGuard).
 # check-deps.sh installs postfix unconfigured and leaves no system Postfix running.
+# libstdc++-12-dev has the libstdc++.a of ZMQ_LINK=static.
 DEB_PKGS := gcc make pkg-config libzmq3-dev libjansson-dev libsqlite3-dev libssl-dev \
-	libcmocka-dev python3 python3-pytest python3-zmq python3-jsonschema \
-	postfix swaks libnet-ssleay-perl openssl isync fetchmail
+	libstdc++-12-dev libcmocka-dev python3 python3-pytest python3-zmq python3-jsonschema \
+	postfix swaks libnet-ssleay-perl openssl isync fetchmail python3-dnslib \
+	iproute2 iptables wireguard-tools wireguard-go
 
 PROTO_SRC := $(wildcard proto/*.c)
 # proto/ (the bus) and lib/ (mail formats) go into one archive every binary links.
@@ -64,6 +96,14 @@ UNIT_BINS := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .PHONY: all test run build-for-run deps check-deps clean bench up down test-compose
 all: $(BINS)
+
+# With ZMQ_LINK=static every program links the answers for the parts of
+# libzmq it never uses (it is in $^ of each link rule below). After `all`:
+# a rule's first target would otherwise be what a bare `make` builds.
+$(BINS) $(UNIT_BINS): $(ZMQ_UNUSED)
+ifneq ($(ZMQ_UNUSED),)
+$(ZMQ_UNUSED): CPPFLAGS += $(shell pkg-config --cflags openpgm-5.3 2>/dev/null)
+endif
 
 # ---- generated message-type table (proto/schemas is the source of truth) ----
 $(GEN_H) $(BUILD)/gen/msgtypes.c: $(SCHEMAS) proto/gen_msgtypes.py

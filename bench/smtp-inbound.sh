@@ -30,6 +30,10 @@ size (4 KiB, 100 KiB) and concurrency (1, 8, 64):
 smtpd, storaged and busd: CPU seconds per message (/proc/PID/stat) in the
 8-client runs; PSS (/proc/PID/smaps_rollup) sampled every PSS_INTERVAL s
 while 64 sessions send 100 KiB messages (the max is reported), and idle.
+With 1 client, also the floor: a bus round trip through busd to
+echo-worker (which does nothing) and fdatasync of the message's bytes on the
+same disk, added to the generator's time against smtp-sink: the fastest rate
+any server behind this bus could reach with 1 client.
 Prints a markdown table with the ratios smtpd/Postfix for every size x
 concurrency x generator, the targets, and one machine-readable line
 "JSON {...}" (with --json, only that line goes to stdout).
@@ -336,6 +340,42 @@ done
 
 STATS=$(smtpd_stats)
 sleep 1
+
+# ---- the floor with one client ----
+# With one client every message waits, in turn, on the generator, one bus
+# round trip (smtpd -> busd -> storaged -> busd -> smtpd) and one fdatasync.
+# Measured here, on the same bus and disk: the round trip with a worker that
+# does nothing (echo-worker, busbench, 1 client, the message's size) and
+# fdatasync after appending the message's bytes to a file in $TMP. With the
+# generator's time against smtp-sink they give the fastest rate any server on
+# this bus could reach with 1 client, whatever its SQL and SMTP cost.
+FLOOR=
+if [[ " $CONCS " == *" 1 "* ]]; then
+	start echoworker "$BIN/echo-worker"
+	wait_for "echo-worker" bash -c "'$BIN/roostctl' status | grep -q '^echo '"
+	for size in $SIZES; do
+		j=$("$BIN/busbench" client busd "ipc://$TMP/bus/clients" --clients 1 --size "$size" \
+			--seconds 3 --warmup 0.5 --json 2>/dev/null | tail -n 1)
+		f=$("$PY" - "$TMP/fsync-probe" "$size" <<'EOF'
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+buf = b"x" * int(sys.argv[2])
+ts = []
+for i in range(400):
+    os.write(fd, buf)
+    t = time.perf_counter()
+    os.fdatasync(fd)
+    ts.append(time.perf_counter() - t)
+os.close(fd)
+os.unlink(sys.argv[1])
+ts.sort()
+print("%.1f" % (ts[len(ts) // 2] * 1e6))
+EOF
+)
+		FLOOR+="$size $(json p50_us "$j") $f;"
+	done
+	kill "$echoworker" 2>/dev/null || true
+fi
 PSS_AFTER="$(pss_kb "$smtpd") $(pss_kb "$storaged") $(pss_kb "$busd")"
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 T_END=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -355,7 +395,7 @@ if [[ $WARNINGS != 0 ]]; then
 fi
 
 # ---- report ----
-export SIZES CONCS MSGS DO_PEER PSS_IDLE PSS_AFTER T_START T_END LOAD_START LOAD_END FS STATS NOT_STORED PV PEER_DIR PSS_INTERVAL TMP
+export FLOOR SIZES CONCS MSGS DO_PEER PSS_IDLE PSS_AFTER T_START T_END LOAD_START LOAD_END FS STATS NOT_STORED PV PEER_DIR PSS_INTERVAL TMP
 R_CORES=$(nproc) R_KERNEL=$(uname -r) "$PY" - "$REC" <<'EOF'
 import json, os, sys
 recs = [json.loads(l) for l in open(sys.argv[1])]
@@ -421,6 +461,37 @@ print("PSS idle after warm-up: smtpd %d kB, storaged %d kB, busd %d kB; after al
       % tuple(pss_idle + pss_after))
 print("smtpd counters: " + os.environ["STATS"] + "; transactions logged not stored: " + os.environ["NOT_STORED"])
 print()
+floor = {}
+for part in os.environ["FLOOR"].split(";"):
+    if part.strip():
+        s, rtt, fs = part.split()
+        try:
+            floor[int(s)] = (float(rtt), float(fs))
+        except ValueError:
+            pass
+if floor:
+    print("The floor with one client (µs per message; p50 of a bus round trip through busd to echo-worker, which does nothing, "
+          "and of fdatasync after appending the message's bytes in the data directory's file system):")
+    print()
+    print("| size | generator | generator → smtp-sink | + bus round trip | + fdatasync | = fastest possible msgs/s | Postfix msgs/s | best possible ratio | smtpd ratio |")
+    print("|-----:|-----------|----------------------:|-----------------:|------------:|--------------------------:|---------------:|--------------------:|------------:|")
+    for size in sizes:
+        if size not in floor or 1 not in concs:
+            continue
+        rtt, fs = floor[size]
+        for gen in ("load", "source"):
+            p = get("postfix", gen, size, 1)
+            r = get("smtpd", gen, size, 1)
+            sink = p.get("sink_msgs_per_s")
+            if not num(sink):
+                continue
+            t = 1e6 / sink + rtt + fs
+            best = 1e6 / t
+            print("| %s | %s | %.0f | %.0f | %.0f | %.0f | %s | %s | %s |" % (
+                kib(size), "smtp-load.py" if gen == "load" else "smtp-source", 1e6 / sink, rtt, fs, best,
+                f(p.get("msgs_per_s")), f(ratio(best, p.get("msgs_per_s")), "{:.2f}"),
+                f(ratio(r.get("msgs_per_s"), p.get("msgs_per_s")), "{:.2f}")))
+    print()
 got = [r for r in ratios if r["ratio"] is not None]
 if peer and len(got) == len(ratios):
     low = min(got, key=lambda r: r["ratio"])
@@ -440,6 +511,7 @@ out = {"tool": "smtp-inbound", "start": os.environ["T_START"], "end": os.environ
        "pss_max_kb": {"smtpd": pm[0], "storaged": pm[1], "busd": pm[2]},
        "pss_idle_kb": dict(zip(("smtpd", "storaged", "busd"), pss_idle)),
        "smtpd_stats": json.loads(os.environ["STATS"]), "not_stored": int(os.environ["NOT_STORED"]),
+       "floor_1client_us": {str(k): {"bus_rtt_p50": v[0], "fdatasync_p50": v[1]} for k, v in floor.items()},
        "target_ratio_met": met, "target_pss_met": (pm[0] < 10240) if pm[0] else None}
 open(os.environ["TMP"] + "/json", "w").write("JSON " + json.dumps(out, sort_keys=True) + "\n")
 EOF

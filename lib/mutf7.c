@@ -2,6 +2,7 @@
  * mutf7.c — modified UTF-7 mailbox names (see mutf7.h).
  */
 #include "mutf7.h"
+#include "utf8.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -22,38 +23,6 @@ static int b64_value(unsigned char c)
 	if (c == ',')
 		return 63;
 	return -1;
-}
-
-/* One code point from UTF-8 at in[*i..len) (no overlongs, no surrogates);
- * -1 if malformed. */
-static int32_t utf8_next(const unsigned char *in, size_t len, size_t *i)
-{
-	unsigned char c = in[*i];
-	int n;
-	int32_t cp, min;
-	if (c < 0x80) {
-		(*i)++;
-		return c;
-	} else if ((c & 0xe0) == 0xc0) {
-		n = 1, cp = c & 0x1f, min = 0x80;
-	} else if ((c & 0xf0) == 0xe0) {
-		n = 2, cp = c & 0x0f, min = 0x800;
-	} else if ((c & 0xf8) == 0xf0) {
-		n = 3, cp = c & 0x07, min = 0x10000;
-	} else {
-		return -1;
-	}
-	if (*i + (size_t)n >= len)
-		return -1;   /* truncated sequence */
-	for (int k = 1; k <= n; k++) {
-		if ((in[*i + k] & 0xc0) != 0x80)
-			return -1;
-		cp = cp << 6 | (in[*i + k] & 0x3f);
-	}
-	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return -1;
-	*i += (size_t)n + 1;
-	return cp;
 }
 
 /* Output helpers: o counts bytes written; false once out is full. */

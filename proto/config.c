@@ -67,6 +67,13 @@ static const char *const config_keys[] = {
 	"imap_max_per_ip",      /* imapd: concurrent sessions per client address */
 	"imap_max_sessions",    /* imapd: concurrent sessions per process */
 	"imap_plaintext_loopback", /* imapd: 1 allows LOGIN without TLS from loopback (as Dovecot does) */
+	"wg_dir",               /* WireGuard keys (roostctl wg keygen); default <data_dir>/wg */
+	"wg_net",               /* the tunnel's IPv4 /24: VPS .1, this server .2, devices from .10 */
+	"vps_ip",               /* the VPS's public IPv4 address (wg add-peer, dns-records, check-dns) */
+	"vps_ip6",              /* the VPS's public IPv6 address, if it has one: AAAA, ip6: and PTR */
+	"dkim_dir",             /* DKIM keys: <dkim_dir>/<domain>/<selector>.pem; default <data_dir>/dkim */
+	"dkim_selector",        /* the DKIM selector signed with and published; default "roost" */
+	"dmarc_rua",            /* address for DMARC aggregate reports (rua=mailto:...); none if unset */
 };
 
 #define CONFIG_NKEYS ARRAY_LEN(config_keys)

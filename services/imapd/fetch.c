@@ -16,6 +16,7 @@
  */
 #include "imapd.h"
 #include "log.h"
+#include "qresync.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -26,6 +27,7 @@
 
 static void fetch_ask(session_t *s, uint32_t from);
 static void fetch_next(session_t *s);
+static void fetch_start(session_t *s);
 
 /* One BODY[...] item: the section's bytes (mimefmt.c), cut by <partial>,
  * as a literal. */
@@ -452,18 +454,13 @@ full:
 	return page;
 }
 
-static void fetch_after_load(session_t *s)
-{
-	fetch_ask(s, 1);
-}
-
 static bool fetch_from_view(session_t *s, uint32_t from)
 {
 	cmd_t *c = s->cmd;
 	fetch_req_t *f = c->fetch;
 	const char *why;
 	if (from <= 1 && view_loading(s->mbox.view)) {
-		view_wait(s, fetch_after_load);   /* cheaper than the list beside it */
+		view_wait(s, fetch_start);   /* cheaper than the list beside it */
 		return true;
 	}
 	if (!view_ready(s->mbox.view) || !view_serves(s))
@@ -512,6 +509,11 @@ static void fetch_ask(session_t *s, uint32_t from)
 	imap_call(s, &req, fetch_page);
 }
 
+static void fetch_start(session_t *s)
+{
+	fetch_ask(s, 1);
+}
+
 void cmd_fetch(session_t *s)
 {
 	cmd_t *c = s->cmd;
@@ -530,5 +532,7 @@ void cmd_fetch(session_t *s)
 				      FI_RFC822_HEADER | FI_RFC822_TEXT));
 	if (f->items & FI_MODSEQ)
 		s->condstore = true;   /* RFC 7162 3.1: enabling */
+	if (qresync_fetch(s, fetch_start))
+		return;   /* (CHANGEDSINCE n VANISHED): VANISHED (EARLIER) first, qresync.c */
 	fetch_ask(s, 1);
 }

@@ -24,6 +24,8 @@
 #include "hmap.h"
 #include "log.h"
 #include "mutf7.h"
+#include "qresync.h"
+#include "quota.h"
 #include "util.h"
 
 #include <ctype.h>
@@ -89,7 +91,8 @@ void imap_flags(strbuf_t *sb, const json_t *flags)
 static void imap_capability(session_t *s, strbuf_t *sb)
 {
 	sb_adds(sb, "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE "
-		"CHILDREN SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE ESEARCH UTF8=ACCEPT");
+		"CHILDREN SPECIAL-USE LIST-EXTENDED LIST-STATUS CONDSTORE ESEARCH UTF8=ACCEPT "
+		QUOTA_CAPABILITY " " QRESYNC_CAPABILITY);
 	if (s->state == IS_NOAUTH) {
 		if (!s->tls && !s->private_peer)
 			sb_adds(sb, s->d->tls ? " STARTTLS LOGINDISABLED" : " LOGINDISABLED");
@@ -129,6 +132,7 @@ void imap_cmd_end(session_t *s)
 	json_decref(c->req);
 	json_decref(c->list);
 	free(c->set);
+	qresync_free(&c->qr);
 	sb_free(&c->buf);
 	free(c->fetch);
 	free(c->vset);
@@ -298,6 +302,21 @@ bool imap_mailbox_arg(session_t *s, char *out, size_t cap)
 		return true;
 	imap_bad(s, why);
 	return false;
+}
+
+bool imap_mailbox_only(session_t *s, char *out, size_t cap)
+{
+	if (!ip_sp(&s->cmd->ip)) {
+		imap_done(s, "BAD", "expected a mailbox");
+		return false;
+	}
+	if (!imap_mailbox_arg(s, out, cap))
+		return false;
+	if (!ip_eol(&s->cmd->ip)) {
+		imap_done(s, "BAD", "unexpected arguments");
+		return false;
+	}
+	return true;
 }
 
 int imap_name_wire(const session_t *s, const char *name, size_t len, char *out, size_t cap)
@@ -688,6 +707,9 @@ static void cmd_enable(session_t *s)
 		if (strcasecmp(cap, "CONDSTORE") == 0 && !s->condstore) {
 			s->condstore = true;
 			sb_adds(&sb, " CONDSTORE");
+		} else if (strcasecmp(cap, "QRESYNC") == 0 && !s->qresync) {
+			s->qresync = s->condstore = true;   /* RFC 7162 3.2.3: CONDSTORE too */
+			sb_adds(&sb, " QRESYNC");
 		} else if (strcasecmp(cap, "UTF8=ACCEPT") == 0 && !s->utf8) {
 			s->utf8 = true;
 			sb_adds(&sb, " UTF8=ACCEPT");
@@ -815,6 +837,9 @@ static const struct imap_command {
 	{ "SELECT", ST_IN, false, false, cmd_select },
 	{ "EXAMINE", ST_IN, false, false, cmd_examine },
 	{ "APPEND", ST_IN, false, false, cmd_append },
+	{ "GETQUOTA", ST_IN, false, false, cmd_getquota },         /* quota.c */
+	{ "GETQUOTAROOT", ST_IN, false, false, cmd_getquotaroot },
+	{ "SETQUOTA", ST_IN, false, false, cmd_setquota },
 	{ "CHECK", ST_SEL, false, false, cmd_noop },
 	{ "CLOSE", ST_SEL, false, false, cmd_close },
 	{ "UNSELECT", ST_SEL, false, false, cmd_unselect },

@@ -20,6 +20,8 @@
  *   mimefmt.c  ENVELOPE, BODY, BODYSTRUCTURE, BODY[section] (lib/mime)
  *   notify.c   storaged.mailbox.changed: which sessions are concerned, and the
  *              untagged EXISTS / EXPUNGE / FETCH FLAGS at the right moments
+ *   quota.c    GETQUOTA, GETQUOTAROOT, SETQUOTA (RFC 9208; quota.h)
+ *   qresync.c  QRESYNC (RFC 7162 3.2): SELECT's resync, VANISHED (qresync.h)
  *   view.c     one shared view per selected mailbox (UIDs, flags, MODSEQ,
  *              size, date), loaded once and kept by the events
  *
@@ -181,6 +183,7 @@ typedef struct fetch_req {
 	fetch_body_t bodies[IMAPD_FETCH_BODIES_MAX];
 	size_t nbodies;
 	uint64_t changedsince;    /* RFC 7162 (CHANGEDSINCE n); 0: none */
+	bool vanished;            /* RFC 7162 3.2.6 (... VANISHED): qresync.c */
 	bool sets_seen;           /* a non-PEEK body item or RFC822(.TEXT) */
 	bool needs_bytes;         /* the message itself must be read */
 	bool streamable;          /* one whole-message BODY[]: large ones are streamed */
@@ -320,6 +323,7 @@ struct session {
 	char user[321];           /* logged-in address, lower case */
 	bool condstore;           /* ENABLE CONDSTORE or a CONDSTORE command */
 	bool utf8;                /* ENABLE UTF8=ACCEPT: names in UTF-8, not modified UTF-7 */
+	bool qresync;             /* ENABLE QRESYNC: VANISHED instead of EXPUNGE (qresync.c) */
 	unsigned errors, auth_fails;
 	imap_frame_t frame;
 	cmd_t *cmd;               /* the command being executed (owned), or NULL */
@@ -346,6 +350,8 @@ struct cmd {
 	json_t *page;             /* a storaged page being worked through (owned) */
 	size_t page_i;
 	char *set;                /* a UID set for storaged (owned) */
+	const char *set_text;     /* the set as the client sent it (borrowed from ip) */
+	struct qresync *qr;       /* QRESYNC's SELECT or UID FETCH VANISHED (qresync.c, owned) */
 	strbuf_t buf;             /* FETCH: the message; APPEND: the next chunk (owned) */
 	uint64_t body_off;        /* the message being read: where its body starts */
 	bool seen_now;            /* FETCH set \Seen on it: FLAGS go with the answer */
@@ -428,6 +434,9 @@ void imap_fail_reply(session_t *s, const json_t *reply, const char *what);
 /* A mailbox name from the wire (modified UTF-7, "INBOX" any case) as UTF-8
  * into out; false with a BAD/NO already sent. */
 bool imap_mailbox_arg(session_t *s, char *out, size_t cap);
+/* " mailbox" as the command's last argument (CREATE, DELETE, GETQUOTAROOT...):
+ * the same, and BAD if anything follows. */
+bool imap_mailbox_only(session_t *s, char *out, size_t cap);
 /* The same without a reply: NULL, or why ("[CANNOT] ..." means NO). */
 const char *imap_mailbox_parse(session_t *s, char *out, size_t cap);
 /* Pauses the command until the output drains; resume is called then. */

@@ -19,6 +19,7 @@
 #include "imapd.h"
 #include "hmap.h"
 #include "log.h"
+#include "qresync.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -110,17 +111,8 @@ static void simple_done(session_t *s, json_t *reply, const void *raw, size_t raw
 static void mailbox_request(session_t *s, const char *type, const char *key)
 {
 	char name[IMAPD_NAME_MAX + 1];
-	imap_parser_t *ip = &s->cmd->ip;
-	if (!ip_sp(ip)) {
-		imap_done(s, "BAD", "expected a mailbox");
+	if (!imap_mailbox_only(s, name, sizeof name))
 		return;
-	}
-	if (!imap_mailbox_arg(s, name, sizeof name))
-		return;
-	if (!ip_eol(ip)) {
-		imap_done(s, "BAD", "unexpected arguments");
-		return;
-	}
 	if (strcmp(type, "storaged.mailbox.delete") == 0)
 		view_forget(s->d, s->user, name);   /* a mailbox made again has new UIDs */
 	json_t *req = bus_env_new(type);
@@ -161,16 +153,8 @@ void cmd_create(session_t *s)
 {
 	cmd_t *c = s->cmd;
 	char name[IMAPD_NAME_MAX + 1];
-	if (!ip_sp(&c->ip)) {
-		imap_done(s, "BAD", "expected a mailbox");
+	if (!imap_mailbox_only(s, name, sizeof name))
 		return;
-	}
-	if (!imap_mailbox_arg(s, name, sizeof name))
-		return;
-	if (!ip_eol(&c->ip)) {
-		imap_done(s, "BAD", "unexpected arguments");
-		return;
-	}
 	size_t n = strlen(name);
 	if (n > 1 && name[n - 1] == '/')
 		name[--n] = '\0';   /* a trailing delimiter is a hint (6.3.3) */
@@ -659,6 +643,13 @@ static void select_ask(session_t *s, uint32_t from)
 	imap_call(s, &req, select_page);
 }
 
+/* The tagged OK of a successful SELECT. */
+static void select_done(session_t *s)
+{
+	imap_done(s, "OK", "[%s] %s completed", s->mbox.readonly ? "READ-ONLY" : "READ-WRITE",
+		  s->cmd->name);
+}
+
 /* The untagged responses of a successful SELECT (RFC 3501 6.3.1). */
 static void select_announce(session_t *s)
 {
@@ -679,7 +670,11 @@ static void select_announce(session_t *s)
 		       (unsigned long long)m->uidnext);
 	session_printf(s, "* OK [HIGHESTMODSEQ %llu] Highest\r\n", (unsigned long long)m->hms);
 	imap_enter_state(s, IS_SELECTED);
-	imap_done(s, "OK", "[%s] %s completed", m->readonly ? "READ-ONLY" : "READ-WRITE", c->name);
+	if (c->qr != NULL) {
+		qresync_select(s, select_done);   /* VANISHED (EARLIER), FETCH: qresync.c */
+		return;
+	}
+	select_done(s);
 }
 
 /*
@@ -822,6 +817,7 @@ static void select_common(session_t *s, bool examine)
 	 * mailbox keeps it */
 	view_t *old = s->mbox.view;
 	s->mbox.view = NULL;
+	qresync_closed(s);
 	mbox_clear(&s->mbox);
 	imap_enter_state(s, IS_AUTH);
 	const char *bad = NULL;
@@ -829,13 +825,8 @@ static void select_common(session_t *s, bool examine)
 		bad = "expected a mailbox";
 	else if (!imap_mailbox_arg(s, name, sizeof name))
 		goto out;   /* answered */
-	else if (ip_char(ip, ' ')) {
-		const char *p = ip_char(ip, '(') ? ip_atom(ip) : NULL;
-		if (p == NULL || strcasecmp(p, "CONDSTORE") != 0 || !ip_char(ip, ')'))
-			bad = "unknown SELECT parameter";
-		else
-			s->condstore = true;
-	}
+	else if (ip_char(ip, ' ') && !qresync_select_arg(s))
+		goto out;   /* (CONDSTORE), (QRESYNC (...)): qresync.c; BAD sent */
 	if (bad == NULL && !ip_eol(ip))
 		bad = "unexpected arguments";
 	if (bad != NULL) {

@@ -34,6 +34,7 @@ bool msg_set_arg(session_t *s)
 		imap_done(s, "BAD", "%s", ip->err ? ip->err : "expected a sequence set");
 		return false;
 	}
+	c->set_text = set;
 	if (!c->uid) {
 		seqmap_t map = mbox_seqmap(&s->mbox);
 		c->set = seqmap_to_uids(&map, set, &why);

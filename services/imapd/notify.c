@@ -27,6 +27,7 @@
  */
 #include "imapd.h"
 #include "log.h"
+#include "qresync.h"
 #include "util.h"
 
 #include <ctype.h>
@@ -133,6 +134,11 @@ static int cmp_u32_desc(const void *a, const void *b)
 static size_t sync_expunges(session_t *s)
 {
 	mbox_t *m = &s->mbox;
+	if (s->qresync) {
+		size_t before = m->n;
+		qresync_expunges(s);   /* "* VANISHED uids" (RFC 7162 3.2.10) */
+		return before - m->n;
+	}
 	size_t removed = 0;
 	qsort(m->gone, m->ngone, sizeof *m->gone, cmp_u32_desc);
 	for (size_t i = 0; i < m->ngone; i++) {
@@ -202,7 +208,7 @@ static void sync_page(session_t *s, json_t *reply, const void *raw, size_t rawle
 		sb_truncate(&sb, 0);
 		sb_addf(&sb, "* %u FETCH (FLAGS ", (unsigned)seq);
 		imap_flags(&sb, json_object_get(msg, "flags"));
-		if (c->uid)
+		if (c->uid || s->qresync)   /* QRESYNC clients follow UIDs */
 			sb_addf(&sb, " UID %u", (unsigned)uid);
 		if (s->condstore)
 			sb_addf(&sb, " MODSEQ (%lld)",
@@ -270,7 +276,7 @@ static void sync_view(session_t *s)
 			sb_truncate(&sb, 0);
 			sb_addf(&sb, "* %u FETCH (FLAGS ", (unsigned)seq);
 			view_flags(&sb, v, vm->flags);
-			if (c->uid)
+			if (c->uid || s->qresync)   /* QRESYNC clients follow UIDs */
 				sb_addf(&sb, " UID %u", (unsigned)vm->uid);
 			if (s->condstore)
 				sb_addf(&sb, " MODSEQ (%llu)", (unsigned long long)vm->modseq);

@@ -743,11 +743,23 @@ bool ip_fetch_atts(imap_parser_t *ip, fetch_req_t *f)
 	} else if (!ip_fetch_att(ip, f)) {
 		return false;
 	}
-	/* RFC 7162 3.1.4: FETCH ... (CHANGEDSINCE n) */
+	/* RFC 7162 3.1.4: FETCH ... (CHANGEDSINCE n), 3.2.6: and VANISHED, which
+	 * needs CHANGEDSINCE (whether QRESYNC is on is the session's: qresync.c) */
 	if (ip_char(ip, ' ')) {
-		if (!ip_char(ip, '(') || !word_is(ip, "CHANGEDSINCE") || !ip_sp(ip) ||
-		    !ip_number(ip, &f->changedsince, 9007199254740991ULL) || f->changedsince == 0 ||
-		    !ip_char(ip, ')'))
+		if (!ip_char(ip, '('))
+			return ip_fail(ip, "bad FETCH modifier");
+		do {
+			if (f->changedsince == 0 && word_is(ip, "CHANGEDSINCE")) {
+				if (!ip_sp(ip) || !ip_number(ip, &f->changedsince, 9007199254740991ULL) ||
+				    f->changedsince == 0)
+					return ip_fail(ip, "bad FETCH modifier");
+			} else if (!f->vanished && word_is(ip, "VANISHED")) {
+				f->vanished = true;
+			} else {
+				return ip_fail(ip, "bad FETCH modifier");
+			}
+		} while (ip_char(ip, ' '));
+		if (!ip_char(ip, ')') || f->changedsince == 0)
 			return ip_fail(ip, "bad FETCH modifier");
 		f->items |= FI_MODSEQ;
 	}

@@ -327,9 +327,11 @@ void deliver_open(session_t *s)
  * grows past SMTPD_CHUNK_MIN only while the budget allows, and otherwise is
  * sent as it is. With a few sessions a message up to 128 KiB is one chunk
  * (one round trip, storaged's one-chunk path); with many they are smaller
- * (64 sessions sending 100 KiB: chunks of about 32 KiB, and 2 MiB instead
- * of 8: PSS 8-9.6 MB instead of 13; about 4% more instructions per message
- * in smtpd and in storaged).
+ * (64 sessions sending 100 KiB: chunks of 16 KiB, and 1-2 MiB instead of
+ * 8). A session holds one buffer at a time (filling, or in flight: no
+ * reading meanwhile). With 16 KiB chunks and an 8 KiB read buffer smtpd's
+ * anonymous memory at that load went from 6.5 to 5.4 MB (PSS 8.2 -> 7.2-7.5
+ * on a busy machine; bench/RESULTS.md).
  */
 static void chunk_account(session_t *s, size_t bufcap, size_t flying)
 {

@@ -275,17 +275,14 @@ static void cmd_rcpt(session_t *s, const char *arg, size_t len)
 		return;
 	}
 	/* Never looked up: a quoted local part that is not a plain dot-atom
-	 * ("user@other"@ours) names nobody here; an address literal or a
-	 * non-ASCII domain is never one we host (storaged keeps LDH names). */
+	 * ("user@other"@ours) names nobody here; an address literal is never
+	 * one we host. A UTF-8 domain (SMTPUTF8) is: storaged turns it into
+	 * the A-labels it keeps (lib/idna.h). */
 	if (to.quoted) {
 		smtp_error(s, R_NO_USER);
 		return;
 	}
-	const char *dom = to.postmaster ? "" : to.addr + to.local_len;
-	bool ascii = true;
-	for (const char *q = dom; *q != '\0'; q++)
-		ascii &= (unsigned char)*q < 0x80;
-	if (to.literal || !ascii) {
+	if (to.literal) {
 		smtp_error(s, R_RELAY);
 		return;
 	}

@@ -43,10 +43,10 @@
 #define SMTPD_HOPS_MAX 50           /* Received fields a message may carry in */
 #define SMTPD_COMMANDS_MAX 2000     /* commands per session */
 #define SMTPD_ERRORS_MAX 20         /* error replies per session before 421 */
-#define SMTPD_INBUF 16384           /* socket read buffer per session */
+#define SMTPD_INBUF 8192            /* socket read buffer per session */
 #define SMTPD_OUTBUF_MAX 65536      /* replies queued before we stop reading */
 #define SMTPD_CHUNK (128 * 1024)    /* message bytes per storaged chunk, at most */
-#define SMTPD_CHUNK_MIN (32 * 1024) /* ... and at least, however many sessions stream */
+#define SMTPD_CHUNK_MIN (16 * 1024) /* ... and at least, however many sessions stream */
 #define SMTPD_DATA_BUDGET (2L * 1024 * 1024) /* all sessions' chunks together (deliver.c) */
 #define SMTPD_HEADROOM 4096         /* bytes of our own headers within max size */
 #define SMTPD_QID_MAX 32

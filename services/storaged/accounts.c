@@ -2,7 +2,7 @@
  * accounts.c — storaged's accounts requests (/tmp/storaged_spec.md):
  *
  *   storaged.domain.{add,del,list}
- *   storaged.user.{add,del,list,passwd,verify,quota}
+ *   storaged.user.{add,del,list,passwd,verify,quota,usage}
  *   storaged.alias.{add,del,list}
  *
  * and holds storaged's one handler table (the storaged.mailbox.* handlers
@@ -24,8 +24,10 @@
  * SHA-256(address NUL password NUL stored hash) before asking the pool.
  */
 #include "storaged.h"
+#include "ckpt.h"
 
 #include "hmap.h"
+#include "idna.h"
 #include "log.h"
 #include "util.h"
 
@@ -102,25 +104,39 @@ static const char *acc_local_check(const char *s, size_t len)
 /*
  * The one validator: lower-cases in into out (ACC_ADDR_MAX bytes) and
  * checks it as an address (local@domain) or, if !address, a domain name.
- * For an address *at points at the '@' in out. NULL, or why not.
+ * A domain written in UTF-8 (SMTPUTF8, RFC 6531) becomes its A-labels
+ * (lib/idna.h), the form it is stored in, so "bücher.example" and
+ * "xn--bcher-kva.example" are one domain. For an address *at points at
+ * the '@' in out. NULL, or why not.
  */
 const char *acc_name_check(const char *in, bool address, char *out, char **at)
 {
 	size_t len = strlen(in);
 	if (len >= ACC_ADDR_MAX)
 		return address ? "address too long" : "domain must be 1..253 characters";
-	for (size_t i = 0; i <= len; i++)
-		out[i] = (char)tolower((unsigned char)in[i]);
+	const char *dom = in;
+	size_t llen = 0;
+	if (address) {
+		const char *sep = strchr(in, '@');
+		if (sep == NULL)
+			return "address must be local@domain";
+		llen = (size_t)(sep - in);
+		for (size_t i = 0; i < llen; i++)
+			out[i] = (char)tolower((unsigned char)in[i]);
+		out[llen] = '@';
+		dom = sep + 1;
+	}
+	char *d = address ? out + llen + 1 : out;
+	int dlen = idna_to_ascii(dom, len - (size_t)(dom - in), d, ACC_ADDR_MAX - (size_t)(d - out));
+	if (dlen < 0)
+		return "domain is not UTF-8, or a label is longer than 63 characters once encoded";
 	if (!address)
-		return acc_domain_check(out, len);
-	char *sep = strchr(out, '@');
-	if (sep == NULL)
-		return "address must be local@domain";
-	const char *why = acc_local_check(out, (size_t)(sep - out));
+		return acc_domain_check(out, (size_t)dlen);
+	const char *why = acc_local_check(out, llen);
 	if (why == NULL)
-		why = acc_domain_check(sep + 1, len - (size_t)(sep - out) - 1);
+		why = acc_domain_check(d, (size_t)dlen);
 	if (at != NULL)
-		*at = sep;
+		*at = out + llen;
 	return why;
 }
 
@@ -655,6 +671,46 @@ static void acc_user_quota(bus_req_t **req, void *arg)
 	acc_commit(a, req, acc_user_quota_change, &j);
 }
 
+/* The user's own quota and usage (IMAP GETQUOTA, GETQUOTAROOT): a read, so
+ * no idempotency; with a mailbox, mailbox_lookup checks that it exists and
+ * reads the same two numbers in the same statement. */
+static void acc_user_usage(bus_req_t **req, void *arg)
+{
+	accounts_t *a = arg;
+	const char *in, *mailbox = NULL;
+	char addr[ACC_ADDR_MAX], *at;
+	struct acc_err e = { "internal", "database error" };
+	struct mbx_ref m = { 0 };
+	if (ACC_UNPACK(a, req, "{s:s, s?:s}", "address", &in, "mailbox", &mailbox) < 0 ||
+	    acc_name(a, req, "address", in, true, addr, &at) < 0)
+		return;
+	if (mailbox != NULL && mailbox_lookup(a, addr, mailbox, &m, &e) != 1) {
+		acc_fail(a, req, e.code, e.msg);
+		return;
+	}
+	if (mailbox == NULL) {
+		*at = '\0';
+		sqlite3_stmt *st = acc_prep(a, "SELECT u.quota_bytes, u.used_bytes FROM users u JOIN "
+					    "domains d ON d.id = u.domain_id WHERE u.localpart = ?1 "
+					    "AND d.name = ?2", "ss", addr, at + 1);
+		int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
+		if (rc == SQLITE_ROW) {
+			m.quota = sqlite3_column_int64(st, 0);
+			m.used = sqlite3_column_int64(st, 1);
+		}
+		db_release(a->db, st);
+		*at = '@';   /* only now: the statement read the local part in place */
+		if (rc != SQLITE_ROW) {
+			acc_fail(a, req, rc == SQLITE_DONE ? "not_found" : "internal",
+				 rc == SQLITE_DONE ? "no such user" : "database error");
+			return;
+		}
+	}
+	json_t *f = json_pack("{s:s, s:I, s:I}", "address", addr, "quota_bytes",
+			      (json_int_t)m.quota, "used_bytes", (json_int_t)m.used);
+	acc_ok(a, req, &f);
+}
+
 /* ---- user.verify and its cache ----------------------------------------------- */
 
 /* The cache key: SHA-256(address NUL password NUL stored). */
@@ -882,6 +938,7 @@ const bus_handler_t accounts_handlers[] = {
 	{ "storaged.user.passwd", acc_user_passwd },
 	{ "storaged.user.verify", acc_user_verify },
 	{ "storaged.user.quota", acc_user_quota },
+	{ "storaged.user.usage", acc_user_usage },
 	{ "storaged.domain.catchall", rcpt_catchall },
 	{ "storaged.rcpt.resolve", rcpt_resolve },
 	{ "storaged.alias.add", acc_alias_add },
@@ -910,6 +967,7 @@ const bus_handler_t accounts_handlers[] = {
 	{ "storaged.message.expunge", msgops_expunge },
 	{ "storaged.message.copy", msgops_copy },
 	{ "storaged.message.search", msgops_search },
+	{ "storaged.message.vanished", msgops_vanished },
 	{ NULL, NULL },
 };
 
@@ -957,5 +1015,11 @@ void accounts_stats(json_t *stats, void *arg)
 		(json_int_t)hmap_count(a->cache), "hits", (json_int_t)a->cache_hits));
 	json_object_set_new(stats, "commits", json_pack("{s:I, s:I}", "transactions",
 		(json_int_t)a->commits, "requests", (json_int_t)a->batched));
+	if (a->ckpt != NULL) {
+		uint64_t runs, forced;
+		ckpt_stats(a->ckpt, &runs, &forced);
+		json_object_set_new(stats, "checkpoints", json_pack("{s:I, s:I}", "thread",
+			(json_int_t)runs, "loop", (json_int_t)forced));
+	}
 	message_stats(stats, a);
 }

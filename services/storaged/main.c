@@ -9,11 +9,13 @@
  *
  * Table of contents: configuration, the data directory (0750), umask 077
  * (the database holds password hashes), the data directory's lock (one
- * storaged per data_dir; roostctl restore takes it too), the database, the
- * KDF pool, backups, the bus worker and its control worker, dropping root,
+ * storaged per data_dir; roostctl restore takes it too), the database and
+ * its checkpoint thread, the KDF pool, backups, the bus worker and its control worker, dropping root,
  * the loop.
  */
 #include "storaged.h"
+
+#include "ckpt.h"
 
 #include "config.h"
 #include "datadir.h"
@@ -46,6 +48,9 @@ int main(int argc, char **argv)
 	db_t *db = db_open(path, err, sizeof err);
 	if (db == NULL)
 		fatal("db", "why=%s", log_quote(err));
+	ckpt_t *ckpt = ckpt_start(db, path, err, sizeof err);
+	if (ckpt == NULL)
+		fatal("db", "why=%s", log_quote(err));
 	int pruned = idem_prune(db, IDEM_MAX_AGE_S);
 	int orphans = message_gc(db);  /* blobs a crash left half-written */
 	long max_size, min_free;
@@ -65,6 +70,7 @@ int main(int argc, char **argv)
 	acc->min_free_space = min_free;
 	acc->data_dir = data;
 	acc->backup = backup_new(loop, db, data);
+	acc->ckpt = ckpt;
 	bus_control_t *ctl = bus_control_new(loop, dir, "storaged", accounts_stats, NULL, acc);
 	bus_worker_t *w = bus_worker_new(loop, dir, "storaged", accounts_handlers, acc, 0);
 	if (w == NULL || ctl == NULL || pub == NULL)
@@ -87,6 +93,7 @@ int main(int argc, char **argv)
 	accounts_free(&acc);
 	bus_pub_free(&pub);
 	loop_free(&loop);
+	ckpt_stop(&ckpt);
 	db_close(&db);
 	bus_zmq_term();
 	config_free(&cfg);

@@ -9,6 +9,8 @@
  *                             the same user, sharing the blobs
  *   storaged.message.search   the UIDs matching a criteria tree (search.c
  *                             compiles it to SQL)
+ *   storaged.message.vanished the UIDs expunged after a MODSEQ (RFC 7162
+ *                             QRESYNC's VANISHED), from the expunged table
  *
  * Every request names {address, mailbox} and works on UIDs (lib/seqset,
  * "*" = uidnext - 1; ranges are clamped to the UIDs in use, so a set can
@@ -657,5 +659,91 @@ void msgops_search(bus_req_t **req, void *arg)
 	}
 	json_t *f = ops_search_result(&h, &m, stopped);
 	uidlist_free(&h.uids);
+	acc_ok(a, req, &f);
+}
+
+/* ---- storaged.message.vanished --------------------------------------------------------- */
+
+/*
+ * The UIDs of set expunged with a MODSEQ above since into l, in UID order,
+ * stopping once their text is over OPS_SET_MAX bytes (the reply cuts
+ * there): SQLITE_DONE or the error. The (mailbox_id, uid) primary key
+ * walks each range; rows of older expunges are read and skipped.
+ */
+static int ops_vanished_collect(accounts_t *a, int64_t mailbox_id, const seqset_t *set,
+				int64_t since, uint32_t from, uidlist_t *l)
+{
+	int rc = SQLITE_DONE;
+	for (size_t i = 0; i < set->n && rc == SQLITE_DONE && l->textlen <= OPS_SET_MAX; i++) {
+		struct seq_range r = set->r[i];
+		if (r.hi < from)
+			continue;   /* an earlier page had it */
+		if (r.lo < from)
+			r.lo = from;
+		sqlite3_stmt *st = ops_range_stmt(a, "SELECT uid FROM expunged WHERE mailbox_id = ?1 "
+						  "AND uid BETWEEN ?2 AND ?3 AND modseq > ?4 "
+						  "ORDER BY uid", mailbox_id, &r);
+		if (st == NULL)
+			return SQLITE_ERROR;
+		sqlite3_bind_int64(st, 4, since);
+		while (l->textlen <= OPS_SET_MAX && (rc = sqlite3_step(st)) == SQLITE_ROW)
+			uidlist_add(l, (uint32_t)sqlite3_column_int64(st, 0));
+		if (rc == SQLITE_ROW)
+			rc = SQLITE_DONE;   /* stopped early: the text is full */
+		db_release(a->db, st);
+	}
+	return rc;
+}
+
+/* RFC 7162 VANISHED: which UIDs of a set were expunged after a MODSEQ. A
+ * read: the expunged table is written by expunge, move and rename of
+ * INBOX, and goes with its mailbox (ON DELETE CASCADE). */
+void msgops_vanished(bus_req_t **req, void *arg)
+{
+	accounts_t *a = arg;
+	const char *addr, *mailbox, *uids = NULL;
+	char address[ACC_ADDR_MAX];
+	json_int_t since, uv = 0, from = 1;
+	struct acc_err e = { "internal", "database error" };
+	struct mbx_ref m;
+	if (ACC_UNPACK(a, req, "{s:s, s:s, s:I, s?:s, s?:I, s?:I}", "address", &addr, "mailbox",
+		       &mailbox, "changedsince", &since, "uids", &uids, "uidvalidity", &uv, "from",
+		       &from) < 0 ||
+	    acc_name(a, req, "address", addr, true, address, NULL) < 0)
+		return;
+	if (since < 0 || from < 1 || from > OPS_UID_MAX) {
+		acc_fail(a, req, "invalid", since < 0 ? "changedsince: a MODSEQ, 0 or more"
+					   : "from: a UID, 1..4294967295");
+		return;
+	}
+	seqset_t *set = ops_open(a, address, mailbox, uids, &m, &e);
+	if (set == NULL) {
+		acc_fail(a, req, e.code, e.msg);
+		return;
+	}
+	if (uv != 0 && uv != m.uidvalidity) {
+		/* not this mailbox's UIDs: a client must start over, not learn
+		 * of expunges in a mailbox it never saw */
+		free(set);
+		acc_fail(a, req, "uidvalidity_changed", "the mailbox has another UIDVALIDITY");
+		return;
+	}
+	uidlist_t l = { 0 };
+	int rc = ops_vanished_collect(a, m.id, set, since, (uint32_t)from, &l);
+	free(set);
+	if (rc != SQLITE_DONE) {
+		uidlist_free(&l);
+		acc_fail(a, req, "internal", "database error");
+		return;
+	}
+	char *text = xmalloc(OPS_SET_MAX + 1);
+	size_t pos = 0;
+	uidlist_format(&l, &pos, text, OPS_SET_MAX + 1);
+	json_t *f = json_pack("{s:s, s:I, s:I}", "uids", text, "uidvalidity",
+			      (json_int_t)m.uidvalidity, "highestmodseq", (json_int_t)m.highestmodseq);
+	if (pos < l.n)
+		json_object_set_new(f, "next", json_integer(uidlist_range_lo(&l, pos)));
+	free(text);
+	uidlist_free(&l);
 	acc_ok(a, req, &f);
 }

@@ -278,9 +278,15 @@ void rcpt_resolve(bus_req_t **req, void *arg)
 	    rcpt_parse(a, req, in, base, tag, &has_tag) < 0)
 		return;
 	const char *at = strchr(base, '@');
-	size_t len = strlen(in);  /* < ACC_ADDR_MAX: rcpt_parse checked */
-	for (size_t i = 0; i <= len; i++)
-		full[i] = (char)tolower((unsigned char)in[i]);  /* the address as given, lower-case */
+	/* The address as given, lower-case, with its domain as base has it (in
+	 * A-labels if it came in UTF-8). rcpt_parse checked there is an '@'. */
+	size_t llen = (size_t)(strchr(in, '@') - in);
+	for (size_t i = 0; i < llen; i++)
+		full[i] = (char)tolower((unsigned char)in[i]);
+	if (snprintf(full + llen, sizeof full - llen, "%s", at) >= (int)(sizeof full - llen)) {
+		acc_fail(a, req, "invalid", "address too long");
+		return;
+	}
 	struct rcpt r = { .a = a, .address = full, .deliveries = json_array(),
 			  .forwards = json_array(), .e = { "internal", "database error" } };
 	int64_t dom = acc_domain_id(a, at + 1);

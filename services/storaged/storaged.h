@@ -67,6 +67,7 @@ struct accounts {
 	int64_t min_free_space;      /* bytes the data dir's file system keeps free */
 	const char *data_dir;        /* borrowed: where roost.db lives (statvfs) */
 	backup_t *backup;     /* backup.c's snapshots (borrowed; NULL: none) */
+	struct ckpt *ckpt;    /* ckpt.c's checkpoint thread (borrowed; NULL: none), for stats */
 	uint64_t ok, error, invalid, cache_hits, commits, batched;
 };
 
@@ -223,6 +224,8 @@ void msgops_flags(bus_req_t **req, void *arg);
 void msgops_expunge(bus_req_t **req, void *arg);
 void msgops_copy(bus_req_t **req, void *arg);
 void msgops_search(bus_req_t **req, void *arg);
+/* storaged.message.vanished: UIDs expunged after a MODSEQ (RFC 7162 QRESYNC). */
+void msgops_vanished(bus_req_t **req, void *arg);
 
 /* ---- search.c: search criteria compiled to SQL ---- */
 

@@ -54,16 +54,19 @@ class Stack:
         self.project = "roostct" + run
         self.tag = "test-" + run
         self.busdir = tempfile.mkdtemp(prefix="rct.", dir="/tmp")
+        self.wgdir = tempfile.mkdtemp(prefix="rctwg.", dir="/tmp")   # no keys: no tunnel
         self.dc = compose_cmd()
         self.env = dict(os.environ,
                         COMPOSE_PROJECT_NAME=self.project,
                         COMPOSE_FILE="docker-compose.yml:tests/compose/test.yml",
                         ROOST_TAG=self.tag,
                         ROOST_BUS_HOST_DIR=self.busdir,
+                        ROOST_WG_HOST_DIR=self.wgdir,
                         ROOST_PUBLISH_ADDR="127.0.0.1",
                         ROOST_SMTP_PUBLISH=str(free_port()),
                         ROOST_BASE=os.environ.get("ROOST_BASE") or "roost-base:bookworm",
                         ROOST_BUILD_BASE=os.environ.get("ROOST_BUILD_BASE") or "roost-build:bookworm",
+                        ROOST_NET_BASE=os.environ.get("ROOST_NET_BASE") or "roost-net:bookworm",
                         ROOST_HOSTNAME="mx.roost.test",
                         UP_TIMEOUT="240")
         b = os.environ.get("ROOST_BIN", os.path.join(TOP, "build", "bin"))
@@ -82,7 +85,7 @@ class Stack:
     def build(self):
         t0 = time.monotonic()
         if not os.environ.get("ROOST_BASE"):   # else: the bases named, e.g. debian:bookworm-slim
-            for kind in ("runtime", "build"):
+            for kind in ("runtime", "build", "net"):
                 subprocess.run([os.path.join(TOP, "tools/docker/mkbase.sh"), kind], cwd=TOP, check=True)
         self.timings["bases"] = time.monotonic() - t0
         t0 = time.monotonic()
@@ -105,7 +108,7 @@ class Stack:
         # The untagged images of the stages (build, runtime, ...) of this run.
         subprocess.run(["docker", "image", "prune", "-f", "--filter", "label=roost.tag=" + self.tag],
                        capture_output=True)
-        subprocess.run(["rm", "-rf", self.busdir])
+        subprocess.run(["rm", "-rf", self.busdir, self.wgdir])
 
     # ---- containers ----
     def ids(self, service):

@@ -313,6 +313,50 @@ def test_quota_exceeded_is_mailbox_full(sd):
     store_ok(sd.c, [{"address": small}], b"m" * 4000)     # exactly up to the quota
 
 
+def usage(c, address, **kw):
+    rep, _ = c.call("storaged", dict({"type": "storaged.user.usage", "address": address}, **kw))
+    return rep
+
+
+def test_user_usage_is_one_users_quota_and_usage(sd):
+    """storaged.user.usage (imapd's GETQUOTA): the numbers of the user asked
+    about, kept by the triggers through store, copy and expunge; with a
+    mailbox, that mailbox must exist."""
+    ok(sd, "domain", "add", "example.net")
+    add_user(sd, "small@example.net", PASSWORD, "--quota", "10000")
+    small = "small@example.net"
+    rep = usage(sd.c, "Small@Example.NET")
+    assert rep["status"] == "ok", rep
+    assert (rep["address"], rep["quota_bytes"], rep["used_bytes"]) == (small, 10000, 0)
+    store_ok(sd.c, [{"address": small}], b"m" * 6000)
+    store_ok(sd.c, [{"address": ALICE}], b"a" * 3000)
+    rep = usage(sd.c, small, mailbox="inbox")
+    assert (rep["quota_bytes"], rep["used_bytes"]) == (10000, 6000), rep
+    rep = usage(sd.c, ALICE)
+    assert (rep["quota_bytes"], rep["used_bytes"]) == (0, 3000), rep   # 0: no limit
+    # a copy counts again; an expunge gives the bytes back
+    cp, _ = sd.c.call("storaged", {"type": "storaged.message.copy", "idem": new_id("cp"),
+                                   "address": ALICE, "mailbox": "INBOX", "uids": "1",
+                                   "to": "Archive"})
+    assert cp["status"] == "ok", cp
+    assert usage(sd.c, ALICE)["used_bytes"] == 6000
+    fl, _ = sd.c.call("storaged", {"type": "storaged.message.flags", "idem": new_id("fl"),
+                                   "address": ALICE, "mailbox": "INBOX", "uids": "1",
+                                   "op": "add", "flags": ["\\Deleted"]})
+    assert fl["status"] == "ok", fl
+    ex, _ = sd.c.call("storaged", {"type": "storaged.message.expunge", "idem": new_id("ex"),
+                                   "address": ALICE, "mailbox": "INBOX"})
+    assert ex["status"] == "ok" and ex["expunged"] == "1", ex
+    assert usage(sd.c, ALICE)["used_bytes"] == 3000
+    assert usage(sd.c, small)["used_bytes"] == 6000      # nobody else's numbers moved
+    rep = usage(sd.c, ALICE, mailbox="No/Such")
+    assert rep["status"] == "error" and rep["code"] == "not_found", rep
+    rep = usage(sd.c, "nobody@example.org")
+    assert rep["status"] == "error" and rep["code"] == "not_found", rep
+    rep = usage(sd.c, "not an address")
+    assert rep["status"] == "invalid", rep
+
+
 # ---- sizes and memory ----------------------------------------------------------------------
 
 
@@ -440,3 +484,32 @@ def test_disk_full_is_a_clear_temporary_failure(tiny_bus, min_free):
                       [0][0] == 0, what="the refused message's chunks deleted")
     assert status(c, ALICE)["messages"] == len(stored) + 1
     assert db_query(b.data_dir, "PRAGMA integrity_check")[0][0] == "ok"
+
+
+# ---- checkpoints (ckpt.c) ---------------------------------------------------------------
+
+def test_checkpoints_run_off_the_loop_and_keep_the_wal_bounded(sd):
+    """3,000+ WAL frames of 100 KiB messages: the checkpoint thread copies
+    them into the database (storaged.control.stats counts its runs), the
+    WAL starts over instead of growing to 12 MB, and every message reads
+    back whole."""
+    b = sd
+    datas = []
+    for i in range(110):
+        data = message(subject="ckpt %d" % i, body=(b"%06d " % i) * 14600 + b"\r\n")
+        store_ok(b.c, [{"address": "alice@example.org"}], data)
+        datas.append(data)
+    wal = os.path.join(b.data_dir, "roost.db-wal")
+    deadline = time.time() + WAIT
+    while True:
+        rep, _ = b.c.call("storaged.control", {"type": "storaged.control.stats"})
+        ck = rep["stats"].get("checkpoints", {})
+        if ck.get("thread", 0) >= 1 or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert ck.get("thread", 0) >= 1, rep["stats"]
+    assert ck.get("loop") == 0, ck   # the thread kept up: the loop never had to
+    assert os.path.getsize(wal) < 8 * 1024 * 1024, os.path.getsize(wal)
+    for uid in (1, 55, 110):
+        assert fetch_all(b.c, "alice@example.org", "INBOX", uid) == datas[uid - 1]
+    assert status(b.c, "alice@example.org")["messages"] == 110

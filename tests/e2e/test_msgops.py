@@ -356,6 +356,91 @@ def test_blob_freed_with_its_last_reference(sd):
     assert used(sd, "alice") == 0 and used(sd, "bob") == 0
 
 
+# ---- vanished (RFC 7162 QRESYNC) -------------------------------------------------------------
+
+
+def vanished(b, changedsince, mailbox="INBOX", who=ALICE, **kw):
+    env = dict({"type": "storaged.message.vanished", "address": who, "mailbox": mailbox,
+                "changedsince": changedsince}, **kw)
+    rep, _ = b.c.call("storaged", env)
+    return rep
+
+
+def mailbox_op(b, mtype, **fields):
+    rep, _ = b.c.call("storaged", dict({"type": "storaged.mailbox." + mtype,
+                                        "idem": new_id("mb")}, **fields))
+    assert rep["status"] == "ok", rep
+    return rep
+
+
+def test_vanished_since_a_modseq(sd):
+    fill(sd, 8)
+    fill(sd, 2, who=BOB)
+    s0 = status(sd.c, ALICE)
+    flags(sd, "2:4", "add", ["\\Deleted"])
+    m1 = good(sd, "expunge", address=ALICE, mailbox="INBOX")["highestmodseq"]
+    flags(sd, "6", "add", ["\\Deleted"])
+    m2 = good(sd, "expunge", address=ALICE, mailbox="INBOX")["highestmodseq"]
+    rep = vanished(sd, 0)
+    assert rep == dict(rep, status="ok", uids="2:4,6", uidvalidity=s0["uidvalidity"],
+                       highestmodseq=m2) and "next" not in rep, rep
+    assert vanished(sd, s0["highestmodseq"])["uids"] == "2:4,6"
+    assert vanished(sd, m1 - 1)["uids"] == "2:4,6"
+    assert vanished(sd, m1)["uids"] == "6"
+    assert vanished(sd, m2)["uids"] == ""
+    # the set bounds the answer; * is the highest UID given out
+    assert vanished(sd, 0, uids="1:3")["uids"] == "2:3"
+    assert vanished(sd, 0, uids="5:*")["uids"] == "6"
+    assert vanished(sd, 0, uids="4,7:9,100")["uids"] == "4"
+    assert vanished(sd, 0, uids="1:5", **{"from": 4})["uids"] == "4"
+    # a MOVE expunges from its source too
+    good(sd, "copy", address=ALICE, mailbox="INBOX", uids="8", to="Archive", move=True)
+    assert vanished(sd, m2)["uids"] == "8"
+    assert vanished(sd, 0, mailbox="Archive")["uids"] == ""
+    # one mailbox's expunges only, one user's only
+    assert vanished(sd, 0, who=BOB)["uids"] == ""
+    assert vanished(sd, 0, uidvalidity=s0["uidvalidity"])["uids"] == "2:4,6,8"
+    rep = vanished(sd, 0, uidvalidity=s0["uidvalidity"] + 1)
+    assert rep["status"] == "error" and rep["code"] == "uidvalidity_changed", rep
+    for who, mailbox, kw, code in [(ALICE, "Nope", {}, "not_found"),
+                                   ("nobody@example.org", "INBOX", {}, "not_found"),
+                                   (ALICE, "INBOX", {"uids": "3:0"}, "invalid"),
+                                   ("not an address", "INBOX", {}, "invalid")]:
+        rep = vanished(sd, 0, mailbox=mailbox, who=who, **kw)
+        assert rep["status"] != "ok" and rep["code"] == code, (mailbox, who, kw, rep)
+
+
+def test_vanished_refuses_a_negative_modseq(sd_notap):
+    rep = vanished(sd_notap, -1)
+    assert rep["status"] == "invalid" and "changedsince" in rep["error"], rep
+    rep = vanished(sd_notap, 0, **{"from": 0})
+    assert rep["status"] == "invalid" and "from" in rep["error"], rep
+
+
+def test_vanished_after_delete_recreate_and_rename(sd):
+    mailbox_op(sd, "create", address=ALICE, name="Work")
+    fill(sd, 3, mailbox="Work")
+    flags(sd, "1", "add", ["\\Deleted"], mailbox="Work")
+    good(sd, "expunge", address=ALICE, mailbox="Work")
+    uv1 = status(sd.c, ALICE, "Work")["uidvalidity"]
+    assert vanished(sd, 0, mailbox="Work", uidvalidity=uv1)["uids"] == "1"
+    mailbox_op(sd, "delete", address=ALICE, name="Work")
+    rep = vanished(sd, 0, mailbox="Work", uidvalidity=uv1)
+    assert rep["status"] == "error" and rep["code"] == "not_found", rep
+    # the same name again: a new mailbox with no past, and another UIDVALIDITY
+    mailbox_op(sd, "create", address=ALICE, name="Work")
+    rep = vanished(sd, 0, mailbox="Work")
+    assert rep["status"] == "ok" and rep["uids"] == "" and rep["uidvalidity"] != uv1, rep
+    rep = vanished(sd, 0, mailbox="Work", uidvalidity=uv1)
+    assert rep["status"] == "error" and rep["code"] == "uidvalidity_changed", rep
+    assert db_query(sd.data_dir, "SELECT count(*) FROM expunged")[0][0] == 0
+    # a rename gives a new UIDVALIDITY: the old one is refused
+    uv2 = vanished(sd, 0, mailbox="Work")["uidvalidity"]
+    mailbox_op(sd, "rename", address=ALICE, **{"from": "Work", "to": "Play"})
+    rep = vanished(sd, 0, mailbox="Play", uidvalidity=uv2)
+    assert rep["status"] == "error" and rep["code"] == "uidvalidity_changed", rep
+
+
 # ---- copy and move (RFC 3501 COPY, RFC 4315 COPYUID, RFC 6851 MOVE) -------------------------
 
 
@@ -544,6 +629,26 @@ def test_large_sets_cut_replies_and_split_events(sd, events):
     assert len(got) >= 2 and all(len(e["uids"]) <= 16384 for e in got)
     assert set().union(*(uidset(e["uids"]) for e in got)) == even
     assert status(sd.c, ALICE)["unseen"] == 0
+
+
+def test_vanished_answers_in_bounded_pages(sd):
+    """15,000 scattered expunged UIDs are about 87 KB of set text: the
+    answer comes in pages of at most 48 KiB, each saying where to go on."""
+    n = 30000
+    bulk(sd, n, deleted_odd=True)
+    hms = good(sd, "expunge", address=ALICE, mailbox="INBOX")["highestmodseq"]
+    got, pages, frm = set(), 0, 1
+    while True:
+        rep = vanished(sd, 1, uids="1:10,20:*", **{"from": frm})
+        assert rep["status"] == "ok" and len(rep["uids"]) <= 49152, rep.get("error")
+        pages += 1
+        got |= uidset(rep["uids"])
+        if "next" not in rep:
+            break
+        assert rep["next"] > max(uidset(rep["uids"]))
+        frm = rep["next"]
+    assert pages >= 2 and got == set(range(1, n + 1, 2)) - {11, 13, 15, 17, 19}
+    assert vanished(sd, hms)["uids"] == ""
 
 
 def test_body_search_is_answered_in_pieces(sd):

@@ -121,6 +121,13 @@ REQUESTS = {
     "storaged.user.quota": (
         {"idem": "k-13", "address": "alice@example.org", "quota_bytes": 2 ** 50},
         {"user": {"address": "alice@example.org", "quota_bytes": 2 ** 50, "used_bytes": 1234}}),
+    "storaged.user.usage": (
+        {"address": "alice@example.org", "mailbox": "INBOX"},
+        {"address": "alice@example.org", "quota_bytes": 2 ** 20, "used_bytes": 1234}),
+    "storaged.message.vanished": (
+        {"address": "alice@example.org", "mailbox": "INBOX", "changedsince": 7,
+         "uids": "1:100,200:*", "uidvalidity": 1732540000},
+        {"uids": "3:5,9", "uidvalidity": 1732540000, "highestmodseq": 12, "next": 10}),
     "storaged.rcpt.resolve": (
         {"address": "Info+Web@Example.org"},
         {"address": "info+web@example.org", "local": True, "found": True, "via": "alias",
@@ -607,6 +614,15 @@ INVALID = [
     ("quota without quota_bytes", env("storaged.user.quota", idem="k", address="a@example.org")),
     ("quota over 2^50 on quota", env("storaged.user.quota", idem="k", address="a@example.org",
                                      quota_bytes=2 ** 50 + 1)),
+    ("usage without address", env("storaged.user.usage", mailbox="INBOX")),
+    ("usage ok without used_bytes", ok("storaged.user.usage", address="a@example.org",
+                                       quota_bytes=0)),
+    ("vanished without changedsince", env("storaged.message.vanished", address="a@example.org",
+                                          mailbox="INBOX")),
+    ("vanished with a negative modseq", env("storaged.message.vanished", address="a@example.org",
+                                            mailbox="INBOX", changedsince=-1)),
+    ("vanished ok with * in the answer", ok("storaged.message.vanished", uids="1:*",
+                                            uidvalidity=1, highestmodseq=1)),
     ("rcpt without address", env("storaged.rcpt.resolve")),
     ("rcpt unknown via", ok("storaged.rcpt.resolve", address="a@example.org", local=True,
                             found=True, via="magic", deliveries=[], forwards=[])),

@@ -25,7 +25,7 @@ import bus as buslib
 from bus import WAIT
 from smtp import Raw, message_get, start_smtpd, strip_received
 from store import db_query, message, status, with_users
-from test_accounts import ok
+from test_accounts import ctl, ok
 
 ALICE = "alice@example.org"
 BOB = "bob@example.org"
@@ -115,6 +115,29 @@ def test_utf8_recipients(mx):
         c.expect(250)
     rec = strip_received(message_get(mx, ALICE, 1))[0]
     assert b"with UTF8SMTP id" in rec and b"for <alice@example.org>" in rec, rec
+
+
+def test_idn_domain_in_utf8_and_ascii_is_one_domain(mx):
+    """A domain added as U-labels is stored as its A-labels (RFC 5890,
+    lib/idna.c): mail to either spelling, any case, reaches the same user;
+    another IDN is still not ours."""
+    ok(mx, "domain", "add", "Bücher.example")
+    assert "xn--bcher-kva.example" in ok(mx, "domain", "list")
+    ok(mx, "user", "add", "kim@xn--bcher-kva.example")
+    with Raw(mx) as c:
+        c.ehlo()
+        c.cmd("MAIL FROM:<jörg@bücher.example> SMTPUTF8", 250)
+        c.cmd("RCPT TO:<kim@bücher.example>", 250)
+        c.cmd("RCPT TO:<KIM@BÜCHER.EXAMPLE>", 250)
+        c.cmd("RCPT TO:<kim@xn--bcher-kva.example>", 250)
+        c.cmd("RCPT TO:<kim@büchér.example>", 554, "5.7.1")      # another domain
+        c.cmd("DATA", 354)
+        c.send(message(subject="idn") + b".\r\n")
+        c.expect(250)
+    # three RCPTs of one user: one delivery
+    assert count(mx, "kim@xn--bcher-kva.example") == 1
+    r = ctl(mx, "rcpt", "kim@bücher.example")
+    assert r.returncode == 0 and "deliver\tkim@xn--bcher-kva.example" in r.stdout, r.stdout
 
 
 def test_smtplib_unknown_and_foreign_recipients(mx):

@@ -1,12 +1,19 @@
 #!/bin/sh
-# mkbase.sh runtime|build — makes the local base images the Dockerfile uses
+# mkbase.sh runtime|build|net|peer — makes the local base images the Dockerfile uses
 # when no registry is reachable: a debootstrap of Debian bookworm (variant
 # minbase) with the libraries Roost's binaries link, imported with
 # `docker import`.
 #
 #   runtime  roost-base:bookworm   libzmq5, libjansson4, libsqlite3-0, libssl3
 #   build    roost-build:bookworm  the same plus gcc, make, pkg-config, the -dev
-#                                  packages and python3 (gen_msgtypes.py)
+#                                  packages (libstdc++-12-dev: libstdc++.a for
+#                                  the static libzmq link) and python3
+#                                  (gen_msgtypes.py)
+#   net      roost-net:bookworm    iproute2, iptables, wireguard-tools, wireguard-go:
+#                                  the netns container (the WireGuard end); the
+#                                  test VPS of tests/compose/test_wg_topology.py
+#   peer     roost-peer:bookworm   postfix, python3, python3-dnslib, iproute2: the
+#                                  remote MTA and DNS of that test (tests only)
 #
 # Cached: an image whose roost.base label matches this script's package list,
 # suite and architecture is kept (a second `make up` does not redo it);
@@ -17,11 +24,14 @@ kind=${1:-runtime}
 SUITE=bookworm
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 RUNTIME_PKGS="libzmq5,libjansson4,libsqlite3-0,libssl3,ca-certificates"
-BUILD_PKGS="$RUNTIME_PKGS,gcc,libc6-dev,make,pkg-config,libzmq3-dev,libjansson-dev,libsqlite3-dev,libssl-dev,python3"
+BUILD_PKGS="$RUNTIME_PKGS,gcc,libc6-dev,make,pkg-config,libzmq3-dev,libjansson-dev,libsqlite3-dev,libssl-dev,libstdc++-12-dev,python3"
+NET_PKGS="iproute2,iptables,wireguard-tools,wireguard-go"
 case "$kind" in
 runtime) tag=roost-base:$SUITE; pkgs=$RUNTIME_PKGS ;;
 build)   tag=roost-build:$SUITE; pkgs=$BUILD_PKGS ;;
-*) echo "usage: $0 runtime|build" >&2; exit 2 ;;
+net)     tag=roost-net:$SUITE; pkgs=$NET_PKGS ;;
+peer)    tag=roost-peer:$SUITE; pkgs="postfix,python3,python3-dnslib,iproute2" ;;
+*) echo "usage: $0 runtime|build|net|peer" >&2; exit 2 ;;
 esac
 arch=$(dpkg --print-architecture)
 want="v2 $SUITE minbase $arch $pkgs"

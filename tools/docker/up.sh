@@ -41,7 +41,8 @@ start=$(date +%s)
 if [ -z "${ROOST_BASE:-}" ]; then
 	tools/docker/mkbase.sh runtime
 	tools/docker/mkbase.sh build
-	export ROOST_BASE=roost-base:bookworm ROOST_BUILD_BASE=roost-build:bookworm
+	tools/docker/mkbase.sh net
+	export ROOST_BASE=roost-base:bookworm ROOST_BUILD_BASE=roost-build:bookworm ROOST_NET_BASE=roost-net:bookworm
 fi
 
 # The bus directory, bind-mounted into every container: busd (uid 7001) must

@@ -34,6 +34,10 @@ static const struct command {
 	{ "queue", cmd_queue, "queue list|show|retry|delete: outbound mail waiting for delivery" },
 	{ "rcpt", cmd_rcpt, "rcpt ADDRESS: where mail for an address goes (user, alias, catch-all...)" },
 	{ "message", cmd_message, "message get|list|search|flag|expunge|copy|move: a mailbox's messages" },
+	{ "wg", cmd_wg, "wg keygen|show: the WireGuard keys of this server and its VPS" },
+	{ "vps-config", cmd_vps_config, "vps-config --vps-ip IP: the script that sets up the VPS" },
+	{ "dns-records", cmd_dns_records, "dns-records DOMAIN --ip VPS_IP: the DNS records the domain needs" },
+	{ "check-dns", cmd_check_dns, "check-dns DOMAIN [--ip VPS_IP]: what is missing or wrong in the live DNS" },
 	{ NULL, NULL, NULL },
 };
 
@@ -42,7 +46,7 @@ static void usage(FILE *to)
 	fprintf(to, "usage: roostctl [--config PATH] [--json] [--timeout MS] COMMAND [ARGS]\n\n"
 		"commands:\n");
 	for (const struct command *c = commands; c->name != NULL; c++)
-		fprintf(to, "  %-8s %s\n", c->name, c->help);
+		fprintf(to, "  %-11s %s\n", c->name, c->help);
 	fprintf(to, "\n  --config PATH  roost.conf (default: $ROOST_CONFIG, ./roost.conf, /etc/roost/roost.conf)\n"
 		"  --json         print JSON\n"
 		"  --timeout MS   how long to wait for each reply (default 3000)\n"

@@ -2,13 +2,15 @@
  * roostctl.h — the operator's command line. main.c holds the command table
  * and the shared options; each family of subcommands has its own file
  * (bus.c: bus tail, bus ping, status; accounts.c: domain, user, alias, mailbox,
- * rcpt; backup.c: backup, restore; queue.c: queue; message.c: message).
+ * rcpt; backup.c: backup, restore; queue.c: queue; message.c: message;
+ * wg.c: wg, vps-config; dns.c: dns-records; dnscheck.c: check-dns).
  */
 #ifndef ROOST_ROOSTCTL_H
 #define ROOST_ROOSTCTL_H
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdio.h>
 
 #include "config.h"
 #include "msgtypes.h"
@@ -60,6 +62,35 @@ long long acct_num(const json_t *obj, const char *key);
  */
 const char *ctl_idem(void);
 
+/*
+ * dns.c: what dns-records and check-dns share. Strings are borrowed from
+ * argv and the config, except dkim_dir, dkim_key and dkim_p, which
+ * dnsconf_clear frees.
+ */
+struct dnsconf {
+	const char *domain;     /* as given, without a trailing dot */
+	const char *hostname;   /* hostname / ROOST_HOSTNAME, else the host's name; no trailing dot */
+	char domain_buf[256], host_buf[256];
+	const char *ip4, *ip6;  /* the VPS's addresses (--ip, vps_ip, vps_ip6); NULL if unknown */
+	bool ip4_arg, ip6_arg;  /* given with --ip */
+	const char *selector;   /* DKIM selector */
+	char *dkim_dir;
+	char *dkim_key;         /* path of the key file found; NULL if none yet */
+	char *dkim_p;           /* its public key as the p= tag wants it */
+	const char *dkim_k;     /* k=: "rsa" or "ed25519" */
+};
+
+/*
+ * Parses DOMAIN [--ip IP]... [--selector S] [--json] [--help] and reads
+ * the settings and the DKIM key. 0 to go on; -1 to stop with exit status
+ * *rc (after --help, or one line saying what is wrong). Call
+ * dnsconf_clear in both cases.
+ */
+int dnsconf_load(struct dnsconf *d, struct ctl *ctl, int argc, char **argv,
+		 int (*usage)(FILE *to), int *rc);
+void dnsconf_clear(struct dnsconf *d);
+/* Prints a command's usage text to to: exit status 0 for stdout (--help), 2 otherwise. */
+int dnsconf_usage(FILE *to, const char *text);
 
 int cmd_bus(struct ctl *ctl, int argc, char **argv);
 int cmd_status(struct ctl *ctl, int argc, char **argv);
@@ -72,5 +103,9 @@ int cmd_restore(struct ctl *ctl, int argc, char **argv);
 int cmd_queue(struct ctl *ctl, int argc, char **argv);
 int cmd_rcpt(struct ctl *ctl, int argc, char **argv);
 int cmd_message(struct ctl *ctl, int argc, char **argv);
+int cmd_wg(struct ctl *ctl, int argc, char **argv);
+int cmd_vps_config(struct ctl *ctl, int argc, char **argv);
+int cmd_dns_records(struct ctl *ctl, int argc, char **argv);
+int cmd_check_dns(struct ctl *ctl, int argc, char **argv);
 
 #endif

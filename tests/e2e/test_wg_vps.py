@@ -1,0 +1,323 @@
+"""
+test_wg_vps.py — roostctl wg keygen|add-peer and vps-config, and the
+server's end of the tunnel (docker/wg-up.sh): issue 7, run for real.
+
+The deployment on one machine, in network namespaces made here:
+
+    remote 203.0.113.77 ---"internet"--- 203.0.113.5 vps ---198.18.0.0/30--- home router
+    laptop 198.51.100.2 ---"internet"--- 198.51.100.1 vps                     |        |
+                                                            server 10.99.0.2 --+        +-- 192.168.1.50 lanpc
+    tunnels: vps roost0 10.44.0.1 === server roostsrv0 10.44.0.2 (wg-up.sh)
+             vps roost0 10.44.0.1 === laptop laptop0 10.44.0.10 (wg add-peer)
+
+`vps` runs the script `roostctl vps-config` printed (its files under a temp
+root, its public interface named); `server` runs docker/wg-up.sh, the
+entrypoint of the container smtpd and imapd share, and smtpd on this
+test's bus (the ipc sockets are files, so busd and storaged stay in the
+host's namespace). WireGuard is the kernel's where it has it, else
+wireguard-go (userspace, /dev/net/tun), which wg-quick and wg-up.sh pick.
+
+Proved: mail from `remote` to the VPS address reaches smtpd with the
+remote's own address in the Received header (DNAT without SNAT); a
+connection from the server's namespace arrives at `remote` from the VPS
+address (egress through the tunnel); a home-LAN client reaches the server
+directly and gets its replies (not into the tunnel); a port the script
+does not forward stays closed; running the script twice leaves the same
+rules; a device added with `wg add-peer` reaches IMAP through the VPS with
+its generated configuration and nothing else (not port 25, not the
+internet through the VPS); the keys are real WireGuard keys (`wg pubkey`
+agrees). Needs root, iproute2, iptables and wireguard-tools (make deps
+installs them); skipped with the reason otherwise.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+import bus as buslib
+import smtp as smtph
+from bus import WAIT
+from test_accounts import ok
+from store import with_users
+
+VPS_IP = "203.0.113.5"
+REMOTE_IP = "203.0.113.77"
+SERVER_TUN = "10.44.0.2"
+LAPTOP_IP = "198.51.100.2"
+SERVER_LAN = "10.99.0.2"
+LANPC_IP = "192.168.1.50"
+WG_UP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docker", "wg-up.sh")
+
+
+def _missing():
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, iptables)"
+    for tool in ("ip", "iptables", "wg", "wg-quick"):
+        if shutil.which(tool) is None:
+            return "%s not installed (make deps installs wireguard-tools, iptables)" % tool
+    probe = subprocess.run(["ip", "link", "add", "roostprobe0", "type", "wireguard"],
+                           capture_output=True)
+    if probe.returncode == 0:
+        subprocess.run(["ip", "link", "del", "roostprobe0"], capture_output=True)
+        return None
+    if shutil.which("wireguard-go") is None or not os.path.exists("/dev/net/tun"):
+        return "no WireGuard: no kernel module and no wireguard-go with /dev/net/tun"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
+
+
+def sh(*argv, ns=None, check=True, env=None, timeout=WAIT):
+    full = (["ip", "netns", "exec", ns] if ns else []) + list(argv)
+    r = subprocess.run(full, capture_output=True, text=True, env=env, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError("%s: exit %d\n%s\n%s" % (" ".join(full), r.returncode, r.stdout, r.stderr))
+    return r
+
+
+class Topology:
+    """The three namespaces and their links; torn down by close()."""
+
+    def __init__(self, tag):
+        self.ns = {k: "roost%s-%s" % (k[:4], tag) for k in ("remote", "vps", "home", "server", "lanpc", "laptop")}
+        for n in self.ns.values():
+            sh("ip", "netns", "add", n)
+            sh("ip", "link", "set", "lo", "up", ns=n)
+        self._veth("inet", "remote", REMOTE_IP + "/24", "vps", VPS_IP + "/24")
+        self._veth("away", "vps", "198.51.100.1/24", "laptop", LAPTOP_IP + "/24")
+        self._veth("isp", "vps", "198.18.0.1/30", "home", "198.18.0.2/30")
+        self._veth("up", "home", "10.99.0.1/30", "server", SERVER_LAN + "/30")
+        self._veth("lan", "home", "192.168.1.1/24", "lanpc", LANPC_IP + "/24")
+        sh("ip", "route", "add", "default", "via", REMOTE_IP, ns=self.ns["vps"])
+        sh("ip", "route", "add", "10.99.0.0/30", "via", "198.18.0.2", ns=self.ns["vps"])
+        sh("ip", "route", "add", "default", "via", "198.51.100.1", ns=self.ns["laptop"])
+        sh("ip", "route", "add", "default", "via", "198.18.0.1", ns=self.ns["home"])
+        sh("sysctl", "-q", "-w", "net.ipv4.ip_forward=1", ns=self.ns["home"])
+        sh("ip", "route", "add", "default", "via", "10.99.0.1", ns=self.ns["server"])
+        sh("ip", "route", "add", "default", "via", "192.168.1.1", ns=self.ns["lanpc"])
+
+    def _veth(self, name, a, addr_a, b, addr_b):
+        ia, ib = "%s-%s" % (name, a[:3]), "%s-%s" % (name, b[:3])  # e.g. inet-vps
+        sh("ip", "link", "add", ia, "netns", self.ns[a], "type", "veth", "peer", "name", ib,
+           "netns", self.ns[b])
+        for ns, i, addr in ((a, ia, addr_a), (b, ib, addr_b)):
+            sh("ip", "addr", "add", addr, "dev", i, ns=self.ns[ns])
+            sh("ip", "link", "set", i, "up", ns=self.ns[ns])
+
+    def run(self, where, *argv, **kw):
+        return sh(*argv, ns=self.ns[where], **kw)
+
+    def close(self):
+        for n in self.ns.values():
+            # wireguard-go and listeners started in the namespace die with it
+            pids = subprocess.run(["ip", "netns", "pids", n], capture_output=True, text=True).stdout.split()
+            for sig in (15, 9):  # TERM first: wireguard-go removes its control socket
+                for pid in pids:
+                    try:
+                        os.kill(int(pid), sig)
+                    except ProcessLookupError:
+                        pass
+                if sig == 15:
+                    deadline = time.time() + 5
+                    while time.time() < deadline and any(os.path.exists("/proc/%s" % p) for p in pids):
+                        time.sleep(0.05)
+            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+
+
+@pytest.fixture
+def topo():
+    t = Topology("%x" % (os.getpid() & 0xffff))
+    yield t
+    t.close()
+
+
+def keygen(b):
+    ok(b, "wg", "keygen")
+    return json.loads(ok(b, "--json", "wg", "show"))
+
+
+def server_side_up(b, t, keys):
+    """The server's end: docker/wg-up.sh, as the container runs it (the
+    interface named roostsrv0, not roost0: wireguard-go's control socket is
+    /var/run/wireguard/<name>.sock, shared by this machine's namespaces)."""
+    env = dict(os.environ, ROOST_WG_DIR=keys["dir"], ROOST_VPS_IP=VPS_IP, ROOST_WG_IF="roostsrv0")
+    r = t.run("server", "sh", WG_UP, "true", env=env, timeout=WAIT * 2)
+    assert "tunnel roostsrv0 up: 10.44.0.2" in r.stderr, r.stderr
+    routes = t.run("server", "ip", "-4", "route", "show").stdout
+    assert "default dev roostsrv0" in routes and VPS_IP + " via 10.99.0.1" in routes, routes
+
+
+def run_vps_script(b, t, script):
+    root = os.path.join(b.tmp, "vpsroot")
+    os.makedirs(root, exist_ok=True)
+    env = dict(os.environ, ROOST_VPS_ROOT=root, ROOST_VPS_PUBLIC_IF="inet-vps",
+               WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD="1")
+    return t.run("vps", "sh", script, env=env, timeout=WAIT * 2)
+
+
+def vps_rules(t):
+    out = t.run("vps", "iptables-save").stdout
+    return sorted(l for l in out.splitlines() if "ROOST" in l and not l.startswith("#"))
+
+
+def listener(t, where, port):
+    """A TCP listener in a namespace; returns (process, path of its log):
+    it accepts connections and writes each peer address, one per line."""
+    code = ("import socket,sys\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+            "s.bind(('0.0.0.0',%d));s.listen(8);print('ready',flush=True)\n"
+            "while True:\n c,a=s.accept();print(a[0],flush=True);c.close()\n" % port)
+    p = subprocess.Popen(["ip", "netns", "exec", t.ns[where], "/usr/bin/python3", "-c", code],
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    return p
+
+
+def connect_from(t, where, host, port, timeout=5):
+    code = ("import socket,sys\ntry:\n s=socket.create_connection(('%s',%d),%d);print('connected')\n"
+            "except OSError as e:\n print('failed',e)\n" % (host, port, timeout))
+    return t.run(where, "/usr/bin/python3", "-c", code, timeout=timeout + WAIT).stdout.strip()
+
+
+def test_keygen_keys_are_wireguard_keys(bus, tmp_path):
+    keys = keygen(bus)
+    d = keys["dir"]
+    assert oct(os.stat(d).st_mode & 0o777) == "0o700"
+    for name, pub in (("server.key", keys["server_public_key"]), ("vps.key", keys["vps_public_key"])):
+        path = os.path.join(d, name)
+        assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+        r = subprocess.run(["wg", "pubkey"], stdin=open(path), capture_output=True, text=True)
+        assert r.returncode == 0 and r.stdout.strip() == pub
+    # a second keygen keeps the keys (the VPS already has them)
+    r = bus.roostctl(["wg", "keygen"])
+    assert r.returncode != 0 and "exists" in r.stderr and r.stderr.count("\n") == 1
+    assert json.loads(ok(bus, "--json", "wg", "show")) == keys
+    r = bus.roostctl(["vps-config", "--vps-ip", "300.1.2.3"])
+    assert r.returncode != 0 and "not an IPv4 address" in r.stderr
+    r = bus.roostctl(["vps-config"])
+    assert r.returncode != 0 and "--vps-ip" in r.stderr
+
+
+def test_vps_config_without_keys_says_keygen(bus):
+    r = bus.roostctl(["vps-config", "--vps-ip", VPS_IP])
+    assert r.returncode != 0 and "roostctl wg keygen" in r.stderr
+
+
+def stack(bus, topo, devices=()):
+    """Keys, devices, the VPS script run (twice: same rules), the server's
+    tunnel, smtpd in the server's namespace on port 25. Returns (b, keys,
+    {device: its WireGuard configuration})."""
+    b = with_users(bus, "alice@example.org")
+    keys = keygen(b)
+    confs = {d: ok(b, "wg", "add-peer", d, "--vps-ip", VPS_IP, "--no-qr") for d in devices}
+    script = os.path.join(b.tmp, "roost-vps.sh")
+    with open(script, "w") as f:
+        f.write(ok(b, "vps-config", "--vps-ip", VPS_IP))
+    out = run_vps_script(b, topo, script)
+    assert "ports 25,465,587,143,993 forwarded from %s" % VPS_IP in out.stdout
+    rules = vps_rules(topo)
+    # idempotent: a second run leaves exactly the same rules
+    run_vps_script(b, topo, script)
+    assert vps_rules(topo) == rules
+    assert topo.run("vps", "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "1"
+
+    server_side_up(b, topo, keys)
+    env = {"ROOST_LISTEN": "0.0.0.0", "ROOST_SMTP_PORT": "25", "ROOST_HOSTNAME": "mx.example.org",
+           "ROOST_SMTP_GREET_DELAY_MS": "0"}
+    p = b.spawn("smtpd", ["ip", "netns", "exec", topo.ns["server"], buslib.binary("smtpd")], env=env)
+    buslib.wait_until(lambda: p.pid in b.worker_pids("smtpd.control"), interval=0.2,
+                      what="smtpd registered with busd")
+    return b, keys, confs
+
+
+def test_vps_forwards_mail_with_client_address_and_egress_leaves_from_vps(bus, topo):
+    b, keys, _ = stack(bus, topo)
+
+    # mail from the internet to the VPS's address, through the tunnel
+    send = ("import smtplib\nc=smtplib.SMTP('%s',25,timeout=30)\n"
+            "c.sendmail('bob@remote.example','alice@example.org',b'Subject: via vps\\r\\n\\r\\nhello\\r\\n')\n"
+            "c.quit();print('sent')\n" % VPS_IP)
+    deadline = time.time() + WAIT * 2
+    while True:  # the tunnel's first handshake may take a moment
+        r = topo.run("remote", "/usr/bin/python3", "-c", send, check=False, timeout=WAIT * 2)
+        if r.returncode == 0 or time.time() > deadline:
+            break
+        time.sleep(1)
+    assert r.stdout.strip() == "sent", r.stderr
+    data = smtph.message_get(b, "alice@example.org", 1)
+    received, rest = smtph.strip_received(data)
+    assert REMOTE_IP.encode() in received, received   # the client's own address, not the VPS's
+    assert VPS_IP.encode() not in received and b"10.44.0.1" not in received
+    assert rest.endswith(b"hello\r\n")
+
+    # egress: the server's connections leave from the VPS's address
+    lp = listener(topo, "remote", 2525)
+    try:
+        assert connect_from(topo, "server", REMOTE_IP, 2525) == "connected"
+        assert lp.stdout.readline().strip() == VPS_IP
+    finally:
+        lp.kill()
+
+    # the home LAN reaches the server directly (not through the VPS), and the
+    # replies come back to it instead of going into the tunnel
+    lp = listener(topo, "server", 143)
+    try:
+        assert connect_from(topo, "lanpc", SERVER_LAN, 143) == "connected"
+        assert lp.stdout.readline().strip() == LANPC_IP
+    finally:
+        lp.kill()
+
+    # not forwarded: a port the script does not name stays closed, to the
+    # VPS and to the server behind it
+    lp = listener(topo, "server", 8080)
+    try:
+        assert connect_from(topo, "remote", VPS_IP, 8080, timeout=3).startswith("failed")
+    finally:
+        lp.kill()
+        got = lp.stdout.read()
+    assert got.strip() == ""
+
+
+def test_device_reaches_imap_through_the_vps_and_nothing_else(bus, topo):
+    b, keys, confs = stack(bus, topo, devices=("laptop", "phone"))
+    listed = json.loads(ok(b, "--json", "wg", "list"))
+    assert [(d["name"], d["address"]) for d in listed] == [("laptop", "10.44.0.10"), ("phone", "10.44.0.11")]
+    conf = os.path.join(b.tmp, "laptop0.conf")   # the interface is named after the file
+    with open(conf, "w") as f:
+        f.write(confs["laptop"])
+    topo.run("laptop", "wg-quick", "up", conf, env=dict(os.environ, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD="1"))
+    imap = listener(topo, "server", 993)
+    try:
+        deadline = time.time() + WAIT * 2
+        while True:  # the first handshake
+            got = connect_from(topo, "laptop", SERVER_TUN, 993, timeout=3)
+            if got == "connected" or time.time() > deadline:
+                break
+        assert got == "connected"
+        assert imap.stdout.readline().strip() == "10.44.0.10"   # the device's own tunnel address
+    finally:
+        imap.kill()
+    # port 25 is for other mail servers, not for devices
+    assert connect_from(topo, "laptop", SERVER_TUN, 25, timeout=3).startswith("failed")
+    # a device that routes the internet into the tunnel gets nowhere: the VPS
+    # forwards devices to the server's IMAP and submission ports only
+    topo.run("laptop", "wg", "set", "laptop0", "peer", keys["vps_public_key"], "allowed-ips",
+             "%s/32,%s/32" % (SERVER_TUN, REMOTE_IP))
+    topo.run("laptop", "ip", "route", "add", REMOTE_IP + "/32", "dev", "laptop0")
+    lp = listener(topo, "remote", 2525)
+    try:
+        assert connect_from(topo, "laptop", REMOTE_IP, 2525, timeout=3).startswith("failed")
+    finally:
+        lp.kill()
+        assert lp.stdout.read().strip() == ""
+    # removed: gone from the list, and from the VPS's configuration
+    ok(b, "wg", "remove", "laptop")
+    assert [d["name"] for d in json.loads(ok(b, "--json", "wg", "list"))] == ["phone"]
+    script = ok(b, "vps-config", "--vps-ip", VPS_IP)
+    assert "device phone" in script and "device laptop" not in script
