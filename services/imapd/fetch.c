@@ -27,6 +27,7 @@
 
 static void fetch_ask(session_t *s, uint32_t from);
 static void fetch_next(session_t *s);
+static void fetch_start(session_t *s);
 
 /* One BODY[...] item: the section's bytes (mimefmt.c), cut by <partial>,
  * as a literal. */
@@ -295,6 +296,9 @@ static void fetch_seen(session_t *s, json_t *reply, const void *raw, size_t rawl
 		return;
 	}
 	json_t *ch = json_array_get(json_object_get(reply, "changed"), 0);
+	if (s->mbox.view != NULL && s->mbox.view->uidvalidity == s->mbox.uidvalidity)
+		view_apply(s->mbox.view, json_object_get(reply, "changed"),
+			   (uint64_t)json_integer_value(json_object_get(reply, "highestmodseq")));
 	if (ch != NULL) {
 		json_object_set(c->msg, "flags", json_object_get(ch, "flags"));
 		json_object_set(c->msg, "modseq", json_object_get(ch, "modseq"));
@@ -361,6 +365,127 @@ static void fetch_page(session_t *s, json_t *reply, const void *raw, size_t rawl
 	fetch_next(s);
 }
 
+/* ---- FETCH from the view ------------------------------------------------------------
+ *
+ * Items the view has (UID, FLAGS, INTERNALDATE, RFC822.SIZE, MODSEQ) are
+ * written from it directly, the set walked through the session's map;
+ * anything that needs the message gets its list page from the view, so
+ * only the message itself is read from storaged. A message of the map the
+ * view no longer has was expunged and is not yet announced: nothing is
+ * shown for it, as storaged's list would not show it either.
+ */
+
+/* The items of one message, from the view. */
+static void fetch_view_emit(session_t *s, uint32_t seq, const vmsg_t *vm)
+{
+	fetch_req_t *f = s->cmd->fetch;
+	strbuf_t *sb = &s->out;
+	sb_addf(sb, "* %u FETCH (UID %u", (unsigned)seq, (unsigned)vm->uid);
+	if (f->items & FI_FLAGS) {
+		sb_adds(sb, " FLAGS ");
+		view_flags(sb, s->mbox.view, vm->flags);
+	}
+	if (f->items & FI_INTERNALDATE) {
+		char date[64];
+		time_t t = (time_t)vm->idate;
+		struct tm tm;
+		gmtime_r(&t, &tm);
+		strftime(date, sizeof date, "%d-%b-%Y %H:%M:%S +0000", &tm);
+		sb_addf(sb, " INTERNALDATE \"%s\"", date);
+	}
+	if (f->items & FI_SIZE)
+		sb_addf(sb, " RFC822.SIZE %u", (unsigned)vm->size);
+	if (f->items & FI_MODSEQ)
+		sb_addf(sb, " MODSEQ (%llu)", (unsigned long long)vm->modseq);
+	sb_adds(sb, ")\r\n");
+}
+
+/* Walks the set (c->vset) over the map from c->page_i, pausing when the
+ * output is full. */
+static void fetch_view_next(session_t *s)
+{
+	cmd_t *c = s->cmd;
+	mbox_t *m = &s->mbox;
+	if (s->closed)
+		return;   /* the session ends: nobody to write to */
+	while (c->vset_i < c->vset->n) {
+		const struct seq_range *r = &c->vset->r[c->vset_i];
+		for (; c->page_i < m->n && m->uids[c->page_i] <= r->hi; c->page_i++) {
+			if (session_out_full(s)) {
+				imap_pause(s, fetch_view_next);
+				return;
+			}
+			const vmsg_t *vm = m->view ? view_find(m->view, m->uids[c->page_i]) : NULL;
+			if (vm == NULL || (c->fetch->changedsince && vm->modseq <= c->fetch->changedsince))
+				continue;
+			fetch_view_emit(s, (uint32_t)c->page_i + 1, vm);
+		}
+		if (++c->vset_i < c->vset->n)
+			c->page_i = mbox_lower(m, c->vset->r[c->vset_i].lo);
+	}
+	imap_done(s, "OK", "%s completed", c->name);
+}
+
+/* A storaged.message.list page made from the view: up to limit messages
+ * of the set from UID from on, with "next" if there are more. */
+static json_t *fetch_view_page_new(session_t *s, uint32_t from, size_t limit)
+{
+	cmd_t *c = s->cmd;
+	view_t *v = s->mbox.view;
+	json_t *msgs = json_array(), *page = json_object();
+	for (size_t r = 0; r < c->vset->n; r++) {
+		uint32_t lo = c->vset->r[r].lo > from ? c->vset->r[r].lo : from;
+		if (c->vset->r[r].hi < lo)
+			continue;
+		for (size_t k = mbox_lower(&s->mbox, lo);
+		     k < s->mbox.n && s->mbox.uids[k] <= c->vset->r[r].hi; k++) {
+			const vmsg_t *vm = view_find(v, s->mbox.uids[k]);
+			if (vm == NULL || (c->fetch->changedsince && vm->modseq <= c->fetch->changedsince))
+				continue;
+			if (json_array_size(msgs) == limit) {
+				json_object_set_new(page, "next", json_integer(vm->uid));
+				goto full;
+			}
+			json_array_append_new(msgs, view_msg_json_new(v, vm));
+		}
+	}
+full:
+	json_object_set_new(page, "messages", msgs);
+	return page;
+}
+
+static bool fetch_from_view(session_t *s, uint32_t from)
+{
+	cmd_t *c = s->cmd;
+	fetch_req_t *f = c->fetch;
+	const char *why;
+	if (from <= 1 && view_loading(s->mbox.view)) {
+		view_wait(s, fetch_start);   /* cheaper than the list beside it */
+		return true;
+	}
+	if (!view_ready(s->mbox.view) || !view_serves(s))
+		return false;
+	if (c->vset == NULL) {
+		c->vset = xmalloc(sizeof *c->vset);
+		if (seqset_parse(c->vset, c->set, 0, &why) < 0) {
+			free(c->vset);
+			c->vset = NULL;
+			return false;
+		}
+	}
+	if (!f->needs_bytes && !f->sets_seen && from <= 1) {
+		c->vset_i = 0;
+		c->page_i = c->vset->n ? mbox_lower(&s->mbox, c->vset->r[0].lo) : 0;
+		fetch_view_next(s);
+		return true;
+	}
+	json_decref(c->page);
+	c->page = fetch_view_page_new(s, from, f->needs_bytes ? 50 : 500);
+	c->page_i = 0;
+	fetch_next(s);
+	return true;
+}
+
 static void fetch_ask(session_t *s, uint32_t from)
 {
 	cmd_t *c = s->cmd;
@@ -368,6 +493,10 @@ static void fetch_ask(session_t *s, uint32_t from)
 	if (set == NULL || set[0] == '\0') {
 		free(set);
 		imap_done(s, "OK", "%s completed", c->name);
+		return;
+	}
+	if (fetch_from_view(s, from)) {
+		free(set);
 		return;
 	}
 	json_t *req = bus_env_new("storaged.message.list");

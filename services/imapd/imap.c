@@ -135,6 +135,7 @@ void imap_cmd_end(session_t *s)
 	qresync_free(&c->qr);
 	sb_free(&c->buf);
 	free(c->fetch);
+	free(c->vset);
 	uidlist_free(&c->hits);
 	free(c->mailbox);
 	free(c->ref);

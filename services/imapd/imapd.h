@@ -22,6 +22,8 @@
  *              untagged EXISTS / EXPUNGE / FETCH FLAGS at the right moments
  *   quota.c    GETQUOTA, GETQUOTAROOT, SETQUOTA (RFC 9208; quota.h)
  *   qresync.c  QRESYNC (RFC 7162 3.2): SELECT's resync, VANISHED (qresync.h)
+ *   view.c     one shared view per selected mailbox (UIDs, flags, MODSEQ,
+ *              size, date), loaded once and kept by the events
  *
  * Ownership: a session_t belongs to net.c (created on accept, freed only at
  * the end of a top-level event); the others borrow it. A command's state
@@ -222,9 +224,11 @@ typedef struct imapd {
 	session_t *sessions;
 	hmap_t *per_ip;           /* address -> live sessions (uintptr_t) */
 	hmap_t *fails;            /* "ip:..." / "user:..." -> struct imap_fails * */
+	hmap_t *views;            /* "address\0mailbox" -> view_t * (view.c) */
 	uint64_t serial, idem;
 	struct {
 		uint64_t connections, refused, timeouts, logins, login_failures, commands, events;
+		uint64_t view_loads, view_catchups; /* storaged.message.list runs of the views */
 		long sessions;
 	} stats;
 } imapd_t;
@@ -238,6 +242,48 @@ enum imap_state {
 	IS_COUNT
 };
 
+/* ---- the shared mailbox view (view.c) ------------------------------------------ */
+
+/* One message as the view knows it: 32 bytes. flags: the system flags in
+ * the low byte (\Seen \Answered \Flagged \Deleted \Draft = bits 0..4), the
+ * index of the message's keyword text in view_t.kws above it. */
+typedef struct vmsg {
+	uint32_t uid, flags, size, pad;
+	uint64_t modseq, idate;
+} vmsg_t;
+
+enum view_state {
+	V_STALE,    /* not loaded (or no longer trusted): the next SELECT loads it */
+	V_READY,    /* loaded; kept by events */
+	V_BROKEN,   /* too many keyword combinations: sessions use storaged */
+};
+
+typedef struct view {
+	imapd_t *d;
+	char *key;                /* "address\0mailbox" (owned); address and mailbox point in */
+	size_t klen;
+	const char *address, *mailbox;
+	unsigned refs;            /* sessions that hold it */
+	enum view_state state;
+	uint64_t uidvalidity, uidnext, hms; /* every change up to hms is in msgs */
+	uint64_t gen;             /* full loads so far (a session compares it) */
+	int64_t checked_ms;       /* when storaged's status last agreed (SELECT) */
+	vmsg_t *msgs;             /* ascending UIDs (owned) */
+	size_t n, cap;
+	char **kws;               /* keyword texts, [0] = "" (owned) */
+	size_t nkws, kwcap;
+	bool busy;                /* a load or catch-up in flight */
+	bool loading;             /* it is a load: pages fill next */
+	bool again, reload;       /* after it: catch up again / load again */
+	bool orphan;              /* let go of (no reference, evicted): free on the reply */
+	int64_t idle_since;       /* when the last reference went (refs == 0) */
+	uint64_t busy_hms;        /* HIGHESTMODSEQ of its first page */
+	vmsg_t *next;             /* a load's list until it is complete (owned) */
+	size_t nnext, nextcap;
+	struct seq_range *xp;     /* expunged while busy: cut again at the end (owned) */
+	size_t nxp, xpcap;
+} view_t;
+
 /* The selected mailbox: what this session has told its client. */
 typedef struct mbox {
 	char *name;               /* UTF-8, as storaged names it (owned) */
@@ -248,6 +294,8 @@ typedef struct mbox {
 	uint32_t *gone;           /* expunged elsewhere, not yet announced (owned) */
 	size_t ngone, gonecap;
 	bool dirty;               /* an event came: look at the mailbox again */
+	view_t *view;             /* the shared view (a counted reference), or NULL */
+	uint64_t view_gen;        /* the view's load this map was last compared with */
 } mbox_t;
 
 typedef struct cmd cmd_t;
@@ -340,6 +388,9 @@ struct cmd {
 	const char *login_user, *login_pass;  /* borrowed from ip */
 	void (*sync_done)(session_t *s);      /* notify_sync's continuation */
 	uint64_t sync_hms;                    /* HIGHESTMODSEQ of the sync's first page */
+	void (*view_cont)(session_t *s);      /* waiting for the view's load: goes on here */
+	seqset_t *vset;                       /* FETCH from the view: the UID ranges (owned) */
+	size_t vset_i;                        /* the range being answered */
 	size_t sync_before;                   /* messages the client knew before the sync */
 };
 
@@ -463,5 +514,45 @@ bool uidset_each(const char *text, void (*fn)(uint32_t lo, uint32_t hi, void *ar
 /* Sends "* n EXPUNGE" for the UIDs of a set text that are in the map, and
  * removes them (an EXPUNGE or MOVE of this session: allowed at once). */
 void notify_expunged(session_t *s, const char *uids);
+/* A notify_sync continuation that does nothing (IDLE's). */
+void notify_idle_noop(session_t *s);
+
+/* view.c */
+/* A counted reference to the view of address's mailbox, made (and loading)
+ * if there is none; NULL if the names are too long. */
+view_t *view_acquire(imapd_t *d, const char *address, const char *mailbox);
+void view_release(view_t **v);
+/* Loaded, nothing in flight: what it says is storaged's state as of the
+ * events received. */
+bool view_ready(const view_t *v);
+/* Its first load is in flight: waiting for it (view_wait) beats asking
+ * storaged the slow way meanwhile. */
+bool view_loading(const view_t *v);
+/* Parks the session's command until the view's load or catch-up ends;
+ * then fn runs (the view may be ready or not). */
+void view_wait(session_t *s, void (*fn)(session_t *s));
+/* The view can answer this session's FETCH: ready, same UIDVALIDITY, and
+ * at least as new as what the session has told its client. */
+bool view_serves(const session_t *s);
+vmsg_t *view_find(view_t *v, uint32_t uid);
+/* "(\\Seen kw)" for packed flags. */
+void view_flags(strbuf_t *sb, const view_t *v, uint32_t flags);
+/* A message as a storaged.message.list entry (a new reference). */
+json_t *view_msg_json_new(const view_t *v, const vmsg_t *m);
+/* This process's own changes, from storaged's reply: "changed" entries
+ * ({uid, flags, modseq}) and the HIGHESTMODSEQ after them; expunged UIDs. */
+void view_apply(view_t *v, const json_t *changed, uint64_t hms);
+void view_expunged(view_t *v, const char *uids, uint64_t hms);
+/* Loads the view again (after what is in flight, or now). */
+void view_load(view_t *v);
+/* Reads what changed since the view's HIGHESTMODSEQ (after what is in
+ * flight, or now). */
+void view_refresh(view_t *v);
+/* A mailbox deleted or renamed here: its view is no longer trusted. */
+void view_forget(imapd_t *d, const char *address, const char *mailbox);
+/* storaged.mailbox.changed, for the view of that mailbox. */
+void view_event(imapd_t *d, const char *address, const char *mailbox, uint64_t uv,
+		const char *kind, const char *uids, uint64_t hms);
+void views_free(imapd_t *d);
 
 #endif

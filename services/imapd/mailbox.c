@@ -45,6 +45,7 @@ static void status_line(session_t *s, const char *name, unsigned bits, const jso
 
 void mbox_clear(mbox_t *m)
 {
+	view_release(&m->view);
 	free(m->name);
 	free(m->uids);
 	free(m->gone);
@@ -112,6 +113,8 @@ static void mailbox_request(session_t *s, const char *type, const char *key)
 	char name[IMAPD_NAME_MAX + 1];
 	if (!imap_mailbox_only(s, name, sizeof name))
 		return;
+	if (strcmp(type, "storaged.mailbox.delete") == 0)
+		view_forget(s->d, s->user, name);   /* a mailbox made again has new UIDs */
 	json_t *req = bus_env_new(type);
 	imap_idem(s, req);
 	json_object_set_new(req, key, json_string(name));
@@ -246,6 +249,8 @@ void cmd_rename(session_t *s)
 		imap_done(s, "BAD", "unexpected arguments");
 		return;
 	}
+	view_forget(s->d, s->user, from);
+	view_forget(s->d, s->user, to);
 	if (strcmp(from, "INBOX") == 0) {
 		rename_inbox(s, to);
 		return;
@@ -727,32 +732,113 @@ static void select_page(session_t *s, json_t *reply, const void *raw, size_t raw
 	select_announce(s);
 }
 
+/* SELECT from the view: the UIDs it has are the map, nothing asked. */
+static void select_from_view(session_t *s)
+{
+	mbox_t *m = &s->mbox;
+	cmd_t *c = s->cmd;
+	view_t *v = m->view;
+	m->uids = xrealloc(m->uids, (v->n ? v->n : 1) * sizeof *m->uids);
+	m->cap = v->n ? v->n : 1;
+	m->n = v->n;
+	c->first_unseen = 0;
+	for (size_t i = 0; i < v->n; i++) {
+		m->uids[i] = v->msgs[i].uid;
+		if (c->first_unseen == 0 && !(v->msgs[i].flags & 1u))
+			c->first_unseen = (uint32_t)i + 1;
+	}
+	m->uidvalidity = v->uidvalidity;
+	m->uidnext = v->uidnext;
+	m->hms = v->hms;
+	m->view_gen = v->gen;
+	select_announce(s);
+}
+
+/*
+ * storaged's status against the view: the same UIDVALIDITY, HIGHESTMODSEQ
+ * and count means the view is storaged's state, and SELECT answers from
+ * it. Otherwise an event has not come yet (or was lost): this SELECT goes
+ * the storaged way, and the view catches up (or, if the counts differ at
+ * the same MODSEQ, loads again).
+ */
+static void select_check_done(session_t *s, json_t *reply, const void *raw, size_t rawlen)
+{
+	view_t *v = s->mbox.view;
+	if (bus_reply_ok(reply) && view_ready(v)) {
+		uint64_t uv = (uint64_t)json_integer_value(json_object_get(reply, "uidvalidity"));
+		uint64_t hms = (uint64_t)json_integer_value(json_object_get(reply, "highestmodseq"));
+		uint64_t n = (uint64_t)json_integer_value(json_object_get(reply, "messages"));
+		if (uv == v->uidvalidity && hms == v->hms && n == v->n) {
+			v->checked_ms = loop_now(s->d->loop);
+			select_from_view(s);
+			return;
+		}
+		/* a status older than the view (our own write came between)
+		 * says nothing about it */
+		if (uv != v->uidvalidity || (hms == v->hms && n != v->n))
+			view_load(v);
+		else if (hms > v->hms)
+			view_refresh(v);
+	}
+	select_status_done(s, reply, raw, rawlen);
+}
+
+/* How long a view that storaged's status confirmed is trusted without
+ * asking again: events keep it current; this bounds how long a lost one
+ * (busd restarted) or a mailbox deleted and made again elsewhere can go
+ * unseen by a SELECT. */
+#define SELECT_TRUST_MS 250
+
+/* From the view if storaged confirmed it lately; after its load if it is
+ * loading (cheaper than reading the UIDs beside it); else ask. */
+static void select_go(session_t *s)
+{
+	view_t *v = s->mbox.view;
+	if (view_ready(v) && loop_now(s->d->loop) - v->checked_ms < SELECT_TRUST_MS) {
+		select_from_view(s);
+		return;
+	}
+	if (view_loading(v)) {
+		view_wait(s, select_go);
+		return;
+	}
+	json_t *req = bus_env_new("storaged.mailbox.status");
+	json_object_set_new(req, "mailbox", json_string(s->mbox.name));
+	imap_call(s, &req, view_ready(v) ? select_check_done : select_status_done);
+}
+
 static void select_common(session_t *s, bool examine)
 {
 	cmd_t *c = s->cmd;
 	imap_parser_t *ip = &c->ip;
 	char name[IMAPD_NAME_MAX + 1];
-	/* RFC 3501 6.3.1: a SELECT, even a failing one, leaves the old mailbox */
+	/* RFC 3501 6.3.1: a SELECT, even a failing one, leaves the old mailbox;
+	 * its view is let go after the new one is held, so a SELECT of the same
+	 * mailbox keeps it */
+	view_t *old = s->mbox.view;
+	s->mbox.view = NULL;
 	qresync_closed(s);
 	mbox_clear(&s->mbox);
 	imap_enter_state(s, IS_AUTH);
-	if (!ip_sp(ip)) {
-		imap_done(s, "BAD", "expected a mailbox");
-		return;
-	}
-	if (!imap_mailbox_arg(s, name, sizeof name))
-		return;
-	if (ip_char(ip, ' ') && !qresync_select_arg(s))
-		return;   /* (CONDSTORE), (QRESYNC (...)): qresync.c; BAD sent */
-	if (!ip_eol(ip)) {
-		imap_done(s, "BAD", "unexpected arguments");
-		return;
+	const char *bad = NULL;
+	if (!ip_sp(ip))
+		bad = "expected a mailbox";
+	else if (!imap_mailbox_arg(s, name, sizeof name))
+		goto out;   /* answered */
+	else if (ip_char(ip, ' ') && !qresync_select_arg(s))
+		goto out;   /* (CONDSTORE), (QRESYNC (...)): qresync.c; BAD sent */
+	if (bad == NULL && !ip_eol(ip))
+		bad = "unexpected arguments";
+	if (bad != NULL) {
+		imap_done(s, "BAD", "%s", bad);
+		goto out;
 	}
 	s->mbox.name = xstrdup(name);
 	s->mbox.readonly = examine;
-	json_t *req = bus_env_new("storaged.mailbox.status");
-	json_object_set_new(req, "mailbox", json_string(name));
-	imap_call(s, &req, select_status_done);
+	s->mbox.view = view_acquire(s->d, s->user, name);
+	select_go(s);
+out:
+	view_release(&old);
 }
 
 void cmd_select(session_t *s)

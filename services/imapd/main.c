@@ -53,6 +53,9 @@ static void imapd_stats(json_t *st, void *arg)
 	json_object_set_new(st, "login_failures", json_integer((json_int_t)d->stats.login_failures));
 	json_object_set_new(st, "commands", json_integer((json_int_t)d->stats.commands));
 	json_object_set_new(st, "events", json_integer((json_int_t)d->stats.events));
+	json_object_set_new(st, "views", json_integer(d->views ? (json_int_t)hmap_count(d->views) : 0));
+	json_object_set_new(st, "view_loads", json_integer((json_int_t)d->stats.view_loads));
+	json_object_set_new(st, "view_catchups", json_integer((json_int_t)d->stats.view_catchups));
 	json_object_set_new(st, "tls", json_boolean(d->tls != NULL));
 }
 
@@ -96,6 +99,7 @@ int main(int argc, char **argv)
 	bus_sub_free(&d.fails_sub);
 	bus_pub_free(&d.pub);
 	bus_client_free(&d.bus);
+	views_free(&d);   /* after the client: no reply can reach a view now */
 	tls_free(&d.tls);
 	loop_free(&d.loop);
 	bus_zmq_term();

@@ -122,8 +122,13 @@ static void store_done(session_t *s, json_t *reply, const void *raw, size_t rawl
 		return;
 	}
 	uint64_t hms = (uint64_t)json_integer_value(json_object_get(reply, "highestmodseq"));
-	if (hms == m->hms + 1)
-		m->hms = hms;   /* only our change happened: no need to look again */
+	/* only our change happened: no need to look again (if nothing changed,
+	 * hms is the mailbox's, maybe someone else's change not yet told) */
+	if (hms == m->hms + 1 && json_array_size(json_object_get(reply, "changed")) > 0)
+		m->hms = hms;
+	/* the view has it before the event comes: the next FETCH reads it */
+	if (m->view != NULL && m->view->uidvalidity == m->uidvalidity)
+		view_apply(m->view, json_object_get(reply, "changed"), hms);
 	size_t i;
 	json_t *ch;
 	strbuf_t sb = STRBUF_INIT;
@@ -491,6 +496,9 @@ static void expunge_done(session_t *s, json_t *reply, const void *raw, size_t ra
 		return;
 	}
 	const char *gone = json_string_value(json_object_get(reply, "expunged"));
+	if (gone != NULL && s->mbox.view != NULL && s->mbox.view->uidvalidity == s->mbox.uidvalidity)
+		view_expunged(s->mbox.view, gone,
+			      (uint64_t)json_integer_value(json_object_get(reply, "highestmodseq")));
 	if (c->closing) {   /* RFC 3501 6.4.2: no EXPUNGE responses */
 		mbox_clear(&s->mbox);
 		imap_enter_state(s, IS_AUTH);

@@ -61,7 +61,8 @@ void session_printf(session_t *s, const char *fmt, ...)
 
 bool session_waiting(const session_t *s)
 {
-	return s->call != 0 || (s->cmd != NULL && (s->cmd->chunk_inflight || s->cmd->delay != NULL));
+	return s->call != 0 || (s->cmd != NULL && (s->cmd->chunk_inflight || s->cmd->delay != NULL ||
+						     s->cmd->view_cont != NULL));
 }
 
 bool session_out_full(const session_t *s)
@@ -356,6 +357,12 @@ static void net_new_session(imapd_t *d, int fd, const char *ip, bool implicit)
 	s->serial = ++d->serial;
 	s->implicit = implicit;
 	snprintf(s->ip, sizeof s->ip, "%s", ip);
+	/* Output is gathered per command in s->out and sent when the session
+	 * settles, so Nagle has nothing to merge; it would only hold a tagged
+	 * line written after untagged ones already on the wire (a command that
+	 * waited for storaged in between) until the client's delayed ACK: 40 ms. */
+	int one = 1;
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	/* Like Dovecot's default: a client on this host is not on the wire.
 	 * Off unless configured: in a container a DNAT'ed client never looks
 	 * like loopback, but a local proxy could. */

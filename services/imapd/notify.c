@@ -9,9 +9,11 @@
  * changes only while a command is in progress, at notify_sync, which
  * imap_done runs before every tagged reply (and IDLE runs at once):
  *
- *   1. storaged.message.list CHANGEDSINCE the MODSEQ the client has seen:
- *      UIDs above the map are new (appended, then "* n EXISTS"); known ones
- *      changed flags ("* n FETCH (FLAGS ...)").
+ *   1. what changed after the MODSEQ the client has seen: UIDs above the
+ *      map are new (appended, then "* n EXISTS"); known ones changed flags
+ *      ("* n FETCH (FLAGS ...)"). From the shared view (view.c) when it has
+ *      caught up with every event received, a pass over memory; otherwise
+ *      storaged.message.list CHANGEDSINCE.
  *   2. the recorded expunges as "* n EXPUNGE", unless the command uses
  *      sequence numbers (FETCH, STORE, SEARCH, COPY, MOVE without UID):
  *      then they wait for the next command, so numbers never shift under
@@ -76,7 +78,7 @@ static void gone_add(uint32_t lo, uint32_t hi, void *arg)
 	}
 }
 
-static void idle_noop(session_t *s)
+void notify_idle_noop(session_t *s)
 {
 	(void)s;
 }
@@ -86,13 +88,16 @@ void notify_event(json_t **event, const void *raw, size_t rawlen, void *arg)
 	(void)raw; (void)rawlen;
 	imapd_t *d = arg;
 	const char *address, *mailbox, *kind, *uids;
-	json_int_t uv;
-	if (json_unpack(*event, "{s:s, s:s, s:I, s:s, s:s}", "address", &address, "mailbox",
-			&mailbox, "uidvalidity", &uv, "kind", &kind, "uids", &uids) < 0) {
+	json_int_t uv, hms;
+	if (json_unpack(*event, "{s:s, s:s, s:I, s:s, s:s, s:I}", "address", &address, "mailbox",
+			&mailbox, "uidvalidity", &uv, "kind", &kind, "uids", &uids,
+			"highestmodseq", &hms) < 0) {
 		log_warn("event.bad", "why=\"missing fields\"");
 		return;
 	}
 	d->stats.events++;
+	/* the view first: a session woken below reads it */
+	view_event(d, address, mailbox, (uint64_t)uv, kind, uids, (uint64_t)hms);
 	for (session_t *s = d->sessions, *next; s != NULL; s = next) {
 		next = s->next;
 		mbox_t *m = &s->mbox;
@@ -104,8 +109,13 @@ void notify_event(json_t **event, const void *raw, size_t rawlen, void *arg)
 		if (strcmp(kind, "expunge") == 0 && !uidset_each(uids, gone_add, m))
 			log_warn("event.bad", "uids=%s", log_quote(uids));
 		m->dirty = true;
+		/* an idler whose view is catching up on this event is woken by
+		 * the view when it has (view_wake): no round trip of its own */
+		if (m->view != NULL && m->view->busy && m->view->state == V_READY &&
+		    m->view->uidvalidity == m->uidvalidity)
+			continue;
 		if (s->cmd != NULL && s->cmd->idling && s->call == 0) {
-			notify_sync(s, false, idle_noop);
+			notify_sync(s, false, notify_idle_noop);
 			session_resume(s);
 		}
 	}
@@ -121,13 +131,15 @@ static int cmp_u32_desc(const void *a, const void *b)
 
 /* "* n EXPUNGE" for every recorded UID, highest first: removing a higher
  * number never moves a lower one, so each line names the current number. */
-static void sync_expunges(session_t *s)
+static size_t sync_expunges(session_t *s)
 {
 	mbox_t *m = &s->mbox;
 	if (s->qresync) {
+		size_t before = m->n;
 		qresync_expunges(s);   /* "* VANISHED uids" (RFC 7162 3.2.10) */
-		return;
+		return before - m->n;
 	}
+	size_t removed = 0;
 	qsort(m->gone, m->ngone, sizeof *m->gone, cmp_u32_desc);
 	for (size_t i = 0; i < m->ngone; i++) {
 		uint32_t seq = mbox_seq(m, m->gone[i]);
@@ -135,8 +147,10 @@ static void sync_expunges(session_t *s)
 			continue;   /* a duplicate, or already announced */
 		session_printf(s, "* %u EXPUNGE\r\n", (unsigned)seq);
 		mbox_remove(m, seq);
+		removed++;
 	}
 	m->ngone = 0;
+	return removed;
 }
 
 static void sync_end(session_t *s)
@@ -146,8 +160,10 @@ static void sync_end(session_t *s)
 	if (c->sync_hms > m->hms)
 		m->hms = c->sync_hms;
 	if (!c->no_expunge && m->ngone > 0) {
-		sync_expunges(s);
-		c->sync_before = m->n < c->sync_before ? m->n : c->sync_before;
+		/* the client's count after these EXPUNGEs: a message new in this
+		 * same sync still needs its EXISTS even if the total is as before */
+		size_t removed = sync_expunges(s);
+		c->sync_before = c->sync_before > removed ? c->sync_before - removed : 0;
 	}
 	if (m->n != c->sync_before)
 		session_printf(s, "* %zu EXISTS\r\n", m->n);
@@ -222,6 +238,60 @@ static void sync_ask(session_t *s, uint32_t from)
 	imap_call(s, &req, sync_page);
 }
 
+/* The map's UIDs the view no longer has (after the view was loaded again:
+ * expunges whose events were lost) join the gone list. */
+static void sync_view_gone(session_t *s, view_t *v)
+{
+	mbox_t *m = &s->mbox;
+	for (size_t k = 0; k < m->n; k++)
+		if (view_find(v, m->uids[k]) == NULL)
+			gone_add(m->uids[k], m->uids[k], m);
+}
+
+/*
+ * The same as sync_ask's pages, from the view: what changed after the
+ * MODSEQ the client has seen (FETCH FLAGS for known messages, new UIDs
+ * appended for EXISTS). One pass over the view's messages.
+ */
+static void sync_view(session_t *s)
+{
+	cmd_t *c = s->cmd;
+	mbox_t *m = &s->mbox;
+	view_t *v = m->view;
+	if (m->view_gen != v->gen) {
+		sync_view_gone(s, v);
+		m->view_gen = v->gen;
+	}
+	if (v->hms > m->hms) {
+		strbuf_t sb = STRBUF_INIT;
+		for (size_t i = 0; i < v->n; i++) {
+			const vmsg_t *vm = &v->msgs[i];
+			if (vm->modseq <= m->hms)
+				continue;
+			uint32_t seq = mbox_seq(m, vm->uid);
+			if (seq == 0) {
+				mbox_append(m, vm->uid);   /* new: EXISTS in sync_end */
+				continue;
+			}
+			sb_truncate(&sb, 0);
+			sb_addf(&sb, "* %u FETCH (FLAGS ", (unsigned)seq);
+			view_flags(&sb, v, vm->flags);
+			if (c->uid || s->qresync)   /* QRESYNC clients follow UIDs */
+				sb_addf(&sb, " UID %u", (unsigned)vm->uid);
+			if (s->condstore)
+				sb_addf(&sb, " MODSEQ (%llu)", (unsigned long long)vm->modseq);
+			sb_adds(&sb, ")\r\n");
+			session_write(s, sb.buf, sb.len);
+		}
+		sb_free(&sb);
+		c->sync_hms = v->hms;
+	}
+	if (v->uidnext > m->uidnext)
+		m->uidnext = v->uidnext;
+	m->dirty = false;
+	sync_end(s);
+}
+
 void notify_sync(session_t *s, bool force, void (*done)(session_t *s))
 {
 	cmd_t *c = s->cmd;
@@ -229,7 +299,18 @@ void notify_sync(session_t *s, bool force, void (*done)(session_t *s))
 	c->sync_done = done;
 	c->sync_hms = 0;
 	c->sync_before = m->n;
-	if (s->state != IS_SELECTED || (!m->dirty && !force)) {
+	if (s->state != IS_SELECTED) {
+		sync_end(s);
+		return;
+	}
+	/* the view has caught up with every event received: no round trip
+	 * (NOOP, CHECK and IDLE still ask storaged: an event may be lost) */
+	if (!force && view_ready(m->view) && m->view->uidvalidity == m->uidvalidity &&
+	    m->view->hms >= m->hms) {
+		sync_view(s);
+		return;
+	}
+	if (!m->dirty && !force) {
 		sync_end(s);
 		return;
 	}
@@ -244,5 +325,5 @@ void notify_expunged(session_t *s, const char *uids)
 	mbox_t *m = &s->mbox;
 	if (!uidset_each(uids, gone_add, m))
 		log_warn("expunged.bad", "uids=%s", log_quote(uids));
-	sync_expunges(s);
+	(void)sync_expunges(s);
 }

@@ -152,6 +152,72 @@ def events(sd):
     ev.close()
 
 
+# ---- the compact list (imapd's view loads a mailbox with it) ---------------------------------
+
+
+def compact_rows(rep):
+    """A compact page as [(uid, modseq, size, internaldate, flags, keywords text)]."""
+    kws = rep["keywords"]
+    assert kws[0] == ""
+    out = []
+    for row in filter(None, rep["compact"].split(";")):
+        uid, modseq, size, idate, bits, kw = (int(x) for x in row.split(","))
+        flags = [f for b, f in enumerate(("\\Seen", "\\Answered", "\\Flagged", "\\Deleted",
+                                          "\\Draft")) if bits & (1 << b)]
+        out.append((uid, modseq, size, idate, " ".join(flags + ([kws[kw]] if kws[kw] else []))))
+    return out
+
+
+def lst(b, **fields):
+    """storaged.message.list of ALICE's INBOX (the reply, whatever its status)."""
+    env = dict({"type": "storaged.message.list", "address": ALICE, "mailbox": "INBOX"}, **fields)
+    rep, _ = b.c.call("storaged", env)
+    return rep
+
+
+def all_pages(b, **fields):
+    """Every page of message.list with fields: (rows, number of pages)."""
+    rows, frm, pages = [], 1, 0
+    while frm:
+        rep = lst(b, uids="%d:*" % frm, **fields)
+        assert rep["status"] == "ok", rep
+        assert len(json.dumps(rep)) < 64 * 1024     # one envelope frame
+        pages += 1
+        if fields.get("compact"):
+            rows += compact_rows(rep)
+        else:
+            rows += [(m["uid"], m["modseq"], m["size"], m["internaldate"], " ".join(m["flags"]))
+                     for m in rep["messages"]]
+        frm = rep.get("next")
+    return rows, pages
+
+
+def test_list_compact_is_the_list(sd):
+    """compact gives the rows message.list gives (flags, keywords, MODSEQ,
+    size, date), in pages that fit an envelope, 64 keyword texts at most
+    per page; CHANGEDSINCE and limit work the same; headers cannot come
+    with it."""
+    uids = fill(sd, 1500)
+    flags(sd, "%d:%d" % (uids[0], uids[99]), "add", ["\\Seen", "$Work"])
+    for i in range(100, 180):      # 80 distinct keyword texts: a page ends at 64
+        flags(sd, str(uids[i]), "add", ["\\Flagged", "k%02d" % i])
+    flags(sd, str(uids[5]), "add", ["\\Draft", "\\Deleted", "\\Answered", "$Zed"])
+    want, _ = all_pages(sd)
+    got, pages = all_pages(sd, compact=True)
+    assert got == want and len(got) == 1500 and pages >= 2
+    # CHANGEDSINCE: only the rows changed after it
+    hms = lst(sd, uids="1", compact=True)["highestmodseq"]
+    flags(sd, str(uids[7]), "remove", ["\\Seen"])
+    rep = lst(sd, compact=True, changedsince=hms)
+    assert [r[0] for r in compact_rows(rep)] == [uids[7]] and rep["highestmodseq"] == hms + 1
+    rep = lst(sd, compact=True, limit=10)
+    assert len(compact_rows(rep)) == 10 and rep["next"] == uids[10]
+    rep = lst(sd, compact=True, headers=True)
+    assert rep["status"] == "invalid", rep
+    rep = lst(sd, limit=1001)
+    assert rep["status"] == "invalid", rep    # 8192 only with compact
+
+
 # ---- flags and MODSEQ (RFC 3501 STORE, RFC 7162) -------------------------------------------
 
 
