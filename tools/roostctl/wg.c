@@ -228,31 +228,47 @@ static int wg_keygen(struct ctl *ctl, int argc, char **argv)
 	return 0;
 }
 
+/* What wg show and vps-config read: wg_dir, wg_net, both private keys
+ * (base64) and both public keys. */
+struct wg_setup {
+	char dir[4096];
+	struct wg_net net;
+	char srv_key[WG_KEY_B64 + 1], vps_key[WG_KEY_B64 + 1];
+	char srv_pub[WG_KEY_B64 + 1], vps_pub[WG_KEY_B64 + 1];
+};
+
+/* 0, or 1 after printing why (what: the command, for the message). */
+static int wg_setup_load(const struct ctl *ctl, struct wg_setup *w, const char *what)
+{
+	unsigned char srv[WG_KEY_LEN], vps[WG_KEY_LEN];
+	wg_dir(ctl, w->dir, sizeof w->dir);
+	if (wg_net_get(ctl, &w->net) != 0 || wg_key_read(w->dir, "server.key", srv, w->srv_key) != 0 ||
+	    wg_key_read(w->dir, "vps.key", vps, w->vps_key) != 0)
+		return 1;
+	if (wg_pubkey(srv, w->srv_pub) < 0 || wg_pubkey(vps, w->vps_pub) < 0)
+		return ctl_fail("%s: OpenSSL cannot derive X25519 public keys", what);
+	return 0;
+}
+
 static int wg_show(struct ctl *ctl, int argc, char **argv)
 {
 	(void)argv;
 	if (argc > 0)
 		return ctl_fail("wg show: no arguments");
-	char dir[4096], sb[WG_KEY_B64 + 1], vb[WG_KEY_B64 + 1], sp[WG_KEY_B64 + 1], vp[WG_KEY_B64 + 1];
-	unsigned char srv[WG_KEY_LEN], vps[WG_KEY_LEN];
-	struct wg_net n;
-	wg_dir(ctl, dir, sizeof dir);
-	if (wg_net_get(ctl, &n) != 0 || wg_key_read(dir, "server.key", srv, sb) != 0 ||
-	    wg_key_read(dir, "vps.key", vps, vb) != 0)
+	struct wg_setup w;
+	if (wg_setup_load(ctl, &w, "wg show") != 0)
 		return 1;
-	if (wg_pubkey(srv, sp) < 0 || wg_pubkey(vps, vp) < 0)
-		return ctl_fail("wg show: OpenSSL cannot derive X25519 public keys");
 	if (ctl->json) {
-		json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "dir", dir, "server_public_key", sp,
-				      "vps_public_key", vp, "net", n.cidr, "server_address", n.server,
-				      "vps_address", n.vps);
+		json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "dir", w.dir, "server_public_key",
+				      w.srv_pub, "vps_public_key", w.vps_pub, "net", w.net.cidr,
+				      "server_address", w.net.server, "vps_address", w.net.vps);
 		char *s = json_dumps(o, JSON_COMPACT);
 		puts(s);
 		free(s);
 		json_decref(o);
 	} else {
-		printf("keys in %s\nserver %s  public key %s\nVPS    %s  public key %s\n", dir, n.server, sp,
-		       n.vps, vp);
+		printf("keys in %s\nserver %s  public key %s\nVPS    %s  public key %s\n", w.dir,
+		       w.net.server, w.srv_pub, w.net.vps, w.vps_pub);
 	}
 	return 0;
 }
@@ -656,15 +672,10 @@ int cmd_vps_config(struct ctl *ctl, int argc, char **argv)
 		return ctl_fail("vps-config: --vps-ip IP is required (the VPS's public IPv4 address)");
 	if (inet_pton(AF_INET, ip, &a4) != 1)
 		return ctl_fail("vps-config: --vps-ip %s: not an IPv4 address", ip);
-	char dir[4096], sb[WG_KEY_B64 + 1], vb[WG_KEY_B64 + 1], sp[WG_KEY_B64 + 1];
-	unsigned char srv[WG_KEY_LEN], vps[WG_KEY_LEN];
-	struct wg_net n;
-	wg_dir(ctl, dir, sizeof dir);
-	if (wg_net_get(ctl, &n) != 0 || wg_key_read(dir, "server.key", srv, sb) != 0 ||
-	    wg_key_read(dir, "vps.key", vps, vb) != 0)
+	struct wg_setup w;
+	if (wg_setup_load(ctl, &w, "vps-config") != 0)
 		return 1;
-	if (wg_pubkey(srv, sp) < 0)
-		return ctl_fail("vps-config: OpenSSL cannot derive X25519 public keys");
+	const struct wg_net n = w.net;
 	char when[32];
 	time_t now = time(NULL);
 	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
@@ -673,9 +684,9 @@ int cmd_vps_config(struct ctl *ctl, int argc, char **argv)
 	host_addr(&n, WG_PEER_LAST, last);
 	snprintf(range, sizeof range, "%s-%s", first, last);
 	printf(vps_script, when, ip, port, ssh, n.cidr, n.server, WG_FORWARD_PORTS, range,
-	       WG_DEVICE_PORTS, n.vps, vb, sp);
+	       WG_DEVICE_PORTS, n.vps, w.vps_key, w.srv_pub);
 	size_t np;
-	struct wg_peer *peers = peers_load(dir, &np);
+	struct wg_peer *peers = peers_load(w.dir, &np);
 	for (size_t i = 0; i < np; i++) {
 		host_addr(&n, peers[i].host, addr);
 		printf("\n[Peer]\n# device %s (roostctl wg add-peer)\nPublicKey = %s\nAllowedIPs = %s/32\n",
