@@ -13,8 +13,11 @@
  * a service name (containers give each service its own uid), "roostctl"
  * (admin), or "" (unknown uid: connected, but allowed nothing — a clear
  * "forbidden" beats a silent refusal; on the events sockets, which have no
- * replies, it is refused). The tap domain admits only "*" and "roostctl":
- * it shows every envelope.
+ * replies, it is refused). The tap domain admits only "*", "roostctl" and
+ * "tap": it shows every envelope. "tap" is the bus relay's role (roostctl
+ * bus relay, which serves the tap to the tunnel's devices): the tap and
+ * nothing else, so that the one bus client listening on a network holds no
+ * admin power. No service is named "tap".
  */
 #include "busd.h"
 #include "log.h"
@@ -153,7 +156,10 @@ static void zap_handle(zap_t *z)
 	if (zap_peer_uid(zmq_msg_data(&part[3]), zmq_msg_size(&part[3]), &uid, &pid) == 0)
 		role = zap_role_for(z, uid);
 	bool events = dlen == 6 && memcmp(domain, "events", 6) == 0;
-	if (tap && strcmp(role, "*") != 0 && strcmp(role, "roostctl") != 0) {
+	/* "tap" reads the tap and nothing else: elsewhere it is an unknown uid. */
+	if (!tap && strcmp(role, "tap") == 0)
+		role = "";
+	if (tap && strcmp(role, "*") != 0 && strcmp(role, "roostctl") != 0 && strcmp(role, "tap") != 0) {
 		z->denied++;
 		log_warn("zap.denied", "domain=tap uid=%ld pid=%ld why=\"tap is for roostctl only\"", (long)uid, pid);
 		zap_answer(z, &part[1], "400", "tap is for roostctl only", "");

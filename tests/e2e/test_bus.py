@@ -371,6 +371,7 @@ def test_worker_echo_error_code(bus):
 # ---- 7. identity ----------------------------------------------------------------------------
 
 ECHO_UID, CTL_UID, STRANGER_UID, BUS_GID = 40001, 40002, 40003, 40000
+TAP_UID = 40004   # role "tap": the bus relay's (roostctl bus relay, test_bus_relay.py)
 
 ROGUE = r'''
 import json, os, sys, time, zmq
@@ -442,7 +443,7 @@ def rogue_call(bus, uid, service, env, wait=20):
 def acl_bus(make_bus):
     if os.geteuid() != 0:
         pytest.skip("needs root to run a worker under another uid")
-    bus = make_bus(env={"ROOST_BUS_ACL": "%d=echo,%d=roostctl" % (ECHO_UID, CTL_UID),
+    bus = make_bus(env={"ROOST_BUS_ACL": "%d=echo,%d=roostctl,%d=tap" % (ECHO_UID, CTL_UID, TAP_UID),
                         "ROOST_BUS_GROUP": str(BUS_GID)})
     os.chmod(bus.tmp, 0o755)  # mkdtemp makes it 0700: let the other uids through
     st = os.stat(bus.dir)
@@ -553,6 +554,22 @@ def test_identity_tap_is_for_roostctl_only(acl_bus):
     assert tap_lines_under(acl_bus, CTL_UID) > 0, "roostctl's uid must see the tap"
     assert tap_lines_under(acl_bus, STRANGER_UID) == 0, "a uid not in bus_acl saw the tap"
     assert tap_lines_under(acl_bus, ECHO_UID) == 0, "a service's uid saw the tap"
+
+
+def test_identity_tap_role_reads_the_tap_and_nothing_else(acl_bus):
+    """Role "tap" (the bus relay's uid): the tap, and elsewhere no more than
+    an unknown uid: no request, no event, no worker."""
+    acl_bus.start_workers(1)
+    assert tap_lines_under(acl_bus, TAP_UID) > 0, "the tap role must see the tap"
+    assert tap_lines_under(acl_bus, TAP_UID, "events.out") == 0, "the tap role received events"
+    for service, env in (("echo", {"type": "echo.payload.echo", "text": "x"}),
+                         ("echo.control", {"type": "echo.control.ping"}),
+                         ("busd", {"type": "busd.status.get"}),
+                         ("storaged", {"type": "storaged.domain.list"})):
+        reply = rogue_call(acl_bus, TAP_UID, service, env)
+        assert reply["status"] == "error" and reply["code"] == "forbidden", (env, reply)
+    (res,) = rogue(acl_bus, TAP_UID, "ready", acl_bus.dir, "echo", 20, 0)
+    assert res["messages"] and res["messages"][0]["cmd"] == 5, res
 
 
 def test_identity_unknown_uid_gets_no_events(acl_bus):
