@@ -69,6 +69,7 @@ static const char *const config_keys[] = {
 	"imap_plaintext_loopback", /* imapd: 1 allows LOGIN without TLS from loopback (as Dovecot does) */
 	"wg_dir",               /* WireGuard keys (roostctl wg keygen); default <data_dir>/wg */
 	"wg_net",               /* the tunnel's IPv4 /24: VPS .1, this server .2, devices from .10 */
+	"bus_relay_port",       /* roostctl bus relay: busd's tap for devices, on the tunnel address; 4470 */
 	"vps_ip",               /* the VPS's public IPv4 address (wg add-peer, dns-records, check-dns) */
 	"vps_ip6",              /* the VPS's public IPv6 address, if it has one: AAAA, ip6: and PTR */
 	"dkim_dir",             /* DKIM keys: <dkim_dir>/<domain>/<selector>.pem; default <data_dir>/dkim */

@@ -3,7 +3,9 @@
  *
  * bus tail subscribes to busd's tap (admin only: busd admits roostctl's uid
  * and its own) and prints every envelope as one JSON line; --service keeps
- * the messages of one service, --type those of one type.
+ * the messages of one service, --type those of one type. With --remote it
+ * reads the same lines from a bus relay (relay.c) over the WireGuard
+ * tunnel instead: a device of wg add-peer has no bus directory.
  */
 #include "roostctl.h"
 #include "bus.h"
@@ -25,9 +27,12 @@ static void on_stop(int signo)
 
 static int tail_usage(FILE *to)
 {
-	fprintf(to, "usage: roostctl bus tail [--service S] [--type T] [--count N]\n"
+	fprintf(to, "usage: roostctl bus tail [--service S] [--type T] [--count N] [--remote HOST[:PORT]]\n"
 		"  prints every envelope crossing busd as one JSON line (raw frames omitted)\n"
-		"  --count N  stop after N lines\n");
+		"  --count N   stop after N lines\n"
+		"  --remote    from a device over the WireGuard tunnel: the bus relay on\n"
+		"              this server's tunnel address (wg add-peer prints it; PORT %d)\n",
+		RELAY_DEFAULT_PORT);
 	return to == stdout ? 0 : 2;
 }
 
@@ -45,9 +50,115 @@ static bool tail_keep(const char *type, const char *service, const char *want_ty
 	return true;
 }
 
+void *monitor_new(void *ctx, void *sock, const char *name)
+{
+	char ep[96];
+	snprintf(ep, sizeof ep, "inproc://%s", name);
+	if (zmq_socket_monitor(sock, ep, ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+			       ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) < 0)
+		return NULL;
+	void *mon = zmq_socket(ctx, ZMQ_PAIR);
+	int linger = 0;
+	zmq_setsockopt(mon, ZMQ_LINGER, &linger, sizeof linger);
+	if (zmq_connect(mon, ep) < 0) {
+		zmq_close(mon);
+		return NULL;
+	}
+	return mon;
+}
+
+/* A monitor message is [6 bytes: event (16 bits), value (32)][endpoint]. */
+int monitor_event(void *mon, int *event)
+{
+	zmq_msg_t m;
+	zmq_msg_init(&m);
+	if (zmq_msg_recv(&m, mon, ZMQ_DONTWAIT) < 0) {
+		zmq_msg_close(&m);
+		return -1;
+	}
+	uint16_t ev = 0;
+	if (zmq_msg_size(&m) >= sizeof ev)
+		memcpy(&ev, zmq_msg_data(&m), sizeof ev);
+	while (zmq_msg_more(&m) && zmq_msg_recv(&m, mon, 0) >= 0)
+		;
+	zmq_msg_close(&m);
+	*event = ev;
+	return 0;
+}
+
+/* Where tail reads: busd's tap, or a relay's tcp:// endpoint for --remote
+ * HOST[:PORT] (the port defaults to RELAY_DEFAULT_PORT: a device has no
+ * roost.conf of this server). 0, or 1 after printing why. */
+static int tail_endpoint(const struct ctl *ctl, const char *remote, char *ep, size_t size)
+{
+	if (remote == NULL) {
+		bus_endpoints_t bep;
+		if (bus_endpoints_init(&bep, ctl->bus_dir) < 0)
+			return ctl_fail("bus directory path too long: %s", ctl->bus_dir);
+		if (ctl_bus_present(ctl) != 0)
+			return 1;
+		snprintf(ep, size, "%s", bep.tap);
+		return 0;
+	}
+	const char *colon = strrchr(remote, ':');
+	size_t hl = colon ? (size_t)(colon - remote) : strlen(remote);
+	char *end = NULL;
+	long port = colon ? strtol(colon + 1, &end, 10) : RELAY_DEFAULT_PORT;
+	if (hl == 0 || hl > 253 || strcspn(remote, ";/ ") < hl || (colon && (*end != '\0' || port < 1 || port > 65535)))
+		return ctl_fail("bus tail: --remote %s: want HOST or HOST:PORT (the server's tunnel address)", remote);
+	snprintf(ep, size, "tcp://%.*s:%ld", (int)hl, remote, port);
+	return 0;
+}
+
+/* The longest tap line read from a relay: an envelope is at most 64 KiB
+ * (BUS.md), busd's header and redaction add little. Longer: the relay's
+ * connection is dropped by libzmq. */
+#define TAIL_REMOTE_MAX (256 * 1024)
+
+/* One tap message, [type][line]: 1 and the line in m (topic in topic) if
+ * it has exactly those two frames, else 0 (the rest of it drained). */
+static int tail_recv(void *sub, char topic[256], zmq_msg_t *m)
+{
+	int tn = zmq_recv(sub, topic, 255, 0);
+	if (tn < 0)
+		return 0;
+	topic[tn < 255 ? tn : 255] = '\0';
+	int more = 0;
+	size_t ml = sizeof more;
+	zmq_getsockopt(sub, ZMQ_RCVMORE, &more, &ml);
+	if (!more || zmq_msg_recv(m, sub, 0) < 0)
+		return 0;
+	if (!zmq_msg_more(m))
+		return 1;
+	zmq_msg_t extra;
+	zmq_msg_init(&extra);
+	while (zmq_msg_recv(&extra, sub, 0) >= 0 && zmq_msg_more(&extra))
+		;
+	zmq_msg_close(&extra);
+	return 0;
+}
+
+/* Handshake events of the tail's connection: 0 to go on, 1 after printing
+ * why it cannot (refused by busd's ZAP or the relay's). */
+static int tail_events(void *mon, const char *ep, bool *connected)
+{
+	int ev;
+	while (mon != NULL && monitor_event(mon, &ev) == 0) {
+		if (ev == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+			*connected = true;
+		else if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+			return ctl_fail("bus tail: %s refused us (%s)", ep, strncmp(ep, "tcp:", 4) == 0 ?
+					"the relay serves only the devices of wg_net, through the tunnel" :
+					"the tap is for roostctl's uid and root: bus_acl");
+		else
+			return ctl_fail("bus tail: %s: handshake failed (not a Roost bus relay?)", ep);
+	}
+	return 0;
+}
+
 static int cmd_tail(struct ctl *ctl, int argc, char **argv)
 {
-	const char *service = NULL, *type = NULL;
+	const char *service = NULL, *type = NULL, *remote = NULL;
 	long count = -1, seen = 0;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--help") == 0)
@@ -58,51 +169,65 @@ static int cmd_tail(struct ctl *ctl, int argc, char **argv)
 			type = argv[++i];
 		else if (strcmp(argv[i], "--count") == 0 && i + 1 < argc)
 			count = atol(argv[++i]);
+		else if (strcmp(argv[i], "--remote") == 0 && i + 1 < argc)
+			remote = argv[++i];
 		else
 			return ctl_fail("bus tail: unknown argument '%s' (try --help)", argv[i]);
 	}
-	bus_endpoints_t ep;
-	if (bus_endpoints_init(&ep, ctl->bus_dir) < 0)
-		return ctl_fail("bus directory path too long: %s", ctl->bus_dir);
-	if (ctl_bus_present(ctl) != 0)
+	char ep[320];
+	if (tail_endpoint(ctl, remote, ep, sizeof ep) != 0)
 		return 1;
 	void *sub = zmq_socket(bus_zmq_ctx(), ZMQ_SUB);
 	int linger = 0;
 	zmq_setsockopt(sub, ZMQ_LINGER, &linger, sizeof linger);
+	if (remote != NULL) {
+		int64_t max = TAIL_REMOTE_MAX;
+		zmq_setsockopt(sub, ZMQ_MAXMSGSIZE, &max, sizeof max);
+	}
 	const char *prefix = type ? type : service ? service : "";
 	zmq_setsockopt(sub, ZMQ_SUBSCRIBE, prefix, strlen(prefix));
-	if (zmq_connect(sub, ep.tap) < 0) {
+	void *mon = monitor_new(bus_zmq_ctx(), sub, "roostctl-tail");
+	if (zmq_connect(sub, ep) < 0) {
+		zmq_close(mon);
 		zmq_close(sub);
-		return ctl_fail("cannot connect to %s: %s", ep.tap, zmq_strerror(zmq_errno()));
+		return ctl_fail("cannot connect to %s: %s", ep, zmq_strerror(zmq_errno()));
 	}
 	signal(SIGINT, on_stop);
 	signal(SIGTERM, on_stop);
 	signal(SIGPIPE, on_stop);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	char topic[256];
+	int rc = 0;
+	bool connected = false;
+	int64_t deadline = now_us() + (int64_t)ctl->timeout_ms * 1000;
 	while (!tail_stop && (count < 0 || seen < count)) {
-		zmq_pollitem_t it = { .socket = sub, .events = ZMQ_POLLIN };
-		if (zmq_poll(&it, 1, 200) <= 0)
+		zmq_pollitem_t it[2] = { { .socket = sub, .events = ZMQ_POLLIN },
+					 { .socket = mon, .events = ZMQ_POLLIN } };
+		zmq_poll(it, mon ? 2 : 1, 200);
+		if ((rc = tail_events(mon, ep, &connected)) != 0)
+			break;
+		/* A relay that does not answer (tunnel down): say so rather than wait. */
+		if (remote != NULL && !connected && now_us() > deadline) {
+			rc = ctl_fail("bus tail: no answer from the relay at %s within %d ms (tunnel up? "
+				      "--timeout MS waits longer)", ep, ctl->timeout_ms);
+			break;
+		}
+		if (!(it[0].revents & ZMQ_POLLIN))
 			continue;
-		int tn = zmq_recv(sub, topic, sizeof topic - 1, 0);
-		if (tn < 0)
-			continue;
-		topic[tn < (int)sizeof topic - 1 ? tn : (int)sizeof topic - 1] = '\0';
 		zmq_msg_t m;
 		zmq_msg_init(&m);
-		if (zmq_msg_recv(&m, sub, 0) < 0) {
-			zmq_msg_close(&m);
-			continue;
-		}
-		if (tail_keep(topic, service, type)) {
+		/* From a relay, a line is one line: no newline inside it. */
+		if (tail_recv(sub, topic, &m) && tail_keep(topic, service, type) &&
+		    memchr(zmq_msg_data(&m), '\n', zmq_msg_size(&m)) == NULL) {
 			fwrite(zmq_msg_data(&m), 1, zmq_msg_size(&m), stdout);
 			fputc('\n', stdout);
 			seen++;
 		}
 		zmq_msg_close(&m);
 	}
+	zmq_close(mon);
 	zmq_close(sub);
-	return 0;
+	return rc;
 }
 
 static int cmd_ping(struct ctl *ctl, int argc, char **argv)
@@ -142,14 +267,17 @@ int cmd_bus(struct ctl *ctl, int argc, char **argv)
 {
 	if (argc < 2 || strcmp(argv[1], "--help") == 0) {
 		fprintf(argc < 2 ? stderr : stdout,
-			"usage: roostctl bus tail [--service S] [--type T]\n"
-			"       roostctl bus ping SERVICE\n");
+			"usage: roostctl bus tail [--service S] [--type T] [--count N] [--remote HOST[:PORT]]\n"
+			"       roostctl bus ping SERVICE\n"
+			"       roostctl bus relay [--listen ADDR:PORT]   (busd's tap for the tunnel's devices)\n");
 		return argc < 2 ? 2 : 0;
 	}
 	if (strcmp(argv[1], "tail") == 0)
 		return cmd_tail(ctl, argc - 1, argv + 1);
 	if (strcmp(argv[1], "ping") == 0)
 		return cmd_ping(ctl, argc - 1, argv + 1);
+	if (strcmp(argv[1], "relay") == 0)
+		return cmd_relay(ctl, argc - 1, argv + 1);
 	return ctl_fail("bus: unknown subcommand '%s' (try roostctl bus --help)", argv[1]);
 }
 

@@ -1,7 +1,7 @@
 /*
  * roostctl.h — the operator's command line. main.c holds the command table
  * and the shared options; each family of subcommands has its own file
- * (bus.c: bus tail, bus ping, status; accounts.c: domain, user, alias, mailbox,
+ * (bus.c: bus tail, bus ping, status; relay.c: bus relay; accounts.c: domain, user, alias, mailbox,
  * rcpt; backup.c: backup, restore; queue.c: queue; message.c: message;
  * wg.c: wg, vps-config; dns.c: dns-records; dnscheck.c: check-dns).
  */
@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "config.h"
@@ -92,8 +93,40 @@ void dnsconf_clear(struct dnsconf *d);
 /* Prints a command's usage text to to: exit status 0 for stdout (--help), 2 otherwise. */
 int dnsconf_usage(FILE *to, const char *text);
 
+/*
+ * wg.c: the tunnel's addresses, from wg_net (default 10.44.0.0/24): the VPS
+ * .1, this server .2, the owner's devices (wg add-peer) .10 to .254.
+ */
+#define WG_DEFAULT_NET "10.44.0.0/24"
+#define WG_PEER_FIRST 10         /* devices' host numbers in wg_net */
+#define WG_PEER_LAST 254
+struct wg_net {
+	uint32_t base;   /* host order, the .0 */
+	char vps[16], server[16], cidr[16 + 3];   /* INET_ADDRSTRLEN is 16 */
+};
+/* Reads wg_net; 0, or 1 after printing why. */
+int wg_net_get(const struct ctl *ctl, struct wg_net *n);
+
+/*
+ * relay.c: the port of `roostctl bus relay` on this server's tunnel
+ * address (bus_relay_port, default RELAY_DEFAULT_PORT); -1 after printing
+ * why if the setting is bad.
+ */
+#define RELAY_DEFAULT_PORT 4470
+long relay_port(const struct ctl *ctl);
+
+/*
+ * bus.c: a monitor on sock (a PAIR in ctx, inproc://name) reporting the
+ * handshake events (ZMQ_EVENT_HANDSHAKE_*); NULL if libzmq refuses.
+ * monitor_event reads one: 0 and *event, or -1 if none is waiting.
+ */
+void *monitor_new(void *ctx, void *sock, const char *name);
+int monitor_event(void *mon, int *event);
+
 int cmd_bus(struct ctl *ctl, int argc, char **argv);
 int cmd_status(struct ctl *ctl, int argc, char **argv);
+/* relay.c: roostctl bus relay (called by cmd_bus). */
+int cmd_relay(struct ctl *ctl, int argc, char **argv);
 int cmd_domain(struct ctl *ctl, int argc, char **argv);
 int cmd_user(struct ctl *ctl, int argc, char **argv);
 int cmd_alias(struct ctl *ctl, int argc, char **argv);

@@ -37,24 +37,17 @@
 #define WG_KEY_LEN 32
 #define WG_KEY_B64 44            /* base64 of 32 bytes, with its '=' */
 #define WG_DEFAULT_PORT 51820
-#define WG_DEFAULT_NET "10.44.0.0/24"
 #define WG_IFACE "roost0"        /* the VPS's interface: not wg0, which may exist */
-#define WG_PEER_FIRST 10         /* devices' host numbers in wg_net */
-#define WG_PEER_LAST 254
 #define WG_PEER_NAME_MAX 32
 
-/* What a device may reach on this server: submission (587, 465) and IMAP
- * (143, 993). Not port 25 (that is for other servers) and nothing else. */
-#define WG_DEVICE_PORTS "465,587,143,993"
+/* What a device may reach on this server: submission (587, 465), IMAP
+ * (143, 993) and the bus relay (bus_relay_port, relay.c). Not port 25
+ * (that is for other servers) and nothing else. */
+#define WG_DEVICE_MAIL_PORTS "465,587,143,993"
 
 /* The mail ports the VPS forwards to this server: SMTP, submissions,
  * submission, IMAP, IMAPS. */
 #define WG_FORWARD_PORTS "25,465,587,143,993"
-
-struct wg_net {
-	uint32_t base;   /* host order, the .0 */
-	char vps[INET_ADDRSTRLEN], server[INET_ADDRSTRLEN], cidr[INET_ADDRSTRLEN + 3];
-};
 
 /* A device added with wg add-peer. */
 struct wg_peer {
@@ -74,7 +67,7 @@ static const char *wg_dir(const struct ctl *ctl, char *buf, size_t size)
 }
 
 /* wg_net must be an IPv4 /24 given by its network address. */
-static int wg_net_get(const struct ctl *ctl, struct wg_net *n)
+int wg_net_get(const struct ctl *ctl, struct wg_net *n)
 {
 	const char *v = config_get(ctl->cfg, "wg_net", WG_DEFAULT_NET);
 	char ip[INET_ADDRSTRLEN];
@@ -385,8 +378,9 @@ static int wg_add_peer(struct ctl *ctl, int argc, char **argv)
 	char dir[4096], vb[WG_KEY_B64 + 1], vp[WG_KEY_B64 + 1];
 	unsigned char vps[WG_KEY_LEN];
 	struct wg_net net;
+	long relay = relay_port(ctl);
 	wg_dir(ctl, dir, sizeof dir);
-	if (wg_net_get(ctl, &net) != 0 || wg_key_read(dir, "vps.key", vps, vb) != 0)
+	if (relay < 0 || wg_net_get(ctl, &net) != 0 || wg_key_read(dir, "vps.key", vps, vb) != 0)
 		return 1;
 	if (wg_pubkey(vps, vp) < 0)
 		return ctl_fail("wg add-peer: OpenSSL cannot derive X25519 public keys");
@@ -423,13 +417,16 @@ static int wg_add_peer(struct ctl *ctl, int argc, char **argv)
 		return 1;
 	char conf[1024];
 	snprintf(conf, sizeof conf,
-		 "[Interface]\n# %s: Roost's IMAP and submission through the VPS\nPrivateKey = %s\n"
+		 "[Interface]\n# %s: Roost's IMAP, submission and bus tail through the VPS\n"
+		 "# (roostctl bus tail --remote %s:%ld)\nPrivateKey = %s\n"
 		 "Address = %s/32\n\n[Peer]\n# the Roost VPS\nPublicKey = %s\nEndpoint = %s:%ld\n"
 		 "AllowedIPs = %s/32\nPersistentKeepalive = 25\n",
-		 name, pb, addr, vp, vps_ip, port, net.server);
+		 name, net.server, relay, pb, addr, vp, vps_ip, port, net.server);
 	if (ctl->json) {
-		json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "name", name, "address", addr,
-				      "public_key", p.pub, "config", conf);
+		char tail[64];
+		snprintf(tail, sizeof tail, "roostctl bus tail --remote %s:%ld", net.server, relay);
+		json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s}", "name", name, "address", addr,
+				      "public_key", p.pub, "config", conf, "bus_tail", tail);
 		char *s = json_dumps(o, JSON_COMPACT);
 		puts(s);
 		free(s);
@@ -444,10 +441,12 @@ static int wg_add_peer(struct ctl *ctl, int argc, char **argv)
 		if (q == NULL || fputs(conf, q) < 0 || pclose(q) != 0)
 			fprintf(stderr, "roostctl: no QR code (qrencode missing? apt install qrencode)\n");
 	}
-	fprintf(stderr, "%s gets %s and reaches %s (IMAP 143/993, submission 587/465) only.\n"
+	fprintf(stderr, "%s gets %s and reaches %s (IMAP 143/993, submission 587/465, the bus\n"
+		"relay %ld) only. With the tunnel up, on the device: roostctl bus tail --remote %s:%ld\n"
+		"(the relay runs on this server: roostctl bus relay; the compose stack's bus-relay).\n"
 		"Next, the VPS needs its script again: roostctl vps-config --vps-ip %s > roost-vps.sh,\n"
 		"copy it there and run it (sh roost-vps.sh).\n",
-		name, addr, net.server, vps_ip);
+		name, addr, net.server, relay, net.server, relay, vps_ip);
 	return 0;
 }
 
@@ -508,7 +507,7 @@ int cmd_wg(struct ctl *ctl, int argc, char **argv)
 			"       roostctl wg show               their public keys and tunnel addresses\n"
 			"       roostctl wg add-peer NAME --vps-ip IP [--wg-port P] [--qr|--no-qr]\n"
 			"                                      a device's WireGuard configuration (IMAP,\n"
-			"                                      submission through the VPS)\n"
+			"                                      submission and bus tail through the VPS)\n"
 			"       roostctl wg list               the devices\n"
 			"       roostctl wg remove NAME        forget a device\n");
 		return argc < 1 ? 2 : 0;
@@ -605,7 +604,8 @@ static const char vps_script_tail[] =
 	"iptables -w -A ROOST-FWD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n"
 	"iptables -w -A ROOST-FWD -i \"$PUB\" -o \"$IF\" -d \"$SERVER\" -p tcp -m multiport --dports \"$PORTS\" -m conntrack --ctstate DNAT -j ACCEPT\n"
 	"iptables -w -A ROOST-FWD -i \"$IF\" -o \"$PUB\" -s \"$SERVER\" -j ACCEPT\n"
-	"# the owner's devices (roostctl wg add-peer) reach IMAP and submission, nothing else\n"
+	"# the owner's devices (roostctl wg add-peer) reach IMAP, submission and the\n"
+	"# bus relay (roostctl bus tail --remote), nothing else; never from $PUB\n"
 	"iptables -w -A ROOST-FWD -i \"$IF\" -o \"$IF\" -m iprange --src-range \"$DEVICES\" -d \"$SERVER\" -p tcp -m multiport --dports \"$DEVICE_PORTS\" -j ACCEPT\n"
 	"iptables -w -A ROOST-FWD -j DROP\n"
 	"jump filter FORWARD -j ROOST-FWD\n"
@@ -673,9 +673,12 @@ int cmd_vps_config(struct ctl *ctl, int argc, char **argv)
 	if (inet_pton(AF_INET, ip, &a4) != 1)
 		return ctl_fail("vps-config: --vps-ip %s: not an IPv4 address", ip);
 	struct wg_setup w;
-	if (wg_setup_load(ctl, &w, "vps-config") != 0)
+	long relay = relay_port(ctl);
+	if (relay < 0 || wg_setup_load(ctl, &w, "vps-config") != 0)
 		return 1;
 	const struct wg_net n = w.net;
+	char device_ports[64];
+	snprintf(device_ports, sizeof device_ports, "%s,%ld", WG_DEVICE_MAIL_PORTS, relay);
 	char when[32];
 	time_t now = time(NULL);
 	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
@@ -684,7 +687,7 @@ int cmd_vps_config(struct ctl *ctl, int argc, char **argv)
 	host_addr(&n, WG_PEER_LAST, last);
 	snprintf(range, sizeof range, "%s-%s", first, last);
 	printf(vps_script, when, ip, port, ssh, n.cidr, n.server, WG_FORWARD_PORTS, range,
-	       WG_DEVICE_PORTS, n.vps, w.vps_key, w.srv_pub);
+	       device_ports, n.vps, w.vps_key, w.srv_pub);
 	size_t np;
 	struct wg_peer *peers = peers_load(w.dir, &np);
 	for (size_t i = 0; i < np; i++) {
