@@ -11,6 +11,8 @@
 #   ROOST_WG_IF    the interface's name (roost0)
 #   ROOST_WG_ENDPOINT  where to reach the VPS's WireGuard, if not at
 #                  ROOST_VPS_IP:ROOST_WG_PORT (a VPS seen at another address)
+#   ROOST_BUS_RELAY_PORT  the bus relay's port on the tunnel address (4470;
+#                  roostctl bus relay, bus_relay_port)
 #
 # Without ROOST_VPS_IP or the keys there is no tunnel: the namespace keeps
 # the network it was given (a test machine, a server with its own address).
@@ -26,6 +28,14 @@
 #     its prefix) to the old default route. Connections that came through
 #     the tunnel are answered from the tunnel address, by the main table.
 #
+# The bus relay (roostctl bus relay: busd's tap for the owner's devices,
+# on the tunnel address) is reached through the tunnel only, from the
+# devices' addresses (wg_net .10-.254): chain ROOST-RELAY drops its port
+# on any other interface, so a home-LAN host sending to the tunnel address
+# with a device's address as source gets nowhere. iptables is required
+# with a tunnel: without it the script stops rather than leave the port
+# guarded by the relay alone.
+#
 # With arguments, runs them once set up (tests: `wg-up.sh true`); without,
 # stays (docker-init reaps wireguard-go).
 set -eu
@@ -34,6 +44,7 @@ VPS_IP=${ROOST_VPS_IP:-}
 PORT=${ROOST_WG_PORT:-51820}
 NET=${ROOST_WG_NET:-10.44.0.0/24}
 IF=${ROOST_WG_IF:-roost0}
+RELAY_PORT=${ROOST_BUS_RELAY_PORT:-4470}
 TABLE=51821
 
 say() { echo "roost-wg: $*" >&2; }
@@ -47,7 +58,7 @@ if [ -z "$VPS_IP" ] || [ ! -r "$DIR/server.key" ] || [ ! -r "$DIR/vps.key" ]; th
 	stay "$@"
 fi
 case $NET in
-*.0/24) SERVER=${NET%.0/24}.2 ;;
+*.0/24) SERVER=${NET%.0/24}.2; DEVICES=${NET%.0/24}.10-${NET%.0/24}.254 ;;
 *) say "wg_net $NET: must be an IPv4 network address with /24"; exit 1 ;;
 esac
 VPS_PUB=$(wg pubkey < "$DIR/vps.key")
@@ -71,6 +82,16 @@ if ! ip link add "$IF" type wireguard 2>/dev/null; then
 	say "no WireGuard in this kernel: wireguard-go (userspace)"
 	WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 wireguard-go "$IF"
 fi
+# Before the address exists (the relay cannot listen before it does).
+if ! command -v iptables >/dev/null; then
+	say "iptables missing: needed to keep the bus relay's port $RELAY_PORT to the tunnel"
+	exit 1
+fi
+iptables -w -N ROOST-RELAY 2>/dev/null || iptables -w -F ROOST-RELAY
+iptables -w -A ROOST-RELAY -i "$IF" -m iprange --src-range "$DEVICES" -j RETURN
+iptables -w -A ROOST-RELAY -j DROP
+iptables -w -C INPUT -p tcp --dport "$RELAY_PORT" -j ROOST-RELAY 2>/dev/null ||
+	iptables -w -I INPUT 1 -p tcp --dport "$RELAY_PORT" -j ROOST-RELAY
 wg set "$IF" private-key "$DIR/server.key" \
 	peer "$VPS_PUB" endpoint "$EP" allowed-ips 0.0.0.0/0 persistent-keepalive 25
 ip addr replace "$SERVER/24" dev "$IF"

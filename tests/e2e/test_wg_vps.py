@@ -43,7 +43,7 @@ import pytest
 import bus as buslib
 import smtp as smtph
 from bus import WAIT
-from test_accounts import ok
+from test_accounts import ok, verify
 from store import with_users
 
 VPS_IP = "203.0.113.5"
@@ -236,6 +236,14 @@ def stack(bus, topo, devices=()):
     return b, keys, confs
 
 
+def laptop_up(b, topo, conf_text):
+    """The laptop's tunnel from the configuration wg add-peer printed."""
+    conf = os.path.join(b.tmp, "laptop0.conf")   # the interface is named after the file
+    with open(conf, "w") as f:
+        f.write(conf_text)
+    topo.run("laptop", "wg-quick", "up", conf, env=dict(os.environ, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD="1"))
+
+
 def test_vps_forwards_mail_with_client_address_and_egress_leaves_from_vps(bus, topo):
     b, keys, _ = stack(bus, topo)
 
@@ -288,10 +296,7 @@ def test_device_reaches_imap_through_the_vps_and_nothing_else(bus, topo):
     b, keys, confs = stack(bus, topo, devices=("laptop", "phone"))
     listed = json.loads(ok(b, "--json", "wg", "list"))
     assert [(d["name"], d["address"]) for d in listed] == [("laptop", "10.44.0.10"), ("phone", "10.44.0.11")]
-    conf = os.path.join(b.tmp, "laptop0.conf")   # the interface is named after the file
-    with open(conf, "w") as f:
-        f.write(confs["laptop"])
-    topo.run("laptop", "wg-quick", "up", conf, env=dict(os.environ, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD="1"))
+    laptop_up(b, topo, confs["laptop"])
     imap = listener(topo, "server", 993)
     try:
         deadline = time.time() + WAIT * 2
@@ -321,3 +326,125 @@ def test_device_reaches_imap_through_the_vps_and_nothing_else(bus, topo):
     assert [d["name"] for d in json.loads(ok(b, "--json", "wg", "list"))] == ["phone"]
     script = ok(b, "vps-config", "--vps-ip", VPS_IP)
     assert "device phone" in script and "device laptop" not in script
+
+
+RELAY_PORT = 4470
+
+
+def relay_up(b, topo):
+    """roostctl bus relay in the server's namespace, as the compose stack's
+    bus-relay runs it: on the tunnel address, the bus through its ipc files."""
+    p = b.spawn("relay", ["ip", "netns", "exec", topo.ns["server"], buslib.binary("roostctl"), "bus", "relay"])
+    buslib.wait_until(lambda: "relay.listening" in p.log() or not p.alive(), what="the relay listening")
+    assert p.alive() and "endpoint=tcp://%s:%d" % (SERVER_TUN, RELAY_PORT) in p.log(), p.log()
+    return p
+
+
+def remote_tail(b, topo, where, *args):
+    """roostctl bus tail --remote SERVER_TUN in a namespace (tracked by b)."""
+    argv = ["ip", "netns", "exec", topo.ns[where], buslib.binary("roostctl"), "--timeout",
+            str(int(WAIT * 2000)), "bus", "tail", "--remote", SERVER_TUN] + list(args)
+    return b.spawn("tail-" + where, argv, stdout=subprocess.PIPE)
+
+
+def relay_drops(topo):
+    """Packets dropped by the server namespace's ROOST-RELAY chain."""
+    out = topo.run("server", "iptables", "-w", "-L", "ROOST-RELAY", "-v", "-x", "-n").stdout
+    return sum(int(l.split()[0]) for l in out.splitlines() if " DROP " in " %s " % l)
+
+
+INJECT = r"""
+import json, socket, sys, time, zmq
+c = zmq.Context()
+x = c.socket(zmq.XSUB)     # XSUB may send messages to a publisher: the relay must drop them
+x.setsockopt(zmq.LINGER, 1000)
+x.connect("tcp://%(host)s:%(port)d")
+time.sleep(2)
+env = {"type": "storaged.domain.add", "v": 1, "id": "inject-1", "name": "evil.example",
+       "idem": "0123456789abcdef0123456789abcdef"}
+x.send_multipart([b"RBC1", b"storaged", json.dumps(env).encode()])
+x.send(b"\x02storaged.domain.add " + json.dumps(env).encode())
+x.send(b"\x01" + b"a" * 4000)             # longer than a subscription: connection dropped
+time.sleep(1)
+x.close()
+s = socket.create_connection(("%(host)s", %(port)d), 10)   # not ZMTP at all
+s.settimeout(10)
+s.sendall(b"EHLO evil.example\r\n" * 8)
+got = b""
+try:
+    while True:
+        d = s.recv(4096)
+        if not d:
+            break
+        got += d
+    print("closed", len(got))
+except ConnectionResetError:
+    print("closed (reset)", len(got))
+except socket.timeout:
+    print("still open", len(got))
+"""
+
+
+def test_device_tails_the_bus_through_the_relay_and_nothing_else_does(bus, topo):
+    b, keys, confs = stack(bus, topo, devices=("laptop",))
+    # wg add-peer tells the device's owner how to tail
+    assert "roostctl bus tail --remote %s:%d" % (SERVER_TUN, RELAY_PORT) in confs["laptop"]
+    # the VPS forwards the relay's port to devices
+    fwd = [l for l in vps_rules(topo) if "--src-range" in l]
+    assert fwd and "465,587,143,993,%d" % RELAY_PORT in fwd[0], fwd
+    relay = relay_up(b, topo)
+    laptop_up(b, topo, confs["laptop"])
+
+    # the device sees a real envelope, filtered by type; busd's redaction holds
+    tail = remote_tail(b, topo, "laptop", "--type", "storaged.user.verify", "--count", "4")
+    secret = "relay-secret-51c0"
+    deadline = time.time() + WAIT * 2
+    while tail.alive() and time.time() < deadline:
+        verify(b, "alice@example.org", secret)   # a storaged.user.verify request with a password
+        time.sleep(0.5)
+    out, _ = tail.popen.communicate(timeout=WAIT)
+    assert tail.popen.returncode == 0, tail.log()
+    lines = [json.loads(l) for l in out.splitlines()]
+    assert len(lines) == 4 and secret not in out, out
+    assert {l["env"]["type"] for l in lines} == {"storaged.user.verify"}, out
+    requests = [l for l in lines if l["dir"] == "request"]
+    assert requests and all(l["env"]["password"] == "[redacted]" for l in requests), out
+    assert "relay.device addr=10.44.0.10" in relay.log()
+
+    # the VPS's own tunnel address is no device: through the tunnel, but not
+    # from a device's address, so dropped before the relay (ROOST-RELAY in
+    # the server's namespace; the relay's own ZAP check would refuse it too,
+    # test_bus_relay.py)
+    before = relay_drops(topo)
+    assert connect_from(topo, "vps", SERVER_TUN, RELAY_PORT, timeout=3).startswith("failed")
+    assert relay_drops(topo) > before   # it arrived, and the chain dropped it
+
+    # the home LAN, even routed to the tunnel address, is dropped too: not
+    # through the tunnel
+    topo.run("home", "ip", "route", "add", "10.44.0.0/24", "via", SERVER_LAN)
+    before = relay_drops(topo)
+    assert connect_from(topo, "lanpc", SERVER_TUN, RELAY_PORT, timeout=3).startswith("failed")
+    assert relay_drops(topo) > before
+    assert "relay.refused" not in relay.log() and relay.log().count("relay.device") == 1
+
+    # the VPS's public side: the port is not forwarded, nor routed through
+    assert connect_from(topo, "remote", VPS_IP, RELAY_PORT, timeout=3).startswith("failed")
+    topo.run("remote", "ip", "route", "add", "10.44.0.0/24", "via", VPS_IP)
+    assert connect_from(topo, "remote", SERVER_TUN, RELAY_PORT, timeout=3).startswith("failed")
+
+    # what a device sends to the relay goes nowhere: not to busd, not to storaged
+    got = topo.run("laptop", "/usr/bin/python3", "-c", INJECT % {"host": SERVER_TUN, "port": RELAY_PORT},
+                   timeout=WAIT * 2).stdout
+    assert got.startswith("closed"), got          # not ZMTP: the connection is closed
+    buslib.wait_until(lambda: "relay.dropped" in relay.log(), what="the relay dropping what a device sent")
+    assert b"evil.example" not in b"".join(line for _, line in b.tap.snapshot())
+    assert "evil.example" not in ok(b, "domain", "list")
+    # and the relay still serves the device
+    tail = remote_tail(b, topo, "laptop", "--service", "busd", "--count", "1")
+    deadline = time.time() + WAIT * 2
+    while tail.alive() and time.time() < deadline:
+        b.roostctl(["bus", "ping", "busd"])
+        time.sleep(0.5)
+    out, _ = tail.popen.communicate(timeout=WAIT)
+    assert tail.popen.returncode == 0 and json.loads(out)["env"]["type"] == "busd.control.ping", tail.log()
+    assert relay.alive(), relay.log()
