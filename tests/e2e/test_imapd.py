@@ -442,15 +442,25 @@ def test_search_keys(imap):
     assert c.search("UTF-8", "BODY", "xxxx") == ("OK", [b"4"])
     assert c.search(None, "SINCE", "1-Jan-2020", "NEW") == ("OK", [b""])
     assert c.uid("SEARCH", "UID", "2:*") == ("OK", [b"2 3 4"])
+    # HEADER on any field, not only the ones storaged caches
+    c.append("INBOX", None, None, message(subject="five", extra=b"X-Mailer: Mutt/2.2\r\n"
+                                          b"List-Id: Roost\r\n <roost.example.org>\r\n"))
+    assert c.search(None, "HEADER", "X-MAILER", "mutt") == ("OK", [b"5"])
+    assert c.search(None, "HEADER", "list-id", '"roost <roost.example"') == ("OK", [b"5"])
+    assert c.search(None, "HEADER", "X-Mailer", '""') == ("OK", [b"5"])
+    assert c.search(None, "NOT", "HEADER", "X-Mailer", '""') == ("OK", [b"1 2 3 4"])
+    assert c.search(None, "HEADER", "Subject", "offer") == ("OK", [b"4"])
+    with pytest.raises(imaplib.IMAP4.error):
+        c.search(None, "HEADER", '"a:b"', "x")
     typ, data = c.search("KOI8-R", "ALL")
     assert typ == "NO"
     # ESEARCH (RFC 4731)
     typ, _ = c._simple_command("SEARCH", "RETURN", "(MIN MAX COUNT)", "UNSEEN")
     es = untagged(c, "ESEARCH")
-    assert len(es) == 1 and es[0].endswith(b") MIN 1 MAX 4 COUNT 3"), es
+    assert len(es) == 1 and es[0].endswith(b") MIN 1 MAX 5 COUNT 4"), es
     typ, _ = c._simple_command("UID", "SEARCH", "RETURN", "()", "ALL")
     es = untagged(c, "ESEARCH")
-    assert es[0].endswith(b") UID ALL 1:4"), es
+    assert es[0].endswith(b") UID ALL 1:5"), es
     typ, _ = c._simple_command("SEARCH", "RETURN", "(COUNT ALL)", "CHARSET", "UTF-8", "FROM", "nobody")
     assert untagged(c, "ESEARCH")[0].endswith(b") COUNT 0"), es
     with pytest.raises(imaplib.IMAP4.error):
