@@ -544,16 +544,28 @@ static int search_scan_blob(struct search_exec *x, struct search_sink *sk, int64
 	return !stop && rc != SQLITE_DONE ? -1 : sk->found;
 }
 
-/* The statement's needle (argument i), compiled once per statement. */
-static struct search_kmp *search_needle(sqlite3_context *ctx, sqlite3_value **argv, int i)
+/* The statement's needle (argument i; with after_colon, what follows its
+ * first ':'), compiled once per statement; NULL if there is none or SQLite
+ * could not keep it. */
+static struct search_kmp *search_needle(sqlite3_context *ctx, sqlite3_value **argv, int i, bool after_colon)
 {
 	struct search_kmp *k = sqlite3_get_auxdata(ctx, i);
 	if (k != NULL)
 		return k;
-	const unsigned char *s = sqlite3_value_text(argv[i]);
-	k = search_kmp_new(s ? s : (const unsigned char *)"", (size_t)sqlite3_value_bytes(argv[i]));
+	const char *s = (const char *)sqlite3_value_text(argv[i]);
+	size_t n = (size_t)sqlite3_value_bytes(argv[i]);
+	if (s == NULL)
+		s = "";
+	if (after_colon) {
+		const char *colon = strchr(s, ':');
+		if (colon == NULL)
+			return NULL;
+		n -= (size_t)(colon + 1 - s);
+		s = colon + 1;
+	}
+	k = search_kmp_new((const unsigned char *)s, n);
 	sqlite3_set_auxdata(ctx, i, k, search_kmp_free);
-	return sqlite3_get_auxdata(ctx, i);   /* NULL if SQLite could not keep it */
+	return sqlite3_get_auxdata(ctx, i);
 }
 
 /* False, noting uid, once the run's scan budget is spent. */
@@ -566,6 +578,21 @@ static bool search_budget(sqlite3_context *ctx, struct search_exec *x, sqlite3_v
 	return false;
 }
 
+/* Feeds prefix, then the blob's bytes from..to, to the sink (until it
+ * stops) and makes the function's result of it. */
+static void search_sink_result(sqlite3_context *ctx, struct search_exec *x, struct search_sink *sk,
+			       sqlite3_value *prefix, int64_t blob, int64_t from, int64_t to)
+{
+	bool stop = sk->found;
+	if (!stop && sqlite3_value_type(prefix) == SQLITE_BLOB)
+		stop = sk->feed(sk, sqlite3_value_blob(prefix), (size_t)sqlite3_value_bytes(prefix));
+	int found = stop ? sk->found : search_scan_blob(x, sk, blob, from, to);
+	if (found < 0)
+		sqlite3_result_error(ctx, "roost_contains: cannot read the blob", -1);
+	else
+		sqlite3_result_int(ctx, found);
+}
+
 /* roost_contains(uid, blob_id, prefix, from, needle): 1 if the needle
  * (ASCII case-insensitively) is in prefix followed by the blob from byte
  * from on. Once the run's budget is spent it fails, noting uid. */
@@ -575,22 +602,14 @@ static void search_contains(sqlite3_context *ctx, int argc, sqlite3_value **argv
 	struct search_exec *x = sqlite3_user_data(ctx);
 	if (!search_budget(ctx, x, argv[0]))
 		return;
-	struct search_kmp *k = search_needle(ctx, argv, 4);
+	struct search_kmp *k = search_needle(ctx, argv, 4, false);
 	if (k == NULL) {
 		sqlite3_result_error_nomem(ctx);
 		return;
 	}
 	struct search_kmp_sink m = { { search_kmp_sink_feed, k->n == 0 }, k, 0 };
-	if (!m.sk.found && sqlite3_value_type(argv[2]) == SQLITE_BLOB)
-		m.sk.feed(&m.sk, sqlite3_value_blob(argv[2]), (size_t)sqlite3_value_bytes(argv[2]));
-	int found = m.sk.found;
-	if (!found)
-		found = search_scan_blob(x, &m.sk, sqlite3_value_int64(argv[1]), sqlite3_value_int64(argv[3]),
-					 INT64_MAX);
-	if (found < 0)
-		sqlite3_result_error(ctx, "roost_contains: cannot read the blob", -1);
-	else
-		sqlite3_result_int(ctx, found);
+	search_sink_result(ctx, x, &m.sk, argv[2], sqlite3_value_int64(argv[1]), sqlite3_value_int64(argv[3]),
+			   INT64_MAX);
 }
 
 /* A header field filter in front of the matcher: only the text after the
@@ -657,31 +676,16 @@ static void search_header_fn(sqlite3_context *ctx, int argc, sqlite3_value **arg
 	struct search_exec *x = sqlite3_user_data(ctx);
 	if (!search_budget(ctx, x, argv[0]))
 		return;
-	const char *arg = (const char *)sqlite3_value_text(argv[4]);
-	const char *colon = arg ? strchr(arg, ':') : NULL;
-	struct search_kmp *k = colon ? sqlite3_get_auxdata(ctx, 4) : NULL;
-	if (colon != NULL && k == NULL) {
-		k = search_kmp_new((const unsigned char *)colon + 1, strlen(colon + 1));
-		sqlite3_set_auxdata(ctx, 4, k, search_kmp_free);
-		k = sqlite3_get_auxdata(ctx, 4);
-	}
+	struct search_kmp *k = search_needle(ctx, argv, 4, true);
 	if (k == NULL) {
-		sqlite3_result_error(ctx, colon ? "out of memory" : "roost_header: no field name", -1);
+		sqlite3_result_error(ctx, "roost_header: no \"name:needle\"", -1);
 		return;
 	}
-	struct search_hdr_sink h = { { { search_hdr_feed, false }, k, 0 }, arg, (size_t)(colon - arg), 0,
+	const char *name = (const char *)sqlite3_value_text(argv[4]);
+	struct search_hdr_sink h = { { { search_hdr_feed, false }, k, 0 }, name, strcspn(name, ":"), 0,
 				     HDR_SKIP, true, false };
-	bool stop = false;
-	if (sqlite3_value_type(argv[2]) == SQLITE_BLOB)
-		stop = h.m.sk.feed(&h.m.sk, sqlite3_value_blob(argv[2]), (size_t)sqlite3_value_bytes(argv[2]));
-	int found = h.m.sk.found;
-	if (!stop)
-		found = search_scan_blob(x, &h.m.sk, sqlite3_value_int64(argv[1]), 0,
-					 sqlite3_value_int64(argv[3]));
-	if (found < 0)
-		sqlite3_result_error(ctx, "roost_header: cannot read the blob", -1);
-	else
-		sqlite3_result_int(ctx, found);
+	search_sink_result(ctx, x, &h.m.sk, argv[2], sqlite3_value_int64(argv[1]), 0,
+			   sqlite3_value_int64(argv[3]));
 }
 
 /* roost_in_set(uid, set): 1 if uid is in the (normalized) set. */
