@@ -14,6 +14,7 @@ import signal
 import smtplib
 import ssl
 import stat
+import subprocess
 import time
 
 from stack import Sender, message, wait_until
@@ -247,10 +248,24 @@ def test_scale_smtpd_imapd_and_kill_a_replica(stack):
 def test_make_up_again_keeps_mail(stack):
     """make up on a running stack: down (volumes kept; no container is
     recreated, which docker-compose 1.29 cannot do on this engine), up,
-    healthy; the mail is still there and the scaled smtpd is back to one."""
+    healthy; the mail is still there and the scaled smtpd is back to one.
+    A container of a service the file no longer has (`netns`, the wireguard
+    container's name before issue 7) is removed as an orphan."""
     before = stack.subjects(USER)
     assert sum(before.values()) > 2000
-    stack.up()
+    old = subprocess.run(["docker", "run", "-d", "--network", "none",
+                          "--label", "com.docker.compose.project=" + stack.project,
+                          "--label", "com.docker.compose.service=netns",
+                          "--label", "com.docker.compose.oneoff=False",
+                          "--label", "com.docker.compose.container-number=1",
+                          "roost-wireguard:" + stack.tag, "sleep", "infinity"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        stack.up()
+        gone = subprocess.run(["docker", "inspect", old], capture_output=True)
+        assert gone.returncode != 0, "the old netns container is still there after make up"
+    finally:
+        subprocess.run(["docker", "rm", "-f", old], capture_output=True)
     for svc in SERVICES:
         assert stack.healthy(svc), svc
     assert stack.subjects(USER) == before
