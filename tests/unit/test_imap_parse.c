@@ -264,18 +264,16 @@ static void test_search(void **state)
 	}
 	/* a field storaged does not cache goes to it by name; a cached one by
 	 * its cache name */
-	ip_init(&ip, "HEADER X-Spam yes", 17);
-	k = ip_search_new(&ip, &map, &modseq);
-	assert_non_null(k);
-	assert_string_equal(json_string_value(json_object_get(json_object_get(k, "header"), "field")), "X-Spam");
-	json_decref(k);
-	ip_clear(&ip);
-	ip_init(&ip, "HEADER Message-ID x", 19);
-	k = ip_search_new(&ip, &map, &modseq);
-	assert_non_null(k);
-	assert_string_equal(json_string_value(json_object_get(json_object_get(k, "header"), "field")), "message_id");
-	json_decref(k);
-	ip_clear(&ip);
+	const char *fields[][2] = { { "HEADER X-Spam yes", "X-Spam" }, { "HEADER Message-ID x", "message_id" } };
+	for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+		ip_init(&ip, fields[i][0], strlen(fields[i][0]));
+		k = ip_search_new(&ip, &map, &modseq);
+		assert_non_null(k);
+		assert_string_equal(json_string_value(json_object_get(json_object_get(k, "header"), "field")),
+				    fields[i][1]);
+		json_decref(k);
+		ip_clear(&ip);
+	}
 }
 
 static void test_seqmap_and_dates(void **state)
