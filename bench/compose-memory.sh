@@ -156,7 +156,7 @@ print("%-40s %12s %12s" % ("Roost: busd+storaged+smtpd+imapd", mb(r["start"]["to
 for k in sorted(r["after"]["by_process"]):
     print("%-40s %12s %12s" % ("  " + k, mb(r["start"]["by_process"].get(k, 0)), mb(r["after"]["by_process"][k])))
 print("%-40s %12s %12s" % ("  with each library counted once", mb(r["start"]["files_once_kb"]), mb(r["after"]["files_once_kb"])))
-print("%-40s %12s %12s" % ("  (netns holder: docker-init + sleep)", "", mb(r["netns_holder"]["total_kb"])))
+print("%-40s %12s %12s" % ("  (wireguard, no tunnel: docker-init + sleep)", "", mb(r["wireguard"]["total_kb"])))
 print("%-40s %12s %12s" % ("Postfix (%d processes after)" % p["after"]["processes"], mb(p["start"]["total_kb"]), mb(p["after"]["total_kb"])))
 print("%-40s %12s %12s" % ("Dovecot (after: 1 client logged in)", mb(di["total_kb"]), mb(da["total_kb"])))
 print("%-40s %12s %12s" % ("Postfix + Dovecot", mb(p["start"]["total_kb"] + di["total_kb"]), mb(p["after"]["total_kb"] + da["total_kb"])))

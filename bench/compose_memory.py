@@ -121,8 +121,8 @@ def roost():
         time.sleep(2)
         after = sample(pids())
         m.logout()
-        netns = sample(tree([s.inspect(s.ids("netns")[0])["State"]["Pid"]]))
-        print("JSON " + json.dumps({"start": start, "after": after, "netns_holder": netns,
+        wg = sample(tree([s.inspect(s.ids("wireguard")[0])["State"]["Pid"]]))
+        print("JSON " + json.dumps({"start": start, "after": after, "wireguard": wg,
                                     "send_s": round(took, 1), "msgs": MSGS}))
     finally:
         s.destroy()

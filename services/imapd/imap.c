@@ -506,6 +506,8 @@ static void login_start(session_t *s, const char *user, size_t ulen, const char 
 	c->login_pass = pass;
 	int64_t ms = fails_delay_ms(s->d, s->ip, user);
 	if (ms > 0) {
+		log_info("login.delayed", "session=%llu ip=%s user=%s ms=%lld",
+			 (unsigned long long)s->serial, s->ip, log_quote(user), (long long)ms);
 		c->delay = loop_timer_add(s->d->loop, ms, false, login_check, s);
 		return;
 	}

@@ -853,7 +853,7 @@ static json_t *search_date(search_ctx_t *c, const char *key)
 	return json_pack("{s:I}", key, (json_int_t)t);
 }
 
-/* HEADER name value: only the fields storaged caches can be searched. */
+/* HEADER name value: the fields storaged caches by their cache names. */
 static json_t *search_header_key(search_ctx_t *c)
 {
 	static const struct { const char *imap, *field; } cached[] = {
@@ -868,9 +868,16 @@ static json_t *search_header_key(search_ctx_t *c)
 	for (size_t i = 0; i < ARRAY_LEN(cached); i++)
 		if (strcasecmp(name, cached[i].imap) == 0)
 			return search_header(cached[i].field, v);
-	ip_fail(c->ip, "[CANNOT] HEADER search supports Subject, From, To, Cc, Bcc, Message-ID, "
-		"In-Reply-To, Reply-To, Sender and Date");
-	return NULL;
+	/* Any other field: storaged reads it in the stored header. */
+	size_t n = strlen(name);
+	bool ok = n > 0 && n <= 76;   /* RFC 5322 2.1.1: a 78-byte line less ": " */
+	for (size_t i = 0; ok && i < n; i++)
+		ok = name[i] >= 33 && name[i] <= 126 && name[i] != ':';   /* ftext */
+	if (!ok) {
+		ip_fail(c->ip, "HEADER wants a field name (1 to 76 printable characters, no ':')");
+		return NULL;
+	}
+	return search_header(name, v);
 }
 
 static json_t *search_number(search_ctx_t *c, const char *key)

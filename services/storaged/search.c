@@ -8,7 +8,9 @@
  *
  *   all: true              and: [n, ...]        or: [n, n, ...]   not: n
  *   uids: "1:5,9:*"        flag / unflag: "\\Seen"   keyword / unkeyword: "$x"
- *   header: {field, contains}   (the header cache: first field, unfolded)
+ *   header: {field, contains}   (a cached field: the cache's first field,
+ *                                unfolded; any other: every such field in
+ *                                the stored header, unfolded)
  *   before / on / since: unix s       (INTERNALDATE, by UTC day)
  *   sentbefore / senton / sentsince   (the Date field, by UTC day)
  *   larger / smaller: bytes           modseq: n  (MODSEQ >= n)
@@ -46,6 +48,7 @@
 #define SEARCH_DEPTH_MAX 16
 #define SEARCH_NODES_MAX 256
 #define SEARCH_TEXT_MAX 1024
+#define SEARCH_FIELD_MAX 76     /* a field name: RFC 5322 2.1.1's 78 less ": " */
 #define SEARCH_INT_MAX 9007199254740991LL
 #define SEARCH_DATE_MAX (1LL << 40)
 #define SEARCH_DAY 86400
@@ -129,6 +132,12 @@ static int search_bad(search_query_t *q, const struct search_key *k)
 	return -1;
 }
 
+/* ASCII lower case: what every string comparison here folds. */
+static unsigned char search_fold(unsigned char c)
+{
+	return c >= 'A' && c <= 'Z' ? (unsigned char)(c - 'A' + 'a') : c;
+}
+
 /* ---- leaves -------------------------------------------------------------------------- */
 
 static int search_all(search_query_t *q, const struct search_key *k, const json_t *v, int depth)
@@ -196,27 +205,61 @@ static int search_text(search_query_t *q, const struct search_key *k, const json
 	return 0;
 }
 
-/* header: {"field": f, "contains": text} on the header cache column of f. */
-static int search_header(search_query_t *q, const struct search_key *k, const json_t *v, int depth)
+/* The header cache column of a field ("message-id" or "message_id"), or
+ * NULL if storaged does not cache it. */
+static const char *search_cached(const char *field)
 {
 	static const char *const fields[] = { "subject", "from", "to", "cc", "bcc", "message_id",
 					      "in_reply_to", "reply_to", "sender", "date" };
+	char col[16];
+	size_t n = strlen(field);
+	if (n >= sizeof col)
+		return NULL;
+	for (size_t i = 0; i <= n; i++)
+		col[i] = field[i] == '-' ? '_' : (char)search_fold((unsigned char)field[i]);
+	for (size_t i = 0; i < ARRAY_LEN(fields); i++)
+		if (strcmp(col, fields[i]) == 0)
+			return fields[i];
+	return NULL;
+}
+
+/* header: {"field": f, "contains": text}: on the header cache column of f
+ * if there is one (its first field, unfolded), else every field called f
+ * in the stored header (roost_header). */
+static int search_header(search_query_t *q, const struct search_key *k, const json_t *v, int depth)
+{
 	const char *field;
 	json_t *contains;
 	char tmpl[96];
 	if (json_unpack_ex((json_t *)v, NULL, JSON_STRICT, "{s:s, s:o}", "field", &field, "contains",
 			   &contains) < 0)
 		return search_bad(q, k);
-	for (size_t i = 0; i < ARRAY_LEN(fields); i++) {
-		if (strcmp(field, fields[i]) != 0)
-			continue;
-		/* The column name comes from the table above, never the request. */
-		snprintf(tmpl, sizeof tmpl, "b.hdr_%s IS NOT NULL AND instr(lower(b.hdr_%s), ?) > 0",
-			 fields[i], fields[i]);
+	const char *col = search_cached(field);
+	if (col != NULL) {
+		/* The column name comes from the table, never the request. */
+		snprintf(tmpl, sizeof tmpl, "b.hdr_%s IS NOT NULL AND instr(lower(b.hdr_%s), ?) > 0", col, col);
 		struct search_key sub = { "header.contains", NULL, tmpl, "a string", 0 };
 		return search_text(q, &sub, contains, depth);
 	}
-	return search_bad(q, k);
+	size_t n = strlen(field);
+	if (n == 0 || n > SEARCH_FIELD_MAX)
+		return search_bad(q, k);
+	for (size_t i = 0; i < n; i++)
+		if (field[i] < 33 || field[i] > 126 || field[i] == ':')   /* RFC 5322 ftext */
+			return search_bad(q, k);
+	struct search_key sub = { "header.contains", NULL, NULL, "a string", 0 };
+	const char *needle = search_string(q, &sub, contains);
+	if (needle == NULL)
+		return -1;
+	/* One parameter, "name:needle": a field name has no ':' */
+	size_t m = strlen(needle);
+	char *arg = xmalloc(n + 1 + m + 1);
+	for (size_t i = 0; i < n + 1 + m; i++)
+		arg[i] = (char)search_fold((unsigned char)(i < n ? field[i] : i == n ? ':' : needle[i - n - 1]));
+	search_param_text(q, arg, n + 1 + m);
+	free(arg);
+	search_leaf(q, "roost_header(m.uid, m.blob_id, m.prefix, b.body_off, ?)");
+	return 0;
 }
 
 /* An integer leaf: sizes and MODSEQ 0..2^53-1; dates 0..2^40, taken to
@@ -273,9 +316,16 @@ static bool search_costly(const json_t *n, int depth)
 				return true;
 		return false;
 	}
-	json_object_foreach((json_t *)n, key, v)
-		if (strcmp(key, "body") == 0 || strcmp(key, "text") == 0 || search_costly(v, depth + 1))
+	json_object_foreach((json_t *)n, key, v) {
+		if (strcmp(key, "body") == 0 || strcmp(key, "text") == 0)
 			return true;
+		if (strcmp(key, "header") == 0) {
+			const char *field = json_string_value(json_object_get(v, "field"));
+			return field != NULL && search_cached(field) == NULL;
+		}
+		if (search_costly(v, depth + 1))
+			return true;
+	}
 	return false;
 }
 
@@ -403,11 +453,6 @@ struct search_kmp {
 	unsigned char pat[];
 };
 
-static unsigned char search_fold(unsigned char c)
-{
-	return c >= 'A' && c <= 'Z' ? (unsigned char)(c - 'A' + 'a') : c;
-}
-
 static void search_kmp_free(void *p)
 {
 	struct search_kmp *k = p;
@@ -448,32 +493,104 @@ static bool search_kmp_feed(const struct search_kmp *k, size_t *j, const unsigne
 	return false;
 }
 
-/* Streams the chunks of blob from offset from through the matcher; 1 if
- * found, 0 if not, -1 on a database error. */
-static int search_scan_blob(struct search_exec *x, const struct search_kmp *k, size_t *j,
-			    int64_t blob, int64_t from)
+/* Something the bytes of a message are fed to: feed returns true to stop
+ * (found, or nothing more can be). */
+struct search_sink {
+	bool (*feed)(struct search_sink *sk, const unsigned char *p, size_t len);
+	bool found;
+};
+
+/* The matcher over every byte fed. */
+struct search_kmp_sink {
+	struct search_sink sk;
+	const struct search_kmp *k;
+	size_t j;
+};
+
+static bool search_kmp_sink_feed(struct search_sink *sk, const unsigned char *p, size_t len)
+{
+	struct search_kmp_sink *m = (struct search_kmp_sink *)sk;
+	return sk->found = search_kmp_feed(m->k, &m->j, p, len);
+}
+
+/* Streams the chunks of blob from offset from up to offset to into the
+ * sink; 1 if found, 0 if not, -1 on a database error. */
+static int search_scan_blob(struct search_exec *x, struct search_sink *sk, int64_t blob, int64_t from,
+			    int64_t to)
 {
 	if (x->chunks == NULL &&
 	    sqlite3_prepare_v2(x->db, "SELECT off, data FROM blob_chunks WHERE blob_id = ?1 AND "
 			       "off >= (SELECT coalesce(max(off), 0) FROM blob_chunks WHERE "
-			       "blob_id = ?1 AND off <= ?2) ORDER BY off", -1, &x->chunks, NULL) != SQLITE_OK)
+			       "blob_id = ?1 AND off <= ?2) AND off < ?3 ORDER BY off", -1, &x->chunks,
+			       NULL) != SQLITE_OK)
 		return -1;
 	sqlite3_bind_int64(x->chunks, 1, blob);
 	sqlite3_bind_int64(x->chunks, 2, from);
-	int rc, found = 0;
-	while (!found && (rc = sqlite3_step(x->chunks)) == SQLITE_ROW) {
+	sqlite3_bind_int64(x->chunks, 3, to);
+	int rc;
+	bool stop = false;
+	while (!stop && (rc = sqlite3_step(x->chunks)) == SQLITE_ROW) {
 		int64_t off = sqlite3_column_int64(x->chunks, 0);
 		const unsigned char *data = sqlite3_column_blob(x->chunks, 1);
 		int64_t len = sqlite3_column_bytes(x->chunks, 1), skip = from > off ? from - off : 0;
+		if (len > to - off)
+			len = to - off;
 		if (skip >= len)
 			continue;
 		x->bytes += len - skip;
-		found = search_kmp_feed(k, j, data + skip, (size_t)(len - skip));
+		stop = sk->feed(sk, data + skip, (size_t)(len - skip));
 	}
-	if (!found && rc != SQLITE_DONE)
-		found = -1;
 	sqlite3_reset(x->chunks);
-	return found;
+	return !stop && rc != SQLITE_DONE ? -1 : sk->found;
+}
+
+/* The statement's needle (argument i; with after_colon, what follows its
+ * first ':'), compiled once per statement; NULL if there is none or SQLite
+ * could not keep it. */
+static struct search_kmp *search_needle(sqlite3_context *ctx, sqlite3_value **argv, int i, bool after_colon)
+{
+	struct search_kmp *k = sqlite3_get_auxdata(ctx, i);
+	if (k != NULL)
+		return k;
+	const char *s = (const char *)sqlite3_value_text(argv[i]);
+	size_t n = (size_t)sqlite3_value_bytes(argv[i]);
+	if (s == NULL)
+		s = "";
+	if (after_colon) {
+		const char *colon = strchr(s, ':');
+		if (colon == NULL)
+			return NULL;
+		n -= (size_t)(colon + 1 - s);
+		s = colon + 1;
+	}
+	k = search_kmp_new((const unsigned char *)s, n);
+	sqlite3_set_auxdata(ctx, i, k, search_kmp_free);
+	return sqlite3_get_auxdata(ctx, i);
+}
+
+/* False, noting uid, once the run's scan budget is spent. */
+static bool search_budget(sqlite3_context *ctx, struct search_exec *x, sqlite3_value *uid)
+{
+	if (x->bytes < SEARCH_SCAN_BUDGET)
+		return true;
+	x->stop_uid = sqlite3_value_int64(uid);
+	sqlite3_result_error(ctx, "roost_contains: scan budget spent", -1);
+	return false;
+}
+
+/* Feeds prefix, then the blob's bytes from..to, to the sink (until it
+ * stops) and makes the function's result of it. */
+static void search_sink_result(sqlite3_context *ctx, struct search_exec *x, struct search_sink *sk,
+			       sqlite3_value *prefix, int64_t blob, int64_t from, int64_t to)
+{
+	bool stop = sk->found;
+	if (!stop && sqlite3_value_type(prefix) == SQLITE_BLOB)
+		stop = sk->feed(sk, sqlite3_value_blob(prefix), (size_t)sqlite3_value_bytes(prefix));
+	int found = stop ? sk->found : search_scan_blob(x, sk, blob, from, to);
+	if (found < 0)
+		sqlite3_result_error(ctx, "roost_contains: cannot read the blob", -1);
+	else
+		sqlite3_result_int(ctx, found);
 }
 
 /* roost_contains(uid, blob_id, prefix, from, needle): 1 if the needle
@@ -483,34 +600,92 @@ static void search_contains(sqlite3_context *ctx, int argc, sqlite3_value **argv
 {
 	(void)argc;
 	struct search_exec *x = sqlite3_user_data(ctx);
-	if (x->bytes >= SEARCH_SCAN_BUDGET) {
-		x->stop_uid = sqlite3_value_int64(argv[0]);
-		sqlite3_result_error(ctx, "roost_contains: scan budget spent", -1);
+	if (!search_budget(ctx, x, argv[0]))
+		return;
+	struct search_kmp *k = search_needle(ctx, argv, 4, false);
+	if (k == NULL) {
+		sqlite3_result_error_nomem(ctx);
 		return;
 	}
-	argv++;   /* the rest as documented without uid */
-	struct search_kmp *k = sqlite3_get_auxdata(ctx, 4);
-	if (k == NULL) {
-		k = search_kmp_new(sqlite3_value_text(argv[3]) ? sqlite3_value_text(argv[3])
-				   : (const unsigned char *)"", (size_t)sqlite3_value_bytes(argv[3]));
-		sqlite3_set_auxdata(ctx, 4, k, search_kmp_free);
-		k = sqlite3_get_auxdata(ctx, 4);   /* NULL if SQLite could not keep it */
-		if (k == NULL) {
-			sqlite3_result_error_nomem(ctx);
-			return;
+	struct search_kmp_sink m = { { search_kmp_sink_feed, k->n == 0 }, k, 0 };
+	search_sink_result(ctx, x, &m.sk, argv[2], sqlite3_value_int64(argv[1]), sqlite3_value_int64(argv[3]),
+			   INT64_MAX);
+}
+
+/* A header field filter in front of the matcher: only the text after the
+ * colon of each field with the given name, unfolded, reaches it, and the
+ * matcher starts afresh at each such field (RFC 3501 6.4.4 HEADER). The
+ * empty line ends the header. */
+struct search_hdr_sink {
+	struct search_kmp_sink m;
+	const char *name;           /* lower case */
+	size_t nlen, ni;            /* the name's length; bytes of the line's name so far */
+	enum { HDR_SKIP, HDR_NAME, HDR_VALUE } state;
+	bool bol, same;             /* at a line's start; the line's name matches so far */
+};
+
+static bool search_hdr_feed(struct search_sink *sk, const unsigned char *p, size_t len)
+{
+	struct search_hdr_sink *h = (struct search_hdr_sink *)sk;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = p[i];
+		if (h->bol) {
+			h->bol = false;
+			if (c == '\r' || c == '\n')
+				return true;                     /* the empty line */
+			if (c != ' ' && c != '\t') {             /* else: a folded line goes on */
+				h->state = HDR_NAME;
+				h->ni = 0;
+				h->same = true;
+			}
+		}
+		switch (h->state) {
+		case HDR_NAME:
+			if (c == ':') {
+				h->state = h->same && h->ni == h->nlen ? HDR_VALUE : HDR_SKIP;
+				h->m.j = 0;
+				if (h->state == HDR_VALUE && h->m.k->n == 0)
+					return sk->found = true;   /* "": the field is there */
+			} else if (c == '\n') {
+				h->state = HDR_SKIP, h->bol = true;
+			} else if (c != ' ' && c != '\t') {   /* obsolete syntax: WSP before ':' */
+				h->same = h->same && h->ni < h->nlen && search_fold(c) == (unsigned char)h->name[h->ni];
+				h->ni++;
+			}
+			break;
+		case HDR_VALUE:
+			if (c == '\n')
+				h->bol = true;
+			else if (c != '\r' && search_kmp_feed(h->m.k, &h->m.j, &c, 1))
+				return sk->found = true;
+			break;
+		case HDR_SKIP:
+			h->bol = c == '\n';
+			break;
 		}
 	}
-	size_t j = 0;
-	int found = k->n == 0;
-	if (!found && sqlite3_value_type(argv[1]) == SQLITE_BLOB)
-		found = search_kmp_feed(k, &j, sqlite3_value_blob(argv[1]),
-					(size_t)sqlite3_value_bytes(argv[1]));
-	if (!found)
-		found = search_scan_blob(x, k, &j, sqlite3_value_int64(argv[0]), sqlite3_value_int64(argv[2]));
-	if (found < 0)
-		sqlite3_result_error(ctx, "roost_contains: cannot read the blob", -1);
-	else
-		sqlite3_result_int(ctx, found);
+	return false;
+}
+
+/* roost_header(uid, blob_id, prefix, body_off, "name:needle"): 1 if a
+ * field called name (ASCII case-insensitively) in the header, prefix
+ * followed by the blob up to body_off, holds the needle. */
+static void search_header_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+	(void)argc;
+	struct search_exec *x = sqlite3_user_data(ctx);
+	if (!search_budget(ctx, x, argv[0]))
+		return;
+	struct search_kmp *k = search_needle(ctx, argv, 4, true);
+	if (k == NULL) {
+		sqlite3_result_error(ctx, "roost_header: no \"name:needle\"", -1);
+		return;
+	}
+	const char *name = (const char *)sqlite3_value_text(argv[4]);
+	struct search_hdr_sink h = { { { search_hdr_feed, false }, k, 0 }, name, strcspn(name, ":"), 0,
+				     HDR_SKIP, true, false };
+	search_sink_result(ctx, x, &h.m.sk, argv[2], sqlite3_value_int64(argv[1]), 0,
+			   sqlite3_value_int64(argv[3]));
 }
 
 /* roost_in_set(uid, set): 1 if uid is in the (normalized) set. */
@@ -547,6 +722,9 @@ static int search_functions(sqlite3 *db, struct search_exec *x)
 {
 	int rc = sqlite3_create_function_v2(db, "roost_contains", 5, SQLITE_UTF8, x,
 					    x ? search_contains : NULL, NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_create_function_v2(db, "roost_header", 5, SQLITE_UTF8, x,
+						x ? search_header_fn : NULL, NULL, NULL, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_create_function_v2(db, "roost_in_set", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC,
 						x, x ? search_in_set : NULL, NULL, NULL, NULL);

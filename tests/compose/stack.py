@@ -3,7 +3,7 @@ stack.py — drives one compose project of Roost for the tests: build, up,
 restart, scale, container state, roostctl, SMTP senders.
 
 Nothing here talks to anything but this machine: the project's network is
-internal, and SMTP goes to the netns container's address on it (Docker
+internal, and SMTP goes to the wireguard container's address on it (Docker
 publishes no ports of a container on an internal network, so the bridge
 address, which lives on this host, is the way in).
 """
@@ -130,7 +130,7 @@ class Stack:
         wait_until(lambda: self.healthy(service, n), timeout, "%d healthy %s" % (n, service))
 
     def smtp_addr(self):
-        nets = self.inspect(self.ids("netns")[0])["NetworkSettings"]["Networks"]
+        nets = self.inspect(self.ids("wireguard")[0])["NetworkSettings"]["Networks"]
         return next(iter(nets.values()))["IPAddress"], 25
 
     def logs(self, cid):

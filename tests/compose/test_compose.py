@@ -14,6 +14,7 @@ import signal
 import smtplib
 import ssl
 import stat
+import subprocess
 import time
 
 from stack import Sender, message, wait_until
@@ -34,14 +35,14 @@ def test_built_and_up(stack):
 
 
 def test_hardening(stack):
-    netns = stack.ids("netns")[0]
-    for svc in SERVICES + ["netns"]:
+    wg = stack.ids("wireguard")[0]
+    for svc in SERVICES + ["wireguard"]:
         c = stack.inspect(stack.ids(svc)[0])
         hc = c["HostConfig"]
         user = c["Config"]["User"]
         assert hc["ReadonlyRootfs"] is True, svc
         assert [x.upper() for x in hc["CapDrop"]] in (["ALL"], ["CAP_ALL"]), (svc, hc["CapDrop"])
-        if svc == "netns":
+        if svc == "wireguard":
             # the WireGuard end: root, but with NET_ADMIN as its one capability
             assert [x.upper().replace("CAP_", "") for x in hc.get("CapAdd") or []] == ["NET_ADMIN"], hc.get("CapAdd")
             continue
@@ -50,8 +51,8 @@ def test_hardening(stack):
         assert hc["RestartPolicy"]["Name"] in ("unless-stopped", "always"), svc
         if svc in ("busd", "storaged"):
             assert hc["NetworkMode"] == "none", svc
-        elif svc != "netns":
-            assert hc["NetworkMode"] == "container:" + netns, (svc, hc["NetworkMode"])
+        elif svc != "wireguard":
+            assert hc["NetworkMode"] == "container:" + wg, (svc, hc["NetworkMode"])
     # Distinct uids per service.
     uids = {svc: stack.inspect(stack.ids(svc)[0])["Config"]["User"].split(":")[0] for svc in SERVICES}
     assert len(set(uids.values())) == len(SERVICES), uids
@@ -62,9 +63,9 @@ def test_hardening(stack):
         m = os.stat(os.path.join(stack.busdir, name)).st_mode
         assert m & 0o007 == 0, (name, oct(m))
     # The namespace owner lets smtpd bind port 25 without root.
-    assert stack.inspect(netns)["HostConfig"]["Sysctls"].get("net.ipv4.ip_unprivileged_port_start") == "0"
+    assert stack.inspect(wg)["HostConfig"]["Sysctls"].get("net.ipv4.ip_unprivileged_port_start") == "0"
     # No VPS configured: the namespace's owner holds it without a tunnel.
-    assert "no tunnel" in stack.logs(netns), stack.logs(netns)
+    assert "no tunnel" in stack.logs(wg), stack.logs(wg)
 
 
 def test_mail_in_and_out(stack):
@@ -247,10 +248,24 @@ def test_scale_smtpd_imapd_and_kill_a_replica(stack):
 def test_make_up_again_keeps_mail(stack):
     """make up on a running stack: down (volumes kept; no container is
     recreated, which docker-compose 1.29 cannot do on this engine), up,
-    healthy; the mail is still there and the scaled smtpd is back to one."""
+    healthy; the mail is still there and the scaled smtpd is back to one.
+    A container of a service the file no longer has (`netns`, the wireguard
+    container's name before issue 7) is removed as an orphan."""
     before = stack.subjects(USER)
     assert sum(before.values()) > 2000
-    stack.up()
+    old = subprocess.run(["docker", "run", "-d", "--network", "none",
+                          "--label", "com.docker.compose.project=" + stack.project,
+                          "--label", "com.docker.compose.service=netns",
+                          "--label", "com.docker.compose.oneoff=False",
+                          "--label", "com.docker.compose.container-number=1",
+                          "roost-wireguard:" + stack.tag, "sleep", "infinity"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        stack.up()
+        gone = subprocess.run(["docker", "inspect", old], capture_output=True)
+        assert gone.returncode != 0, "the old netns container is still there after make up"
+    finally:
+        subprocess.run(["docker", "rm", "-f", old], capture_output=True)
     for svc in SERVICES:
         assert stack.healthy(svc), svc
     assert stack.subjects(USER) == before

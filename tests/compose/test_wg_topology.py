@@ -119,7 +119,7 @@ def test_vps_script_runs_and_tunnel_comes_up(topo):
     out = dexec(topo, "vps", "sh", "/tmp/roost-vps.sh", env=env, timeout=180)
     assert "forwarded from %s" % VPS_IP in out.stdout, out.stdout + out.stderr
     # the server's end came up from the keys at start (docker/wg-up.sh)
-    logs = topo.logs(topo.ids("netns")[0])
+    logs = topo.logs(topo.ids("wireguard")[0])
     assert "tunnel roost0 up: %s" % SERVER_TUN in logs, logs
     # the first handshake (the server's keepalive, every 25 s): then the VPS
     # reaches smtpd through the tunnel
@@ -155,7 +155,7 @@ def test_egress_leaves_from_the_vps_address(topo):
     p = subprocess.Popen(["docker", "exec", "-i", topo.ids("remote")[0], "python3", "/tmp/listen.py", "2525"],
                          stdout=subprocess.PIPE, text=True)
     try:
-        wait_until(lambda: tcp(topo, "netns", REMOTE_IP, 2525) is not None, 60,
+        wait_until(lambda: tcp(topo, "wireguard", REMOTE_IP, 2525) is not None, 60,
                    "a connection from the server's namespace to the remote host")
         assert p.stdout.readline().strip() == VPS_IP
     finally:

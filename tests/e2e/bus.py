@@ -472,6 +472,25 @@ class TapRecorder:
         with self._lock:
             return list(self.lines)
 
+    def after_replies(self, topic, n=1, timeout=WAIT):
+        """A snapshot taken once the tap has shown n replies of type topic.
+        busd mirrors an envelope on the tap as it routes it, but this
+        recorder's thread may read it a little after the caller has its
+        reply; waiting for the reply's own line makes a snapshot complete."""
+        def replies():
+            snap = self.snapshot()
+            got = 0
+            for frames in snap:
+                if frames[0] == topic and b'"status"' in frames[-1]:
+                    try:
+                        if "status" in json.loads(frames[-1])["env"]:
+                            got += 1
+                    except (ValueError, KeyError, TypeError):
+                        pass
+            return snap if got >= n else None
+        return wait_until(replies, timeout=timeout, interval=0.05,
+                          what="%d %s replies on the tap" % (n, topic.decode()))
+
     def parsed(self):
         """Recorded lines that parse, as dicts."""
         out = []

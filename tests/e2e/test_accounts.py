@@ -293,7 +293,7 @@ def test_roostctl_sends_one_idem_per_invocation(sd):
     ok(sd, "domain", "add", "example.org")
     add_user(sd, "a@example.org")
     add_user(sd, "b@example.org")
-    reqs = [json.loads(line)["env"] for topic, line in sd.tap.snapshot()
+    reqs = [json.loads(line)["env"] for topic, line in sd.tap.after_replies(b"storaged.user.add", 2)
             if topic == b"storaged.user.add"]
     reqs = [e for e in reqs if "status" not in e]
     idems = [e.get("idem") for e in reqs]
@@ -302,7 +302,7 @@ def test_roostctl_sends_one_idem_per_invocation(sd):
     assert all(len(i) == 32 and all(ch in "0123456789abcdef" for ch in i) for i in idems)
     # read-only requests carry none
     ok(sd, "user", "list")
-    lists = [json.loads(line)["env"] for topic, line in sd.tap.snapshot()
+    lists = [json.loads(line)["env"] for topic, line in sd.tap.after_replies(b"storaged.user.list")
              if topic == b"storaged.user.list"]
     assert lists and all("idem" not in e for e in lists)
 
@@ -314,7 +314,7 @@ def test_tap_never_shows_passwords(sd):
     assert verify(sd, "a@example.org", secret)
     assert not verify(sd, "a@example.org", secret + "-wrong")
     ok(sd, "user", "passwd", "a@example.org", "--password-stdin", stdin=secret + "-2\n")
-    lines = sd.tap.snapshot()
+    lines = sd.tap.after_replies(b"storaged.user.passwd")
     seen = set()
     for topic, line in lines:
         assert secret.encode() not in line, line

@@ -284,7 +284,7 @@ def test_subscribe_unsubscribe(sd):
 def test_subscribe_sends_the_flag(sd):
     ok(sd, "mailbox", "unsubscribe", USER, "Junk")
     ok(sd, "mailbox", "subscribe", USER, "Trash")
-    reqs = [json.loads(line)["env"] for topic, line in sd.tap.snapshot()
+    reqs = [json.loads(line)["env"] for topic, line in sd.tap.after_replies(b"storaged.mailbox.subscribe", 2)
             if topic == b"storaged.mailbox.subscribe"]
     reqs = [e for e in reqs if "status" not in e]
     assert [(e["name"], e["subscribed"]) for e in reqs] == [("Junk", False), ("Trash", True)], reqs
@@ -364,7 +364,7 @@ def test_idempotent_delete_and_rename(sd):
 def test_list_carries_no_idem(sd):
     ok(sd, "mailbox", "list", USER)
     ok(sd, "mailbox", "create", USER, "x")
-    snap = [(t, json.loads(line)["env"]) for t, line in sd.tap.snapshot()]
+    snap = [(t, json.loads(line)["env"]) for t, line in sd.tap.after_replies(b"storaged.mailbox.create")]
     lists = [e for t, e in snap if t == b"storaged.mailbox.list" and "status" not in e]
     creates = [e for t, e in snap if t == b"storaged.mailbox.create" and "status" not in e]
     assert lists and all("idem" not in e for e in lists)

@@ -683,14 +683,26 @@ def model_message(i):
         head += "Cc: Erin <erin@example.com>\r\n"
     if date is not None:
         head += "Date: %s\r\n" % email.utils.formatdate(date)
+    xs = []                                    # fields storaged does not cache
+    if i % 7 == 0:
+        head += "X-Spam-Flag: YES\r\n"
+        xs.append(("x-spam-flag", " YES"))
+    if i % 10 == 0:
+        head += "X-Note: first\r\n\tfolded WORD\r\n"
+        xs.append(("x-note", " first\tfolded WORD"))
+    if i % 8 == 0:
+        head += "X-Tag: alpha\r\nX-Other: x\r\nX-Tag: beta\r\n"
+        xs += [("x-tag", " alpha"), ("x-other", " x"), ("x-tag", " beta")]
     body = b"line of text\r\n" * (i * 37 % 200)
+    if i % 9 == 0:
+        body += b"X-Spam-Flag: YES\r\n"         # in the body: not a header field
     if i % 6 == 0:
         body += b"we want pizza tonight\r\n"
     if i % 11 == 0:
         body += b"PIZZA!\r\n"
     data = head.encode() + b"\r\n" + body
     return data, {"subject": SUBJECTS[i % 5], "from": SENDERS[i % 3], "cc": i % 4 == 0,
-                  "date": date, "body": body, "data": data,
+                  "date": date, "body": body, "data": data, "x": xs,
                   "internaldate": BASE + (i % 7) * DAY + i * 61}
 
 
@@ -748,6 +760,15 @@ MODEL = [
     ({"header": {"field": "to", "contains": "nobody"}}, lambda m: False),
     ({"header": {"field": "message_id", "contains": "m7@"}}, lambda m: "<m7@" in m["data"].decode()),
     ({"header": {"field": "date", "contains": ""}}, lambda m: m["date"] is not None),
+    ({"header": {"field": "X-Spam-Flag", "contains": "yes"}}, lambda m: ("x-spam-flag", " YES") in m["x"]),
+    ({"header": {"field": "x-note", "contains": "first\tFOLDED"}}, lambda m: ("x-note", " first\tfolded WORD") in m["x"]),
+    ({"header": {"field": "x-note", "contains": "word\r\n"}}, lambda m: False),
+    ({"header": {"field": "x-tag", "contains": "beta"}}, lambda m: ("x-tag", " beta") in m["x"]),
+    ({"header": {"field": "x-tag", "contains": "alphabeta"}}, lambda m: False),
+    ({"header": {"field": "x-other", "contains": ""}}, lambda m: ("x-other", " x") in m["x"]),
+    ({"header": {"field": "x-spam", "contains": ""}}, lambda m: False),
+    ({"and": [{"header": {"field": "x-tag", "contains": "alpha"}}, {"flag": "\\Seen"}]},
+     lambda m: ("x-tag", " alpha") in m["x"] and "\\Seen" in m["flags"]),
     ({"before": D3}, lambda m: m["internaldate"] < D3),
     ({"on": D3 + 5000}, lambda m: day(m["internaldate"]) == D3),
     ({"since": D3}, lambda m: m["internaldate"] >= D3),
@@ -822,6 +843,17 @@ def test_body_search_across_chunk_boundaries(sd):
                        ({"text": "subject: chunks"}, {1, 2}), ({"body": "subject"}, set()),
                        ({"body": ""}, {1, 2})]:
         assert search(sd, crit) == want, crit
+    # a field storaged does not cache is read from the stored header: the
+    # prefix first, then chunks, a field straddling them, never the body
+    long = b"X-Long: " + b"y" * 990 + b"StraddleHdr" + b"z" * 1000 + b"\r\n"
+    data = b"From: x@example.net\r\n" + long + b"Subject: chunks\r\n\r\nX-Body: no\r\n"
+    store_ok(sd.c, [{"address": ALICE, "prefix": "X-Tag: prefixmarker\r\n"}], data, chunk=1000)
+    for crit, want in [({"header": {"field": "x-tag", "contains": "PREFIXmarker"}}, {1, 3}),
+                       ({"header": {"field": "x-long", "contains": "straddlehdr"}}, {3}),
+                       ({"header": {"field": "X-Long", "contains": "y" * 1000}}, set()),
+                       ({"header": {"field": "x-body", "contains": ""}}, set()),
+                       ({"header": {"field": "subject", "contains": "chunks"}}, {1, 2, 3})]:
+        assert search(sd, crit) == want, crit
 
 
 def nested(n, leaf):
@@ -850,7 +882,9 @@ def test_search_schema_refused_criteria(sd_notap):
     for crit in ({"and": []}, {"colour": "red"}, {"larger": "10"}, {"larger": -1}, {"and": {"all": True}},
                  {"or": [{"all": True}]}, {"all": False}, {"all": True, "uids": "1"}, {},
                  {"body": "x" * 1025}, {"flag": "\\Recent"}, {"flag": "$Work"}, [], "all", deep,
-                 {"header": {"field": "x-spam", "contains": "y"}},
+                 {"header": {"field": "x spam", "contains": "y"}}, {"header": {"field": "a:b", "contains": ""}},
+                 {"header": {"field": "", "contains": "y"}}, {"header": {"field": "x" * 77, "contains": "y"}},
+                 {"header": {"field": "x-\u00e9", "contains": "y"}},
                  {"header": {"field": "subject"}}, {"since": 2 ** 41}, {"uids": "1-3"}):
         rep = call(sd_notap, "search", address=ALICE, mailbox="INBOX", criteria=crit)
         assert rep["status"] == "invalid", (crit, rep)

@@ -247,7 +247,7 @@ def test_roostctl_rcpt(sd):
 def test_read_only_and_no_idem(sd):
     resolve(sd, "alice@example.org")
     ok(sd, "rcpt", "alice@example.org")
-    reqs = [json.loads(line)["env"] for topic, line in sd.tap.snapshot()
+    reqs = [json.loads(line)["env"] for topic, line in sd.tap.after_replies(b"storaged.rcpt.resolve", 2)
             if topic == b"storaged.rcpt.resolve"]
     assert reqs and all("idem" not in e for e in reqs)
 

@@ -10,7 +10,7 @@
 #                                  the static libzmq link) and python3
 #                                  (gen_msgtypes.py)
 #   net      roost-net:bookworm    iproute2, iptables, wireguard-tools, wireguard-go:
-#                                  the netns container (the WireGuard end); the
+#                                  the wireguard container (the WireGuard end); the
 #                                  test VPS of tests/compose/test_wg_topology.py
 #   peer     roost-peer:bookworm   postfix, python3, python3-dnslib, iproute2: the
 #                                  remote MTA and DNS of that test (tests only)

@@ -63,9 +63,9 @@ echo "up: images built ($(( $(date +%s) - start )) s)"
 $DC down --remove-orphans >/dev/null 2>&1 || true
 # First the services without a listener (storaged creates the volumes) and
 # the namespace owner; not `up --no-start`: docker-compose 1.29 gives a
-# container created while netns is not running the default network instead
-# of netns's namespace.
-$DC up -d --remove-orphans netns storaged
+# container created while wireguard is not running the default network
+# instead of wireguard's namespace.
+$DC up -d --remove-orphans wireguard storaged
 
 # A self-signed certificate in the tls volume, made once, so that smtpd offers
 # STARTTLS and imapd IMAPS from the start. Real ones replace cert.pem and
@@ -112,7 +112,7 @@ done
 echo "roost: up in $(( $(date +%s) - start )) s — every service healthy"
 $DC ps
 for p in 25:SMTP 143:IMAP 993:IMAPS; do
-	port=$($DC port netns "${p%%:*}" 2>/dev/null || true)
+	port=$($DC port wireguard "${p%%:*}" 2>/dev/null || true)
 	echo "roost: ${p#*:} on ${port:-? (not published)} (container port ${p%%:*})"
 done
 ctl=roostctl
