@@ -36,7 +36,7 @@ def test_built_and_up(stack):
 
 def test_hardening(stack):
     wg = stack.ids("wireguard")[0]
-    for svc in SERVICES + ["wireguard"]:
+    for svc in SERVICES + ["wireguard", "bus-relay"]:
         c = stack.inspect(stack.ids(svc)[0])
         hc = c["HostConfig"]
         user = c["Config"]["User"]
@@ -53,9 +53,10 @@ def test_hardening(stack):
             assert hc["NetworkMode"] == "none", svc
         elif svc != "wireguard":
             assert hc["NetworkMode"] == "container:" + wg, (svc, hc["NetworkMode"])
-    # Distinct uids per service.
-    uids = {svc: stack.inspect(stack.ids(svc)[0])["Config"]["User"].split(":")[0] for svc in SERVICES}
-    assert len(set(uids.values())) == len(SERVICES), uids
+    # Distinct uids per service (the bus relay's too: its bus role is "tap").
+    uids = {svc: stack.inspect(stack.ids(svc)[0])["Config"]["User"].split(":")[0]
+            for svc in SERVICES + ["bus-relay"]}
+    assert len(set(uids.values())) == len(SERVICES) + 1, uids
     # The bus on the host: not reachable by others.
     st = os.stat(stack.busdir)
     assert stat.S_IMODE(st.st_mode) & 0o007 == 0, oct(st.st_mode)
@@ -64,8 +65,12 @@ def test_hardening(stack):
         assert m & 0o007 == 0, (name, oct(m))
     # The namespace owner lets smtpd bind port 25 without root.
     assert stack.inspect(wg)["HostConfig"]["Sysctls"].get("net.ipv4.ip_unprivileged_port_start") == "0"
-    # No VPS configured: the namespace's owner holds it without a tunnel.
+    # No VPS configured: the namespace's owner holds it without a tunnel, and
+    # the bus relay listens nowhere (it waits for the tunnel's address).
     assert "no tunnel" in stack.logs(wg), stack.logs(wg)
+    relay = stack.ids("bus-relay")[0]
+    wait_until(lambda: "relay.waiting" in stack.logs(relay), 60, "the bus relay waiting for the tunnel")
+    assert "relay.listening" not in stack.logs(relay), stack.logs(relay)
 
 
 def test_mail_in_and_out(stack):

@@ -13,7 +13,10 @@ Proved, each over the real tunnel (kernel WireGuard, else wireguard-go):
     remote host from the VPS address (egress through the tunnel);
   - a client on the home LAN reaches IMAP directly and gets its replies;
   - the laptop, with the configuration `roostctl wg add-peer` printed,
-    reaches IMAP through the VPS and not port 25 nor the internet.
+    reaches IMAP through the VPS and not port 25 nor the internet;
+  - the laptop tails the bus (`roostctl bus tail --remote`) through the
+    bus-relay container; the VPS's own tunnel address, the home LAN and
+    the internet cannot connect to the relay.
 Runs in the same pytest session as test_compose.py, as its own compose
 project on the images that session built.
 """
@@ -190,3 +193,35 @@ def test_laptop_reaches_imap_through_the_vps_and_nothing_else(topo):
     finally:
         p.kill()
         assert p.stdout.read().strip() == ""
+
+
+def test_laptop_tails_the_bus_through_the_relay_and_nothing_else_does(topo):
+    """The bus-relay container: busd's tap on the tunnel address, for devices
+    only. Runs after the laptop's tunnel came up (the test above)."""
+    relay = topo.ids("bus-relay")[0]
+    wait_until(lambda: "relay.listening endpoint=tcp://%s:4470" % SERVER_TUN in topo.logs(relay), 60,
+               "the bus relay listening on the tunnel address")
+    # roostctl bus tail --remote in the laptop's namespace (its image has no
+    # roostctl: the relay's image, sharing the laptop's network)
+    tail = subprocess.Popen(["docker", "run", "--rm", "--network", "container:" + topo.ids("laptop")[0],
+                             "roost-bus-relay:" + topo.tag, "roostctl", "--timeout", "60000", "bus", "tail",
+                             "--remote", SERVER_TUN, "--service", "busd", "--count", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while tail.poll() is None and time.monotonic() < deadline:
+            topo.roostctl("bus", "ping", "busd")
+            time.sleep(1)
+        out, err = tail.communicate(timeout=30)
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+    assert tail.returncode == 0, err
+    assert '"type":"busd.control.ping"' in out, out
+    assert "relay.device addr=10.44.0.10" in topo.logs(relay)
+    # the VPS's own tunnel address is no device, the home LAN is not the
+    # tunnel, the internet reaches neither the VPS's port nor the server's
+    assert tcp(topo, "vps", SERVER_TUN, 4470, timeout=4) is None
+    assert tcp(topo, "lanpc", "10.99.0.2", 4470, timeout=4) is None
+    assert tcp(topo, "remote", VPS_IP, 4470, timeout=4) is None
+    assert "relay.refused" not in topo.logs(relay)
