@@ -22,6 +22,7 @@
 #include "busd.h"
 #include "log.h"
 #include "util.h"
+#include "zapreq.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -114,68 +115,42 @@ static int zap_peer_uid(const char *addr, size_t len, uid_t *uid, long *pid)
 	return 0;
 }
 
-static void zap_answer(zap_t *z, zmq_msg_t *reqid, const char *code, const char *text, const char *user)
-{
-	zmq_send(z->sock, "1.0", 3, ZMQ_SNDMORE);
-	zmq_msg_send(reqid, z->sock, ZMQ_SNDMORE);
-	zmq_send(z->sock, code, strlen(code), ZMQ_SNDMORE);
-	zmq_send(z->sock, text, strlen(text), ZMQ_SNDMORE);
-	zmq_send(z->sock, user, strlen(user), ZMQ_SNDMORE);
-	zmq_send(z->sock, "", 0, 0);
-}
-
 /* One ZAP request: version, request id, domain, address, identity, mechanism. */
 static void zap_handle(zap_t *z)
 {
-	zmq_msg_t part[8];
-	int n = 0, more = 1;
-	while (more) {
-		zmq_msg_t tmp, *m = n < 8 ? &part[n] : &tmp;
-		zmq_msg_init(m);
-		if (zmq_msg_recv(m, z->sock, ZMQ_DONTWAIT) < 0) {
-			zmq_msg_close(m);
-			break;
-		}
-		more = zmq_msg_more(m);
-		if (m == &tmp)
-			zmq_msg_close(m);
-		else
-			n++;
-	}
-	if (n < 6) {
-		for (int i = 0; i < n; i++)
-			zmq_msg_close(&part[i]);
+	zapreq_t req;
+	if (zapreq_recv(&req, z->sock) < 0) {
+		zapreq_close(&req);
 		return;
 	}
 	uid_t uid = (uid_t)-1;
 	long pid = 0;
-	const char *domain = zmq_msg_data(&part[2]);
-	size_t dlen = zmq_msg_size(&part[2]);
-	bool tap = dlen == 3 && memcmp(domain, "tap", 3) == 0;
+	size_t alen;
+	const char *addr = zapreq_frame(&req, ZAPREQ_ADDRESS, &alen);
+	bool tap = zapreq_domain_is(&req, "tap");
+	bool events = zapreq_domain_is(&req, "events");
 	const char *role = "";
-	if (zap_peer_uid(zmq_msg_data(&part[3]), zmq_msg_size(&part[3]), &uid, &pid) == 0)
+	if (zap_peer_uid(addr, alen, &uid, &pid) == 0)
 		role = zap_role_for(z, uid);
-	bool events = dlen == 6 && memcmp(domain, "events", 6) == 0;
 	/* "tap" reads the tap and nothing else: elsewhere it is an unknown uid. */
 	if (!tap && strcmp(role, "tap") == 0)
 		role = "";
 	if (tap && strcmp(role, "*") != 0 && strcmp(role, "roostctl") != 0 && strcmp(role, "tap") != 0) {
 		z->denied++;
 		log_warn("zap.denied", "domain=tap uid=%ld pid=%ld why=\"tap is for roostctl only\"", (long)uid, pid);
-		zap_answer(z, &part[1], "400", "tap is for roostctl only", "");
+		zapreq_answer(&req, z->sock, "400", "tap is for roostctl only", "");
 	} else if (events && role[0] == '\0') {
 		/* Requests from an unknown uid get a "forbidden" reply; events
 		 * have no reply to carry one, so the connection is refused. */
 		z->denied++;
 		log_warn("zap.denied", "domain=events uid=%ld pid=%ld why=\"uid has no bus role\"", (long)uid, pid);
-		zap_answer(z, &part[1], "400", "uid has no bus role", "");
+		zapreq_answer(&req, z->sock, "400", "uid has no bus role", "");
 	} else {
 		z->allowed++;
-		log_debug("zap.allowed", "uid=%ld pid=%ld role=%s addr=%.*s", (long)uid, pid, role[0] ? role : "-", (int)zmq_msg_size(&part[3]), (char *)zmq_msg_data(&part[3]));
-		zap_answer(z, &part[1], "200", "OK", role[0] ? role : "-");
+		log_debug("zap.allowed", "uid=%ld pid=%ld role=%s addr=%.*s", (long)uid, pid, role[0] ? role : "-", (int)alen, addr);
+		zapreq_answer(&req, z->sock, "200", "OK", role[0] ? role : "-");
 	}
-	for (int i = 0; i < n; i++)
-		zmq_msg_close(&part[i]);
+	zapreq_close(&req);
 }
 
 static void zap_ready(loop_t *loop, void *zsock, int fd, short revents, void *arg)

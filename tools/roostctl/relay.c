@@ -34,6 +34,7 @@
 #include "bus.h"
 #include "log.h"
 #include "util.h"
+#include "zapreq.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -95,44 +96,24 @@ static bool relay_is_device(const struct relay *r, const char *addr, size_t len)
 	return h >= r->dev_lo && h <= r->dev_hi;
 }
 
-/* One ZAP request (RFC 27: version, request id, domain, address, identity,
- * mechanism, credentials...): 200 for a device's address, else 400. */
+/* One ZAP request (zapreq.h): 200 for a device's address, else 400. */
 static void relay_zap(struct relay *r)
 {
-	zmq_msg_t part[8];
-	int n = 0, more = 1;
-	while (more) {
-		zmq_msg_t tmp, *m = n < 8 ? &part[n] : &tmp;
-		zmq_msg_init(m);
-		if (zmq_msg_recv(m, r->zap, ZMQ_DONTWAIT) < 0) {
-			zmq_msg_close(m);
-			break;
-		}
-		more = zmq_msg_more(m);
-		if (m == &tmp)
-			zmq_msg_close(m);
-		else
-			n++;
-	}
-	if (n >= 6) {
-		const char *addr = zmq_msg_data(&part[3]);
-		int alen = (int)zmq_msg_size(&part[3]);
-		bool ok = relay_is_device(r, addr, (size_t)alen);
+	zapreq_t req;
+	if (zapreq_recv(&req, r->zap) == 0) {
+		size_t alen;
+		const char *addr = zapreq_frame(&req, ZAPREQ_ADDRESS, &alen);
+		int shown = alen < 64 ? (int)alen : 64;
+		bool ok = relay_is_device(r, addr, alen);
 		if (ok) {
-			log_info("relay.device", "addr=%.*s", alen < 64 ? alen : 64, addr);
+			log_info("relay.device", "addr=%.*s", shown, addr);
 		} else {
 			r->refused++;
-			log_warn("relay.refused", "addr=%.*s why=\"not a device of wg_net\"", alen < 64 ? alen : 64, addr);
+			log_warn("relay.refused", "addr=%.*s why=\"not a device of wg_net\"", shown, addr);
 		}
-		zmq_send(r->zap, "1.0", 3, ZMQ_SNDMORE);
-		zmq_msg_send(&part[1], r->zap, ZMQ_SNDMORE);
-		zmq_send(r->zap, ok ? "200" : "400", 3, ZMQ_SNDMORE);
-		zmq_send(r->zap, ok ? "OK" : "not a device", ok ? 2 : 12, ZMQ_SNDMORE);
-		zmq_send(r->zap, "device", 6, ZMQ_SNDMORE);
-		zmq_send(r->zap, "", 0, 0);
+		zapreq_answer(&req, r->zap, ok ? "200" : "400", ok ? "OK" : "not a device", "device");
 	}
-	for (int i = 0; i < n; i++)
-		zmq_msg_close(&part[i]);
+	zapreq_close(&req);
 }
 
 /* The relay subscribes to the whole tap while devices subscribe to
