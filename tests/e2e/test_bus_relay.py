@@ -132,3 +132,11 @@ def test_relay_settings_are_checked(bus):
     # nothing there: tail says so within --timeout instead of waiting forever
     r = bus.roostctl(["--timeout", "1500", "bus", "tail", "--remote", "127.0.0.2:%d" % free_port()])
     assert r.returncode == 1 and "no answer from the relay" in r.stderr, r.stderr
+
+
+def test_local_tail_refused_says_so(acl_bus):
+    """bus tail on the bus itself under a uid busd refuses the tap to: one
+    line saying so, not a silent wait (it used to wait forever)."""
+    r = acl_bus.run("roostctl", [buslib.binary("roostctl"), "bus", "tail", "--count", "1"],
+                    user=(STRANGER_UID, BUS_GID), timeout=WAIT)
+    assert r.returncode == 1 and "refused us" in r.stderr and "bus_acl" in r.stderr, r.stderr

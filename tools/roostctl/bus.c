@@ -139,18 +139,21 @@ static int tail_recv(void *sub, char topic[256], zmq_msg_t *m)
 }
 
 /* Handshake events of the tail's connection: 0 to go on, 1 after printing
- * why it cannot (refused by busd's ZAP or the relay's). */
+ * why it cannot (refused by busd's ZAP or the relay's; a remote end that is
+ * not a relay). A handshake cut short (busd restarting) is retried by
+ * libzmq. */
 static int tail_events(void *mon, const char *ep, bool *connected)
 {
+	bool remote = strncmp(ep, "tcp:", 4) == 0;
 	int ev;
 	while (mon != NULL && monitor_event(mon, &ev) == 0) {
 		if (ev == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
 			*connected = true;
 		else if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
-			return ctl_fail("bus tail: %s refused us (%s)", ep, strncmp(ep, "tcp:", 4) == 0 ?
+			return ctl_fail("bus tail: %s refused us (%s)", ep, remote ?
 					"the relay serves only the devices of wg_net, through the tunnel" :
 					"the tap is for roostctl's uid and root: bus_acl");
-		else
+		else if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL && remote)
 			return ctl_fail("bus tail: %s: handshake failed (not a Roost bus relay?)", ep);
 	}
 	return 0;

@@ -74,8 +74,10 @@ long relay_port(const struct ctl *ctl)
 	long port;
 	char err[256];
 	if (config_get_int(ctl->cfg, "bus_relay_port", RELAY_DEFAULT_PORT, 1, 65535, &port, err,
-			   sizeof err) < 0)
-		return ctl_fail("%s", err), -1;
+			   sizeof err) < 0) {
+		ctl_fail("%s", err);
+		return -1;
+	}
 	return port;
 }
 
@@ -237,7 +239,7 @@ static int relay_bind(struct relay *r, const char *ep)
 		said = true;
 		usleep(RELAY_BIND_RETRY_MS * 1000);
 		if (relay_stop)
-			return 1;
+			return 0;   /* stopped while waiting: relay_loop ends at once */
 	}
 	log_info("relay.listening", "endpoint=%s", ep);
 	return 0;
