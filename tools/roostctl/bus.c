@@ -31,7 +31,8 @@ static int tail_usage(FILE *to)
 		"  prints every envelope crossing busd as one JSON line (raw frames omitted)\n"
 		"  --count N   stop after N lines\n"
 		"  --remote    from a device over the WireGuard tunnel: the bus relay on\n"
-		"              this server's tunnel address (wg add-peer prints it; PORT %d)\n",
+		"              this server's tunnel address (wg add-peer prints it; PORT %d);\n"
+		"              gives up after roostctl --timeout MS if no relay answers\n",
 		RELAY_DEFAULT_PORT);
 	return to == stdout ? 0 : 2;
 }

@@ -23,7 +23,7 @@ static const struct command {
 	int (*fn)(struct ctl *ctl, int argc, char **argv);
 	const char *help;
 } commands[] = {
-	{ "bus", cmd_bus, "bus tail|ping: watch the bus, measure a round trip" },
+	{ "bus", cmd_bus, "bus tail|ping|relay: watch the bus (here or --remote), a round trip, the tap for devices" },
 	{ "status", cmd_status, "services on the bus, their replicas, uptime and requests" },
 	{ "domain", cmd_domain, "domain add|del|list|catchall: the mail domains storaged hosts" },
 	{ "user", cmd_user, "user add|del|list|passwd|verify|quota: mailbox users" },
