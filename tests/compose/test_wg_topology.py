@@ -14,7 +14,7 @@ Proved, each over the real tunnel (kernel WireGuard, else wireguard-go):
   - a client on the home LAN reaches IMAP directly and gets its replies;
   - the laptop, with the configuration `roostctl wg add-peer` printed,
     reaches IMAP through the VPS and not port 25 nor the internet;
-  - the laptop tails the bus (`roostctl bus tail --remote`) through the
+  - the laptop (added with --bus-tail) tails the bus (`roostctl bus tail --remote`) through the
     bus-relay container; the VPS's own tunnel address, the home LAN and
     the internet cannot connect to the relay.
 Runs in the same pytest session as test_compose.py, as its own compose
@@ -82,7 +82,7 @@ def topo(stack):
         return p.stdout
     t.host_ctl = host_ctl
     host_ctl("wg", "keygen")
-    t.laptop_conf = host_ctl("wg", "add-peer", "laptop", "--vps-ip", VPS_IP, "--no-qr")
+    t.laptop_conf = host_ctl("wg", "add-peer", "laptop", "--vps-ip", VPS_IP, "--no-qr", "--bus-tail")
     for kind in ("net", "peer"):
         subprocess.run([os.path.join(TOP, "tools/docker/mkbase.sh"), kind], cwd=TOP, check=True)
     try:

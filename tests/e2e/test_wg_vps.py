@@ -25,8 +25,13 @@ directly and gets its replies (not into the tunnel); a port the script
 does not forward stays closed; running the script twice leaves the same
 rules; a device added with `wg add-peer` reaches IMAP through the VPS with
 its generated configuration and nothing else (not port 25, not the
-internet through the VPS); the keys are real WireGuard keys (`wg pubkey`
-agrees). Needs root, iproute2, iptables and wireguard-tools (make deps
+internet through the VPS); a device added with --bus-tail tails the bus
+through the VPS (`roostctl bus tail --remote`, served by `roostctl bus
+relay` in the server's namespace), with its filters and busd's redaction,
+while a device without it, the VPS itself, the home LAN (even routed to
+the tunnel address) and the internet cannot connect to the relay, and
+what a device sends to the relay reaches nothing; the keys are real
+WireGuard keys (`wg pubkey` agrees). Needs root, iproute2, iptables and wireguard-tools (make deps
 installs them); skipped with the reason otherwise.
 """
 
@@ -209,13 +214,15 @@ def test_vps_config_without_keys_says_keygen(bus):
     assert r.returncode != 0 and "roostctl wg keygen" in r.stderr
 
 
-def stack(bus, topo, devices=()):
-    """Keys, devices, the VPS script run (twice: same rules), the server's
-    tunnel, smtpd in the server's namespace on port 25. Returns (b, keys,
-    {device: its WireGuard configuration})."""
+def stack(bus, topo, devices=(), bus_tail=()):
+    """Keys, devices (those in bus_tail added with --bus-tail), the VPS
+    script run (twice: same rules), the server's tunnel, smtpd in the
+    server's namespace on port 25. Returns (b, keys, {device: its WireGuard
+    configuration})."""
     b = with_users(bus, "alice@example.org")
     keys = keygen(b)
-    confs = {d: ok(b, "wg", "add-peer", d, "--vps-ip", VPS_IP, "--no-qr") for d in devices}
+    confs = {d: ok(b, "wg", "add-peer", d, "--vps-ip", VPS_IP, "--no-qr", *(["--bus-tail"] if d in bus_tail else []))
+             for d in devices}
     script = os.path.join(b.tmp, "roost-vps.sh")
     with open(script, "w") as f:
         f.write(ok(b, "vps-config", "--vps-ip", VPS_IP))
@@ -236,9 +243,9 @@ def stack(bus, topo, devices=()):
     return b, keys, confs
 
 
-def laptop_up(b, topo, conf_text):
+def laptop_up(b, topo, conf_text, ifname="laptop0"):
     """The laptop's tunnel from the configuration wg add-peer printed."""
-    conf = os.path.join(b.tmp, "laptop0.conf")   # the interface is named after the file
+    conf = os.path.join(b.tmp, ifname + ".conf")   # the interface is named after the file
     with open(conf, "w") as f:
         f.write(conf_text)
     topo.run("laptop", "wg-quick", "up", conf, env=dict(os.environ, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD="1"))
@@ -386,12 +393,16 @@ except socket.timeout:
 
 
 def test_device_tails_the_bus_through_the_relay_and_nothing_else_does(bus, topo):
-    b, keys, confs = stack(bus, topo, devices=("laptop",))
-    # wg add-peer tells the device's owner how to tail
+    """wg add-peer --bus-tail: the laptop tails the bus over the tunnel; the
+    phone (without), the VPS, the home LAN and the internet cannot."""
+    b, keys, confs = stack(bus, topo, devices=("laptop", "phone"), bus_tail=("laptop",))
+    # wg add-peer tells the device's owner how to tail, if it may
     assert "roostctl bus tail --remote %s:%d" % (SERVER_TUN, RELAY_PORT) in confs["laptop"]
-    # the VPS forwards the relay's port to devices
-    fwd = [l for l in vps_rules(topo) if "--src-range" in l]
-    assert fwd and "465,587,143,993,%d" % RELAY_PORT in fwd[0], fwd
+    assert "bus tail" not in confs["phone"]
+    assert [d["bus_tail"] for d in json.loads(ok(b, "--json", "wg", "list"))] == [True, False]
+    # the VPS forwards the relay's port from the laptop only
+    relay_rules = [l for l in vps_rules(topo) if "--dport %d " % RELAY_PORT in l + " "]
+    assert len(relay_rules) == 1 and "-s 10.44.0.10/32" in relay_rules[0], relay_rules
     relay = relay_up(b, topo)
     laptop_up(b, topo, confs["laptop"])
 
@@ -448,3 +459,17 @@ def test_device_tails_the_bus_through_the_relay_and_nothing_else_does(bus, topo)
     out, _ = tail.popen.communicate(timeout=WAIT)
     assert tail.popen.returncode == 0 and json.loads(out)["env"]["type"] == "busd.control.ping", tail.log()
     assert relay.alive(), relay.log()
+
+    # the phone, added without --bus-tail, reaches IMAP and not the relay
+    topo.run("laptop", "wg-quick", "down", os.path.join(b.tmp, "laptop0.conf"))
+    laptop_up(b, topo, confs["phone"], ifname="phone0")
+    imap = listener(topo, "server", 993)
+    try:
+        deadline = time.time() + WAIT * 2
+        while connect_from(topo, "laptop", SERVER_TUN, 993, timeout=3) != "connected":
+            assert time.time() < deadline, "the phone never reached IMAP"
+        assert imap.stdout.readline().strip() == "10.44.0.11"
+    finally:
+        imap.kill()
+    assert connect_from(topo, "laptop", SERVER_TUN, RELAY_PORT, timeout=3).startswith("failed")
+    assert "relay.device addr=10.44.0.11" not in relay.log()

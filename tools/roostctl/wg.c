@@ -11,7 +11,9 @@
  *
  * Addresses come from wg_net (default 10.44.0.0/24): the VPS is .1, this
  * server .2; the owner's devices (wg add-peer) from .10 to .254. A device
- * is a file peers/NAME in wg_dir: its address and public key. Its private
+ * is a file peers/NAME in wg_dir: its address, public key and whether it
+ * may tail the bus through the relay (--bus-tail: the tap shows every
+ * user's mail traffic, so only the owner's own devices). Its private
  * key is printed once, in the device's configuration, and never kept here:
  * this server has no use for it. The VPS learns the devices when its script
  * is printed and run again (it rewrites its configuration and rules).
@@ -40,10 +42,11 @@
 #define WG_IFACE "roost0"        /* the VPS's interface: not wg0, which may exist */
 #define WG_PEER_NAME_MAX 32
 
-/* What a device may reach on this server: submission (587, 465), IMAP
- * (143, 993) and the bus relay (bus_relay_port, relay.c). Not port 25
- * (that is for other servers) and nothing else. */
-#define WG_DEVICE_MAIL_PORTS "465,587,143,993"
+/* What a device may reach on this server: submission (587, 465) and IMAP
+ * (143, 993); a device added with --bus-tail also the bus relay
+ * (bus_relay_port, relay.c). Not port 25 (that is for other servers) and
+ * nothing else. */
+#define WG_DEVICE_PORTS "465,587,143,993"
 
 /* The mail ports the VPS forwards to this server: SMTP, submissions,
  * submission, IMAP, IMAPS. */
@@ -54,6 +57,7 @@ struct wg_peer {
 	char name[WG_PEER_NAME_MAX + 1];
 	int host;                      /* its address: base + host */
 	char pub[WG_KEY_B64 + 1];
+	bool tap;                      /* --bus-tail: may reach the bus relay */
 };
 
 static const char *wg_dir(const struct ctl *ctl, char *buf, size_t size)
@@ -288,7 +292,7 @@ static bool peer_name_ok(const char *n)
 	return true;
 }
 
-/* Reads wg_dir/peers/NAME ("address N\npublic KEY\n"); 0, or -1 if it is
+/* Reads wg_dir/peers/NAME ("host N\npublic KEY\n[tap 1\n]"); 0, or -1 if it is
  * not one of ours (skipped by the listing, named by the caller). */
 static int peer_read(const char *dir, const char *name, struct wg_peer *p)
 {
@@ -305,6 +309,8 @@ static int peer_read(const char *dir, const char *name, struct wg_peer *p)
 			p->host = atoi(line + 5);
 		else if (strncmp(line, "public ", 7) == 0 && strlen(line + 7) == WG_KEY_B64)
 			memcpy(p->pub, line + 7, WG_KEY_B64 + 1);
+		else if (strcmp(line, "tap 1") == 0)
+			p->tap = true;
 	}
 	fclose(f);
 	return p->host >= WG_PEER_FIRST && p->host <= WG_PEER_LAST && p->pub[0] ? 0 : -1;
@@ -350,10 +356,12 @@ static int wg_add_peer(struct ctl *ctl, int argc, char **argv)
 {
 	const char *name = NULL, *vps_ip = config_get(ctl->cfg, "vps_ip", NULL);
 	long port = WG_DEFAULT_PORT;
-	bool qr = isatty(STDOUT_FILENO);
+	bool qr = isatty(STDOUT_FILENO), tap = false;
 	for (int i = 0; i < argc; i++) {
 		if (strcmp(argv[i], "--qr") == 0)
 			qr = true;
+		else if (strcmp(argv[i], "--bus-tail") == 0)
+			tap = true;
 		else if (strcmp(argv[i], "--no-qr") == 0)
 			qr = false;
 		else if (strcmp(argv[i], "--vps-ip") == 0 && i + 1 < argc)
@@ -365,7 +373,7 @@ static int wg_add_peer(struct ctl *ctl, int argc, char **argv)
 			name = argv[i];
 		else
 			return ctl_fail("wg add-peer: unexpected %s (usage: wg add-peer NAME --vps-ip IP "
-					"[--wg-port P] [--qr|--no-qr])", argv[i]);
+					"[--wg-port P] [--bus-tail] [--qr|--no-qr])", argv[i]);
 	}
 	struct in_addr a4;
 	if (name == NULL)
@@ -400,7 +408,7 @@ static int wg_add_peer(struct ctl *ctl, int argc, char **argv)
 		return ctl_fail("wg add-peer: all %d device addresses of %s are taken",
 				WG_PEER_LAST - WG_PEER_FIRST + 1, net.cidr);
 	unsigned char priv[WG_KEY_LEN];
-	struct wg_peer p = { .host = host };
+	struct wg_peer p = { .host = host, .tap = tap };
 	char pb[WG_KEY_B64 + 1], addr[INET_ADDRSTRLEN], path[4200], text[256];
 	if (wg_key_new(priv) < 0)
 		return ctl_fail("wg add-peer: no randomness (getrandom failed)");
@@ -411,22 +419,21 @@ static int wg_add_peer(struct ctl *ctl, int argc, char **argv)
 	snprintf(path, sizeof path, "%s/peers", dir);
 	if (mkdir(path, 0700) != 0 && errno != EEXIST)
 		return ctl_fail("%s: %s", path, strerror(errno));
-	snprintf(text, sizeof text, "host %d\npublic %s\n", host, p.pub);
+	snprintf(text, sizeof text, "host %d\npublic %s\n%s", host, p.pub, tap ? "tap 1\n" : "");
 	snprintf(path, sizeof path, "%s/peers/%s", dir, name);
 	if (wg_write_file(path, text, true) != 0)
 		return 1;
-	char conf[1024];
+	char conf[1024], tail[64];
+	snprintf(tail, sizeof tail, "roostctl bus tail --remote %s:%ld", net.server, relay);
 	snprintf(conf, sizeof conf,
-		 "[Interface]\n# %s: Roost's IMAP, submission and bus tail through the VPS\n"
-		 "# (roostctl bus tail --remote %s:%ld)\nPrivateKey = %s\n"
-		 "Address = %s/32\n\n[Peer]\n# the Roost VPS\nPublicKey = %s\nEndpoint = %s:%ld\n"
-		 "AllowedIPs = %s/32\nPersistentKeepalive = 25\n",
-		 name, net.server, relay, pb, addr, vp, vps_ip, port, net.server);
+		 "[Interface]\n# %s: Roost's IMAP and submission%s through the VPS\n%s%s%s"
+		 "PrivateKey = %s\nAddress = %s/32\n\n[Peer]\n# the Roost VPS\nPublicKey = %s\n"
+		 "Endpoint = %s:%ld\nAllowedIPs = %s/32\nPersistentKeepalive = 25\n",
+		 name, tap ? ", and the bus" : "", tap ? "# (" : "", tap ? tail : "", tap ? ")\n" : "",
+		 pb, addr, vp, vps_ip, port, net.server);
 	if (ctl->json) {
-		char tail[64];
-		snprintf(tail, sizeof tail, "roostctl bus tail --remote %s:%ld", net.server, relay);
-		json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s}", "name", name, "address", addr,
-				      "public_key", p.pub, "config", conf, "bus_tail", tail);
+		json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s?}", "name", name, "address", addr,
+				      "public_key", p.pub, "config", conf, "bus_tail", tap ? tail : NULL);
 		char *s = json_dumps(o, JSON_COMPACT);
 		puts(s);
 		free(s);
@@ -441,12 +448,16 @@ static int wg_add_peer(struct ctl *ctl, int argc, char **argv)
 		if (q == NULL || fputs(conf, q) < 0 || pclose(q) != 0)
 			fprintf(stderr, "roostctl: no QR code (qrencode missing? apt install qrencode)\n");
 	}
-	fprintf(stderr, "%s gets %s and reaches %s (IMAP 143/993, submission 587/465, the bus\n"
-		"relay %ld) only. With the tunnel up, on the device: roostctl bus tail --remote %s:%ld\n"
-		"(the relay runs on this server: roostctl bus relay; the compose stack's bus-relay).\n"
-		"Next, the VPS needs its script again: roostctl vps-config --vps-ip %s > roost-vps.sh,\n"
-		"copy it there and run it (sh roost-vps.sh).\n",
-		name, addr, net.server, relay, net.server, relay, vps_ip);
+	if (tap)
+		fprintf(stderr, "%s gets %s and reaches %s (IMAP 143/993, submission 587/465, the bus\n"
+			"relay %ld) only. With the tunnel up, on the device: %s\n"
+			"(the relay runs on this server: roostctl bus relay; the compose stack's bus-relay).\n",
+			name, addr, net.server, relay, tail);
+	else
+		fprintf(stderr, "%s gets %s and reaches %s (IMAP 143/993, submission 587/465) only\n"
+			"(--bus-tail: the bus too, for the owner's own devices).\n", name, addr, net.server);
+	fprintf(stderr, "Next, the VPS needs its script again: roostctl vps-config --vps-ip %s > roost-vps.sh,\n"
+		"copy it there and run it (sh roost-vps.sh).\n", vps_ip);
 	return 0;
 }
 
@@ -466,10 +477,12 @@ static int wg_list(struct ctl *ctl, int argc, char **argv)
 	for (size_t i = 0; i < n; i++) {
 		host_addr(&net, peers[i].host, addr);
 		if (arr)
-			json_array_append_new(arr, json_pack("{s:s, s:s, s:s}", "name", peers[i].name,
-							     "address", addr, "public_key", peers[i].pub));
+			json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:b}", "name", peers[i].name,
+							     "address", addr, "public_key", peers[i].pub,
+							     "bus_tail", peers[i].tap));
 		else
-			printf("%s\t%s\t%s\n", peers[i].name, addr, peers[i].pub);
+			printf("%s\t%s\t%s\t%s\n", peers[i].name, addr, peers[i].pub,
+			       peers[i].tap ? "bus-tail" : "-");
 	}
 	if (arr) {
 		char *s = json_dumps(arr, JSON_COMPACT);
@@ -505,9 +518,10 @@ int cmd_wg(struct ctl *ctl, int argc, char **argv)
 		fprintf(argc < 1 ? stderr : stdout,
 			"usage: roostctl wg keygen [--force]   the keys of this server and of its VPS\n"
 			"       roostctl wg show               their public keys and tunnel addresses\n"
-			"       roostctl wg add-peer NAME --vps-ip IP [--wg-port P] [--qr|--no-qr]\n"
+			"       roostctl wg add-peer NAME --vps-ip IP [--wg-port P] [--bus-tail] [--qr|--no-qr]\n"
 			"                                      a device's WireGuard configuration (IMAP,\n"
-			"                                      submission and bus tail through the VPS)\n"
+			"                                      submission through the VPS; --bus-tail: and\n"
+			"                                      roostctl bus tail --remote, the owner's only)\n"
 			"       roostctl wg list               the devices\n"
 			"       roostctl wg remove NAME        forget a device\n");
 		return argc < 1 ? 2 : 0;
@@ -548,6 +562,9 @@ static const char vps_script[] =
 	"PORTS=%s\n"
 	"DEVICES=%s\n"
 	"DEVICE_PORTS=%s\n"
+	"# devices added with --bus-tail, and the bus relay's port\n"
+	"TAP_DEVICES=\"%s\"\n"
+	"RELAY_PORT=%ld\n"
 	"IF=" WG_IFACE "\n"
 	"# ROOST_VPS_ROOT: install the files under another root (tests);\n"
 	"# ROOST_VPS_PUBLIC_IF: the public interface, if not the default route's.\n"
@@ -604,9 +621,13 @@ static const char vps_script_tail[] =
 	"iptables -w -A ROOST-FWD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n"
 	"iptables -w -A ROOST-FWD -i \"$PUB\" -o \"$IF\" -d \"$SERVER\" -p tcp -m multiport --dports \"$PORTS\" -m conntrack --ctstate DNAT -j ACCEPT\n"
 	"iptables -w -A ROOST-FWD -i \"$IF\" -o \"$PUB\" -s \"$SERVER\" -j ACCEPT\n"
-	"# the owner's devices (roostctl wg add-peer) reach IMAP, submission and the\n"
-	"# bus relay (roostctl bus tail --remote), nothing else; never from $PUB\n"
+	"# the owner's devices (roostctl wg add-peer) reach IMAP and submission, and\n"
+	"# those added with --bus-tail the bus relay (roostctl bus tail --remote);\n"
+	"# nothing else, and never from $PUB\n"
 	"iptables -w -A ROOST-FWD -i \"$IF\" -o \"$IF\" -m iprange --src-range \"$DEVICES\" -d \"$SERVER\" -p tcp -m multiport --dports \"$DEVICE_PORTS\" -j ACCEPT\n"
+	"for d in $TAP_DEVICES; do\n"
+	"\tiptables -w -A ROOST-FWD -i \"$IF\" -o \"$IF\" -s \"$d\" -d \"$SERVER\" -p tcp --dport \"$RELAY_PORT\" -j ACCEPT\n"
+	"done\n"
 	"iptables -w -A ROOST-FWD -j DROP\n"
 	"jump filter FORWARD -j ROOST-FWD\n"
 	"# to the VPS itself: WireGuard, SSH, ping; nothing else\n"
@@ -677,8 +698,6 @@ int cmd_vps_config(struct ctl *ctl, int argc, char **argv)
 	if (relay < 0 || wg_setup_load(ctl, &w, "vps-config") != 0)
 		return 1;
 	const struct wg_net n = w.net;
-	char device_ports[64];
-	snprintf(device_ports, sizeof device_ports, "%s,%ld", WG_DEVICE_MAIL_PORTS, relay);
 	char when[32];
 	time_t now = time(NULL);
 	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
@@ -686,10 +705,18 @@ int cmd_vps_config(struct ctl *ctl, int argc, char **argv)
 	host_addr(&n, WG_PEER_FIRST, first);
 	host_addr(&n, WG_PEER_LAST, last);
 	snprintf(range, sizeof range, "%s-%s", first, last);
-	printf(vps_script, when, ip, port, ssh, n.cidr, n.server, WG_FORWARD_PORTS, range,
-	       device_ports, n.vps, w.vps_key, w.srv_pub);
 	size_t np;
 	struct wg_peer *peers = peers_load(w.dir, &np);
+	/* At most 245 addresses of at most 15 characters and a space. */
+	char taps[(WG_PEER_LAST - WG_PEER_FIRST + 1) * INET_ADDRSTRLEN + 1] = "";
+	for (size_t i = 0, len = 0; i < np; i++) {
+		if (peers[i].tap) {
+			host_addr(&n, peers[i].host, addr);
+			len += (size_t)snprintf(taps + len, sizeof taps - len, "%s%s", len ? " " : "", addr);
+		}
+	}
+	printf(vps_script, when, ip, port, ssh, n.cidr, n.server, WG_FORWARD_PORTS, range,
+	       WG_DEVICE_PORTS, taps, relay, n.vps, w.vps_key, w.srv_pub);
 	for (size_t i = 0; i < np; i++) {
 		host_addr(&n, peers[i].host, addr);
 		printf("\n[Peer]\n# device %s (roostctl wg add-peer)\nPublicKey = %s\nAllowedIPs = %s/32\n",
