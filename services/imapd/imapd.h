@@ -362,6 +362,7 @@ struct cmd {
 	/* shared working state */
 	json_t *page;             /* a storaged page being worked through (owned) */
 	size_t page_i;
+	size_t view_i;            /* fetch_view_next: where the view had the last UID, plus one */
 	char *set;                /* a UID set for storaged (owned) */
 	const char *set_text;     /* the set as the client sent it (borrowed from ip) */
 	struct qresync *qr;       /* QRESYNC's SELECT or UID FETCH VANISHED (qresync.c, owned) */
@@ -548,6 +549,9 @@ void view_wait(session_t *s, void (*fn)(session_t *s));
  * at least as new as what the session has told its client. */
 bool view_serves(const session_t *s);
 vmsg_t *view_find(view_t *v, uint32_t uid);
+/* view_find for UIDs asked in ascending order: *hint (0 to start) is
+ * where the last one was found, plus one. */
+vmsg_t *view_find_near(view_t *v, uint32_t uid, size_t *hint);
 /* The view's UIDs, shared (a new reference: uidsnap_release it). */
 uidsnap_t *view_uids(view_t *v);
 void uidsnap_release(uidsnap_t **sp);

@@ -209,6 +209,23 @@ uint32_t view_first_unseen(view_t *v)
 	return v->first_unseen;
 }
 
+vmsg_t *view_find_near(view_t *v, uint32_t uid, size_t *hint)
+{
+	/* a walk in UID order over a map much like the view: the message is
+	 * the one after the last (or that one); else search */
+	for (size_t i = *hint; i < v->n && i <= *hint + 1; i++)
+		if (v->msgs[i].uid == uid) {
+			*hint = i + 1;
+			return &v->msgs[i];
+		}
+	size_t i = view_lower(v->msgs, v->n, uid);
+	if (i < v->n && v->msgs[i].uid == uid) {
+		*hint = i + 1;
+		return &v->msgs[i];
+	}
+	return NULL;
+}
+
 bool view_loading(const view_t *v)
 {
 	return v != NULL && v->busy && v->loading && v->state != V_BROKEN;
