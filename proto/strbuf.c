@@ -43,6 +43,16 @@ void sb_adds(strbuf_t *sb, const char *s)
 	sb_add(sb, s, strlen(s));
 }
 
+void sb_addu(strbuf_t *sb, unsigned long long v)
+{
+	char tmp[20];   /* 2^64 - 1 has 20 digits */
+	size_t i = sizeof tmp;
+	do
+		tmp[--i] = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	sb_add(sb, tmp + i, sizeof tmp - i);
+}
+
 void sb_vaddf(strbuf_t *sb, const char *fmt, va_list ap)
 {
 	va_list ap2;

@@ -380,7 +380,10 @@ static void fetch_view_emit(session_t *s, uint32_t seq, const vmsg_t *vm)
 {
 	fetch_req_t *f = s->cmd->fetch;
 	strbuf_t *sb = &s->out;
-	sb_addf(sb, "* %u FETCH (UID %u", (unsigned)seq, (unsigned)vm->uid);
+	sb_adds(sb, "* ");
+	sb_addu(sb, seq);
+	sb_adds(sb, " FETCH (UID ");
+	sb_addu(sb, vm->uid);
 	if (f->items & FI_FLAGS) {
 		sb_adds(sb, " FLAGS ");
 		view_flags(sb, s->mbox.view, vm->flags);
@@ -393,10 +396,15 @@ static void fetch_view_emit(session_t *s, uint32_t seq, const vmsg_t *vm)
 		strftime(date, sizeof date, "%d-%b-%Y %H:%M:%S +0000", &tm);
 		sb_addf(sb, " INTERNALDATE \"%s\"", date);
 	}
-	if (f->items & FI_SIZE)
-		sb_addf(sb, " RFC822.SIZE %u", (unsigned)vm->size);
-	if (f->items & FI_MODSEQ)
-		sb_addf(sb, " MODSEQ (%llu)", (unsigned long long)vm->modseq);
+	if (f->items & FI_SIZE) {
+		sb_adds(sb, " RFC822.SIZE ");
+		sb_addu(sb, vm->size);
+	}
+	if (f->items & FI_MODSEQ) {
+		sb_adds(sb, " MODSEQ (");
+		sb_addu(sb, vm->modseq);
+		sb_addc(sb, ')');
+	}
 	sb_adds(sb, ")\r\n");
 }
 
@@ -415,7 +423,7 @@ static void fetch_view_next(session_t *s)
 				imap_pause(s, fetch_view_next);
 				return;
 			}
-			const vmsg_t *vm = m->view ? view_find(m->view, m->uids[c->page_i]) : NULL;
+			const vmsg_t *vm = m->view ? view_find_near(m->view, m->uids[c->page_i], &c->view_i) : NULL;
 			if (vm == NULL || (c->fetch->changedsince && vm->modseq <= c->fetch->changedsince))
 				continue;
 			fetch_view_emit(s, (uint32_t)c->page_i + 1, vm);

@@ -252,6 +252,15 @@ typedef struct vmsg {
 	uint64_t modseq, idate;
 } vmsg_t;
 
+/* The view's UIDs at one moment, shared read-only by the sessions that
+ * SELECTed from it: a SELECT of 50,000 messages then copies nothing. A
+ * session copies them before it changes its own map. */
+typedef struct uidsnap {
+	unsigned refs;
+	size_t n;
+	uint32_t uids[];
+} uidsnap_t;
+
 enum view_state {
 	V_STALE,    /* not loaded (or no longer trusted): the next SELECT loads it */
 	V_READY,    /* loaded; kept by events */
@@ -270,6 +279,9 @@ typedef struct view {
 	int64_t checked_ms;       /* when storaged's status last agreed (SELECT) */
 	vmsg_t *msgs;             /* ascending UIDs (owned) */
 	size_t n, cap;
+	uidsnap_t *snap;          /* msgs' UIDs, made by a SELECT, let go at a change (a reference) */
+	uint32_t first_unseen;    /* index + 1 of the first message without \Seen, 0 for none, */
+	bool first_unseen_known;  /* ... if known: forgotten at any change */
 	char **kws;               /* keyword texts, [0] = "" (owned) */
 	size_t nkws, kwcap;
 	bool busy;                /* a load or catch-up in flight */
@@ -289,8 +301,9 @@ typedef struct mbox {
 	char *name;               /* UTF-8, as storaged names it (owned) */
 	bool readonly;            /* EXAMINE */
 	uint64_t uidvalidity, uidnext, hms;
-	uint32_t *uids;           /* uids[seq - 1], ascending (owned) */
+	uint32_t *uids;           /* uids[seq - 1], ascending: owned, or snap's */
 	size_t n, cap;
+	uidsnap_t *snap;          /* a view's UIDs this map still shares (a reference), or NULL */
 	uint32_t *gone;           /* expunged elsewhere, not yet announced (owned) */
 	size_t ngone, gonecap;
 	bool dirty;               /* an event came: look at the mailbox again */
@@ -349,6 +362,7 @@ struct cmd {
 	/* shared working state */
 	json_t *page;             /* a storaged page being worked through (owned) */
 	size_t page_i;
+	size_t view_i;            /* fetch_view_next: where the view had the last UID, plus one */
 	char *set;                /* a UID set for storaged (owned) */
 	const char *set_text;     /* the set as the client sent it (borrowed from ip) */
 	struct qresync *qr;       /* QRESYNC's SELECT or UID FETCH VANISHED (qresync.c, owned) */
@@ -535,6 +549,14 @@ void view_wait(session_t *s, void (*fn)(session_t *s));
  * at least as new as what the session has told its client. */
 bool view_serves(const session_t *s);
 vmsg_t *view_find(view_t *v, uint32_t uid);
+/* view_find for UIDs asked in ascending order: *hint (0 to start) is
+ * where the last one was found, plus one. */
+vmsg_t *view_find_near(view_t *v, uint32_t uid, size_t *hint);
+/* The view's UIDs, shared (a new reference: uidsnap_release it). */
+uidsnap_t *view_uids(view_t *v);
+void uidsnap_release(uidsnap_t **sp);
+/* The sequence number of the first message without \Seen, 0 if none. */
+uint32_t view_first_unseen(view_t *v);
 /* "(\\Seen kw)" for packed flags. */
 void view_flags(strbuf_t *sb, const view_t *v, uint32_t flags);
 /* A message as a storaged.message.list entry (a new reference). */

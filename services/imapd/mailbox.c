@@ -43,11 +43,35 @@ static void status_line(session_t *s, const char *name, unsigned bits, const jso
 
 /* ---- the map ------------------------------------------------------------------ */
 
+/* Frees or lets go of the map's UIDs. */
+static void mbox_drop_uids(mbox_t *m)
+{
+	if (m->snap != NULL)
+		uidsnap_release(&m->snap);
+	else
+		free(m->uids);
+	m->uids = NULL;
+	m->n = m->cap = 0;
+}
+
+/* Before the map changes: a view's shared UIDs become the session's own. */
+static void mbox_own(mbox_t *m)
+{
+	if (m->snap == NULL)
+		return;
+	size_t cap = m->n + 64;
+	uint32_t *u = xmalloc(cap * sizeof *u);
+	memcpy(u, m->uids, m->n * sizeof *u);
+	uidsnap_release(&m->snap);
+	m->uids = u;
+	m->cap = cap;
+}
+
 void mbox_clear(mbox_t *m)
 {
 	view_release(&m->view);
 	free(m->name);
-	free(m->uids);
+	mbox_drop_uids(m);
 	free(m->gone);
 	memset(m, 0, sizeof *m);
 }
@@ -75,6 +99,7 @@ void mbox_append(mbox_t *m, uint32_t uid)
 {
 	if (m->n > 0 && uid <= m->uids[m->n - 1])
 		return;   /* already known */
+	mbox_own(m);
 	if (m->n == m->cap) {
 		m->cap = m->cap ? 2 * m->cap : 64;
 		m->uids = xrealloc(m->uids, m->cap * sizeof *m->uids);
@@ -86,6 +111,7 @@ void mbox_remove(mbox_t *m, uint32_t seq)
 {
 	if (seq == 0 || seq > m->n)
 		return;
+	mbox_own(m);
 	memmove(m->uids + seq - 1, m->uids + seq, (m->n - seq) * sizeof *m->uids);
 	m->n--;
 }
@@ -732,21 +758,18 @@ static void select_page(session_t *s, json_t *reply, const void *raw, size_t raw
 	select_announce(s);
 }
 
-/* SELECT from the view: the UIDs it has are the map, nothing asked. */
+/* SELECT from the view: the UIDs it has are the map (shared until the
+ * session changes it), nothing asked. */
 static void select_from_view(session_t *s)
 {
 	mbox_t *m = &s->mbox;
 	cmd_t *c = s->cmd;
 	view_t *v = m->view;
-	m->uids = xrealloc(m->uids, (v->n ? v->n : 1) * sizeof *m->uids);
-	m->cap = v->n ? v->n : 1;
-	m->n = v->n;
-	c->first_unseen = 0;
-	for (size_t i = 0; i < v->n; i++) {
-		m->uids[i] = v->msgs[i].uid;
-		if (c->first_unseen == 0 && !(v->msgs[i].flags & 1u))
-			c->first_unseen = (uint32_t)i + 1;
-	}
+	mbox_drop_uids(m);
+	m->snap = view_uids(v);
+	m->uids = m->snap->uids;
+	m->n = m->cap = m->snap->n;
+	c->first_unseen = view_first_unseen(v);
 	m->uidvalidity = v->uidvalidity;
 	m->uidnext = v->uidnext;
 	m->hms = v->hms;

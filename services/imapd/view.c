@@ -168,6 +168,64 @@ vmsg_t *view_find(view_t *v, uint32_t uid)
 	return i < v->n && v->msgs[i].uid == uid ? &v->msgs[i] : NULL;
 }
 
+/* Something in msgs changed: what was derived from it goes (shape: the
+ * set of UIDs, not only flags). */
+static void view_touched(view_t *v, bool shape)
+{
+	v->first_unseen_known = false;
+	if (shape)
+		uidsnap_release(&v->snap);
+}
+
+void uidsnap_release(uidsnap_t **sp)
+{
+	if (*sp != NULL && --(*sp)->refs == 0)
+		free(*sp);
+	*sp = NULL;
+}
+
+uidsnap_t *view_uids(view_t *v)
+{
+	if (v->snap == NULL) {
+		v->snap = xmalloc(sizeof *v->snap + (v->n ? v->n : 1) * sizeof v->snap->uids[0]);
+		v->snap->refs = 1;
+		v->snap->n = v->n;
+		for (size_t i = 0; i < v->n; i++)
+			v->snap->uids[i] = v->msgs[i].uid;
+	}
+	v->snap->refs++;
+	return v->snap;
+}
+
+uint32_t view_first_unseen(view_t *v)
+{
+	if (!v->first_unseen_known) {
+		v->first_unseen = 0;
+		for (size_t i = 0; i < v->n && v->first_unseen == 0; i++)
+			if (!(v->msgs[i].flags & 1u))
+				v->first_unseen = (uint32_t)i + 1;
+		v->first_unseen_known = true;
+	}
+	return v->first_unseen;
+}
+
+vmsg_t *view_find_near(view_t *v, uint32_t uid, size_t *hint)
+{
+	/* a walk in UID order over a map much like the view: the message is
+	 * the one after the last (or that one); else search */
+	for (size_t i = *hint; i < v->n && i <= *hint + 1; i++)
+		if (v->msgs[i].uid == uid) {
+			*hint = i + 1;
+			return &v->msgs[i];
+		}
+	size_t i = view_lower(v->msgs, v->n, uid);
+	if (i < v->n && v->msgs[i].uid == uid) {
+		*hint = i + 1;
+		return &v->msgs[i];
+	}
+	return NULL;
+}
+
 bool view_loading(const view_t *v)
 {
 	return v != NULL && v->busy && v->loading && v->state != V_BROKEN;
@@ -212,12 +270,14 @@ static void view_put_msg(view_t *v, const vmsg_t *nm, bool listed)
 		if (nm->modseq >= m->modseq) {
 			m->flags = nm->flags;
 			m->modseq = nm->modseq;
+			view_touched(v, false);
 		}
 		return;
 	}
 	if (!listed || (v->n > 0 && nm->uid < v->msgs[v->n - 1].uid))
 		return;
 	view_push(&v->msgs, &v->n, &v->cap, nm);
+	view_touched(v, true);
 	if (v->uidnext <= (uint64_t)nm->uid)
 		v->uidnext = (uint64_t)nm->uid + 1;
 }
@@ -307,6 +367,7 @@ static void view_cut_range(uint32_t lo, uint32_t hi, void *arg)
 {
 	view_t *v = arg;
 	view_cut(v->msgs, &v->n, lo, hi);
+	view_touched(v, true);
 	if (v->busy) {
 		/* a page in flight may still show them: cut them again after it */
 		if (v->nxp == VIEW_XP_MAX) {
@@ -386,6 +447,7 @@ static void view_wake(view_t *v)
 
 static void view_free(view_t *v)
 {
+	uidsnap_release(&v->snap);
 	free(v->msgs);
 	free(v->next);
 	for (size_t i = 0; i < v->nkws; i++)
@@ -420,6 +482,7 @@ static void view_settle(view_t *v, bool ok)
 	v->loading = false;
 	for (size_t i = 0; i < v->nxp; i++)
 		view_cut(v->msgs, &v->n, v->xp[i].lo, v->xp[i].hi);
+	view_touched(v, true);   /* a new list, or cuts again */
 	v->nxp = 0;
 	if (!ok) {
 		if (v->state != V_BROKEN)

@@ -155,6 +155,50 @@ def test_two_sessions_on_one_mailbox(imap):
         b.close()
 
 
+def test_sessions_share_the_view_uids_until_they_differ(imap):
+    """SELECT hands every session the view's UIDs without a copy; a session
+    that is told of a change, or makes one, gets its own map, and the
+    others keep what they were told until they are told."""
+    w = session(imap)
+    uids = append(w, 6, flags="\\Seen")
+    w.cmd("STORE 4 -FLAGS.SILENT (\\Seen)")
+    w.close()
+    a, b = session(imap), session(imap)
+    try:
+        for r in (a, b):
+            assert exists(r.selected) == 6, r.selected
+            assert any(b"[UNSEEN 4]" in x for x in r.selected), r.selected
+        b.cmd("STORE 2 +FLAGS.SILENT (\\Deleted)")
+        ln, lines = b.cmd("EXPUNGE")
+        assert lines == [b"* 2 EXPUNGE"], lines
+        ln, lines = b.cmd("FETCH 1:* (UID)")
+        assert [x for x in lines if b"FETCH" in x] == [
+            b"* %d FETCH (UID %d)" % (i + 1, u) for i, u in enumerate(uids[:1] + uids[2:])], lines
+        # a has not been told: its sequence numbers are still the old ones
+        ln, lines = a.cmd("FETCH 3 (UID)")
+        assert b"* 3 FETCH (UID %d)" % uids[2] in lines, lines
+        ln, lines = a.cmd("NOOP")
+        assert b"* 2 EXPUNGE" in lines, lines
+        ln, lines = a.cmd("FETCH 3 (UID)")
+        assert b"* 3 FETCH (UID %d)" % uids[3] in lines, lines
+        # a new SELECT sees the view as it is now, UNSEEN moved with it
+        c = session(imap)
+        assert exists(c.selected) == 5 and any(b"[UNSEEN 3]" in x for x in c.selected), c.selected
+        new = append(c, 1)[0]
+        for r in (a, b, c):
+            ln, lines = r.cmd("NOOP")
+            assert r is c or b"* 6 EXISTS" in lines, lines
+            ln, lines = r.cmd("UID FETCH %d (UID)" % new)
+            assert b"* 6 FETCH (UID %d)" % new in lines, lines
+        c.close()
+        d = session(imap)
+        assert exists(d.selected) == 6 and any(b"[UNSEEN 3]" in x for x in d.selected), d.selected
+        d.close()
+    finally:
+        a.close()
+        b.close()
+
+
 def test_changes_through_a_replica_and_storaged(imap):
     first = imap.imap_port
     a = session(imap)          # on the first imapd: its view is loaded now
