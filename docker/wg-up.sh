@@ -13,6 +13,9 @@
 #                  ROOST_VPS_IP:ROOST_WG_PORT (a VPS seen at another address)
 #   ROOST_BUS_RELAY_PORT  the bus relay's port on the tunnel address (4470;
 #                  roostctl bus relay, bus_relay_port)
+#   ROOST_LAN_PREFIX  the home LAN's IPv4 prefixes (comma or space
+#                  separated, e.g. 192.168.1.0/24): connections this server
+#                  opens to them go the home way, not into the tunnel
 #
 # Without ROOST_VPS_IP or the keys there is no tunnel: the namespace keeps
 # the network it was given (a test machine, a server with its own address).
@@ -26,7 +29,11 @@
 #     sends what leaves from one of the namespace's own non-tunnel addresses
 #     (a home-LAN client that came in through the published ports, whatever
 #     its prefix) to the old default route. Connections that came through
-#     the tunnel are answered from the tunnel address, by the main table.
+#     the tunnel are answered from the tunnel address, by the main table;
+#   - rule 102 sends what goes to ROOST_LAN_PREFIX (a NAS, a printer, a
+#     LAN relay) to the old default route too: without it, only replies
+#     find the LAN, and a connection this server opens to a LAN host that
+#     is not on one of its own links goes into the tunnel.
 #
 # The bus relay (roostctl bus relay: busd's tap for the owner's devices,
 # on the tunnel address) is reached through the tunnel only, from the
@@ -57,6 +64,16 @@ if [ -z "$VPS_IP" ] || [ ! -r "$DIR/server.key" ] || [ ! -r "$DIR/vps.key" ]; th
 	say "no tunnel (set vps_ip and run roostctl wg keygen for one): the network is the container's own"
 	stay "$@"
 fi
+# The LAN prefixes, checked before anything changes.
+LAN=$(echo "${ROOST_LAN_PREFIX:-}" | tr ',' ' ')
+for p in $LAN; do
+	if ! echo "$p" | awk -F'[./]' 'NF != 5 { exit 1 }
+		{ for (i = 1; i <= 4; i++) if ($i !~ /^[0-9]+$/ || $i > 255) exit 1
+		  if ($5 !~ /^[0-9]+$/ || $5 > 32) exit 1 }'; then
+		say "ROOST_LAN_PREFIX: '$p' is not an IPv4 prefix (like 192.168.1.0/24)"
+		exit 1
+	fi
+done
 case $NET in
 *.0/24) SERVER=${NET%.0/24}.2; DEVICES=${NET%.0/24}.10-${NET%.0/24}.254 ;;
 *) say "wg_net $NET: must be an IPv4 network address with /24"; exit 1 ;;
@@ -105,12 +122,19 @@ fi
 ip rule del priority 100 2>/dev/null || true
 ip rule add priority 100 lookup main suppress_prefixlength 0
 while ip rule del priority 101 2>/dev/null; do :; done
+while ip rule del priority 102 2>/dev/null; do :; done
 if [ -n "$GW" ] && [ -n "$DEV" ]; then
 	ip route replace default via "$GW" dev "$DEV" table "$TABLE"
 	for a in $(ip -4 -o addr show | awk -v t="$IF" '$2 != "lo" && $2 != t { sub("/.*", "", $4); print $4 }'); do
 		ip rule add priority 101 from "$a" lookup "$TABLE"
 	done
+	for p in $LAN; do
+		ip rule add priority 102 to "$p" lookup "$TABLE"
+	done
+elif [ -n "$LAN" ]; then
+	say "ROOST_LAN_PREFIX set, but there was no default route to reach it by"
+	exit 1
 fi
 ip route replace default dev "$IF"
-say "tunnel $IF up: $SERVER, VPS $EP; local replies via ${GW:-the local networks only}${DEV:+ on $DEV}"
+say "tunnel $IF up: $SERVER, VPS $EP; local replies via ${GW:-the local networks only}${DEV:+ on $DEV}${LAN:+; LAN $LAN too}"
 stay "$@"

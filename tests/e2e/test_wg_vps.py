@@ -148,11 +148,13 @@ def keygen(b):
     return json.loads(ok(b, "--json", "wg", "show"))
 
 
-def server_side_up(b, t, keys):
+def server_side_up(b, t, keys, lan_prefix=None):
     """The server's end: docker/wg-up.sh, as the container runs it (the
     interface named roostsrv0, not roost0: wireguard-go's control socket is
     /var/run/wireguard/<name>.sock, shared by this machine's namespaces)."""
     env = dict(os.environ, ROOST_WG_DIR=keys["dir"], ROOST_VPS_IP=VPS_IP, ROOST_WG_IF="roostsrv0")
+    if lan_prefix is not None:
+        env["ROOST_LAN_PREFIX"] = lan_prefix
     r = t.run("server", "sh", WG_UP, "true", env=env, timeout=WAIT * 2)
     assert "tunnel roostsrv0 up: 10.44.0.2" in r.stderr, r.stderr
     routes = t.run("server", "ip", "-4", "route", "show").stdout
@@ -214,7 +216,7 @@ def test_vps_config_without_keys_says_keygen(bus):
     assert r.returncode != 0 and "roostctl wg keygen" in r.stderr
 
 
-def stack(bus, topo, devices=(), bus_tail=()):
+def stack(bus, topo, devices=(), bus_tail=(), lan_prefix=None):
     """Keys, devices (those in bus_tail added with --bus-tail), the VPS
     script run (twice: same rules), the server's tunnel, smtpd in the
     server's namespace on port 25. Returns (b, keys, {device: its WireGuard
@@ -234,7 +236,7 @@ def stack(bus, topo, devices=(), bus_tail=()):
     assert vps_rules(topo) == rules
     assert topo.run("vps", "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "1"
 
-    server_side_up(b, topo, keys)
+    server_side_up(b, topo, keys, lan_prefix)
     env = {"ROOST_LISTEN": "0.0.0.0", "ROOST_SMTP_PORT": "25", "ROOST_HOSTNAME": "mx.example.org",
            "ROOST_SMTP_GREET_DELAY_MS": "0"}
     p = b.spawn("smtpd", ["ip", "netns", "exec", topo.ns["server"], buslib.binary("smtpd")], env=env)
@@ -288,6 +290,15 @@ def test_vps_forwards_mail_with_client_address_and_egress_leaves_from_vps(bus, t
     finally:
         lp.kill()
 
+    # without ROOST_LAN_PREFIX, a connection the server opens to a LAN host
+    # that is not on its own link goes into the tunnel and nowhere
+    lp = listener(topo, "lanpc", 2526)
+    try:
+        assert connect_from(topo, "server", LANPC_IP, 2526, timeout=3).startswith("failed")
+    finally:
+        lp.kill()
+        assert lp.stdout.read().strip() == ""
+
     # not forwarded: a port the script does not name stays closed, to the
     # VPS and to the server behind it
     lp = listener(topo, "server", 8080)
@@ -297,6 +308,34 @@ def test_vps_forwards_mail_with_client_address_and_egress_leaves_from_vps(bus, t
         lp.kill()
         got = lp.stdout.read()
     assert got.strip() == ""
+
+
+def test_lan_prefix_keeps_the_home_lan_out_of_the_tunnel(bus, topo):
+    """ROOST_LAN_PREFIX: the server's own connections to the home LAN go the
+    home way (from its LAN address), everything else still through the VPS."""
+    b, keys, _ = stack(bus, topo, lan_prefix="192.168.1.0/24, 172.31.0.0/16")
+    rules = topo.run("server", "ip", "rule", "show").stdout
+    assert "102:\tfrom all to 192.168.1.0/24 lookup 51821" in rules, rules
+    lp = listener(topo, "lanpc", 2526)
+    try:
+        assert connect_from(topo, "server", LANPC_IP, 2526) == "connected"
+        assert lp.stdout.readline().strip() == SERVER_LAN
+    finally:
+        lp.kill()
+    lp = listener(topo, "remote", 2525)
+    try:
+        assert connect_from(topo, "server", REMOTE_IP, 2525) == "connected"
+        assert lp.stdout.readline().strip() == VPS_IP
+    finally:
+        lp.kill()
+    # a bad prefix stops the script with a clear line instead of a tunnel
+    # that sends the LAN's traffic away
+    for bad in ("192.168.1.0/33", "192.168.1/24", "lan"):
+        env = dict(os.environ, ROOST_WG_DIR=keys["dir"], ROOST_VPS_IP=VPS_IP,
+                   ROOST_WG_IF="roostsrv1", ROOST_LAN_PREFIX="10.0.0.0/8 " + bad)
+        r = topo.run("server", "sh", WG_UP, "true", env=env, check=False, timeout=WAIT * 2)
+        assert r.returncode != 0 and "ROOST_LAN_PREFIX: '%s' is not an IPv4 prefix" % bad in r.stderr, r.stderr
+    assert topo.run("server", "ip", "rule", "show").stdout == rules   # nothing changed
 
 
 def test_device_reaches_imap_through_the_vps_and_nothing_else(bus, topo):
