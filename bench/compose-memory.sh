@@ -12,6 +12,17 @@
 # image tag, an internal network) and is removed afterwards, as are the
 # peers' temp dir and processes (by their master pids).
 set -euo pipefail
+case "${1:-}" in
+-h | --help)
+	sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+	exit 0
+	;;
+"") ;;
+*)
+	echo "usage: bench/compose-memory.sh [--help]" >&2
+	exit 2
+	;;
+esac
 HERE=$(cd "$(dirname "$0")" && pwd)
 PY=/usr/bin/python3
 export MSGS=${MSGS:-1000}
@@ -23,7 +34,7 @@ for b in /usr/sbin/postfix /usr/sbin/dovecot; do
 done
 
 echo "== compose-memory: $(date -u +%FT%TZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "== Roost in containers (busd, storaged, smtpd, imapd), $MSGS messages"
+echo "== Roost in containers (busd, storaged, smtpd, imapd, bus-relay), $MSGS messages"
 # ROOST_JSON: the JSON line of an earlier Roost part (measure the peers only).
 roost=${ROOST_JSON:-$("$PY" "$HERE/compose_memory.py" roost | grep '^JSON ' | cut -c6-)}
 
@@ -152,7 +163,7 @@ r, p, di, da = (json.loads(x) for x in sys.argv[1:5])
 mb = lambda kb: "%.1f MB" % (kb / 1024)
 print()
 print("%-40s %12s %12s" % ("PSS, sum over processes", "after start", "after %d msgs" % r["msgs"]))
-print("%-40s %12s %12s" % ("Roost: busd+storaged+smtpd+imapd", mb(r["start"]["total_kb"]), mb(r["after"]["total_kb"])))
+print("%-40s %12s %12s" % ("Roost: busd+storaged+smtpd+imapd+relay", mb(r["start"]["total_kb"]), mb(r["after"]["total_kb"])))
 for k in sorted(r["after"]["by_process"]):
     print("%-40s %12s %12s" % ("  " + k, mb(r["start"]["by_process"].get(k, 0)), mb(r["after"]["by_process"][k])))
 print("%-40s %12s %12s" % ("  with each library counted once", mb(r["start"]["files_once_kb"]), mb(r["after"]["files_once_kb"])))

@@ -100,7 +100,7 @@ def roost():
         s.up()
         s.roostctl("domain", "add", "roost.test")
         s.roostctl("user", "add", "bob@roost.test", "--password-stdin", stdin="pw-for-bench\n")
-        services = ["busd", "storaged", "smtpd", "imapd"]
+        services = ["busd", "storaged", "smtpd", "imapd", "bus-relay"]
 
         def pids():
             return [s.inspect(s.ids(svc)[0])["State"]["Pid"] for svc in services]

@@ -140,3 +140,29 @@ def test_local_tail_refused_says_so(acl_bus):
     r = acl_bus.run("roostctl", [buslib.binary("roostctl"), "bus", "tail", "--count", "1"],
                     user=(STRANGER_UID, BUS_GID), timeout=WAIT)
     assert r.returncode == 1 and "refused us" in r.stderr and "bus_acl" in r.stderr, r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a network namespace)")
+def test_relay_sleeps_until_its_address_exists(bus):
+    """Without a tunnel the relay is a sleeping process: one thread, no
+    ZeroMQ context, until the address appears; then it listens."""
+    ns = "roostrelay-%x" % (os.getpid() & 0xffff)
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        p = bus.spawn("relay", ["ip", "netns", "exec", ns, buslib.binary("roostctl"), "bus", "relay"],
+                      env={"ROOST_WG_NET": "10.44.0.0/24"})
+        wait_until(lambda: "relay.waiting" in p.log() or not p.alive(), what="the relay waiting")
+        assert p.alive(), p.log()
+        # `ip netns exec` execs roostctl: p.pid is the relay
+        assert len(os.listdir("/proc/%d/task" % p.pid)) == 1   # no zmq I/O threads yet
+        subprocess.run(["ip", "-n", ns, "addr", "add", "10.44.0.2/24", "dev", "lo"], check=True)
+        wait_until(lambda: "relay.listening" in p.log() or not p.alive(), what="the relay listening")
+        assert "endpoint=tcp://10.44.0.2:4470" in p.log(), p.log()
+    finally:
+        for pid in subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split():
+            try:
+                os.kill(int(pid), 15)
+            except ProcessLookupError:
+                pass
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)

@@ -37,11 +37,13 @@
 #include "zapreq.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -245,6 +247,35 @@ static int relay_bind(struct relay *r, const char *ep)
 	return 0;
 }
 
+/* Waits, with nothing of ZeroMQ's started yet, while the tunnel address of
+ * ep ("tcp://IP:PORT") does not exist: a stack without a tunnel keeps the
+ * relay a sleeping process (no context, no I/O threads, little memory). */
+static void relay_wait_address(const char *ep)
+{
+	char ip[INET_ADDRSTRLEN] = "";
+	const char *p = ep + strlen("tcp://"), *colon = strrchr(p, ':');
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	if (colon == NULL || (size_t)(colon - p) >= sizeof ip)
+		return;
+	memcpy(ip, p, (size_t)(colon - p));
+	if (inet_pton(AF_INET, ip, &sa.sin_addr) != 1)
+		return;
+	bool said = false;
+	while (!relay_stop) {
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		int rc = fd < 0 ? 0 : bind(fd, (struct sockaddr *)&sa, sizeof sa);   /* port 0 */
+		int err = errno;
+		if (fd >= 0)
+			close(fd);
+		if (rc == 0 || err != EADDRNOTAVAIL)
+			return;   /* there, or a problem zmq_bind will name */
+		if (!said)
+			log_info("relay.waiting", "endpoint=%s why=\"address not up yet (the tunnel)\"", ep);
+		said = true;
+		usleep(RELAY_BIND_RETRY_MS * 1000);
+	}
+}
+
 /* The sockets: ZAP handler first (libzmq asks it from the first connection
  * on), then the tap upstream, then the listener. 0, or 1 after printing why. */
 static int relay_open(struct relay *r, const struct ctl *ctl, const char *ep)
@@ -333,7 +364,8 @@ int cmd_relay(struct ctl *ctl, int argc, char **argv)
 	signal(SIGINT, relay_on_stop);
 	signal(SIGTERM, relay_on_stop);
 	signal(SIGPIPE, SIG_IGN);
-	int rc = relay_open(&r, ctl, ep);
+	relay_wait_address(ep);
+	int rc = relay_stop ? 0 : relay_open(&r, ctl, ep);
 	if (rc == 0)
 		rc = relay_loop(&r);
 	relay_close(&r);
