@@ -199,8 +199,7 @@ static int search_text(search_query_t *q, const struct search_key *k, const json
 	size_t n = json_string_length(v);
 	search_param_text(q, s, n);
 	for (char *p = q->p[q->np - 1].s; p < q->p[q->np - 1].s + n; p++)
-		if (*p >= 'A' && *p <= 'Z')
-			*p = (char)(*p - 'A' + 'a');
+		*p = (char)search_fold((unsigned char)*p);
 	search_leaf(q, k->sql);
 	return 0;
 }

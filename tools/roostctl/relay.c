@@ -200,8 +200,8 @@ static void relay_upstream_events(struct relay *r)
 }
 
 /* Parses --listen ADDR:PORT (an IPv4 address, not the wildcard: the relay
- * is for the tunnel's address only) into a tcp:// endpoint. */
-static int relay_listen_arg(const char *v, char *ep, size_t size)
+ * is for the tunnel's address only) into a tcp:// endpoint and the address. */
+static int relay_listen_arg(const char *v, char *ep, size_t size, struct in_addr *addr)
 {
 	const char *colon = strrchr(v, ':');
 	char ip[INET_ADDRSTRLEN], *end;
@@ -216,6 +216,7 @@ static int relay_listen_arg(const char *v, char *ep, size_t size)
 	if (a.s_addr == htonl(INADDR_ANY))
 		return ctl_fail("bus relay: --listen %s: not the wildcard, the tunnel address only", v);
 	snprintf(ep, size, "tcp://%s:%ld", ip, port);
+	*addr = a;
 	return 0;
 }
 
@@ -247,19 +248,12 @@ static int relay_bind(struct relay *r, const char *ep)
 	return 0;
 }
 
-/* Waits, with nothing of ZeroMQ's started yet, while the tunnel address of
- * ep ("tcp://IP:PORT") does not exist: a stack without a tunnel keeps the
- * relay a sleeping process (no context, no I/O threads, little memory). */
-static void relay_wait_address(const char *ep)
+/* Waits, with nothing of ZeroMQ's started yet, while addr (ep's) does not
+ * exist: a stack without a tunnel keeps the relay a sleeping process (no
+ * context, no I/O threads, little memory). */
+static void relay_wait_address(const char *ep, struct in_addr addr)
 {
-	char ip[INET_ADDRSTRLEN] = "";
-	const char *p = ep + strlen("tcp://"), *colon = strrchr(p, ':');
-	struct sockaddr_in sa = { .sin_family = AF_INET };
-	if (colon == NULL || (size_t)(colon - p) >= sizeof ip)
-		return;
-	memcpy(ip, p, (size_t)(colon - p));
-	if (inet_pton(AF_INET, ip, &sa.sin_addr) != 1)
-		return;
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr = addr };
 	bool said = false;
 	while (!relay_stop) {
 		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -356,7 +350,8 @@ int cmd_relay(struct ctl *ctl, int argc, char **argv)
 		return 1;
 	char ep[64], def[48];
 	snprintf(def, sizeof def, "%s:%ld", net.server, port);
-	if (relay_listen_arg(listen ? listen : def, ep, sizeof ep) != 0)
+	struct in_addr addr = { 0 };
+	if (relay_listen_arg(listen ? listen : def, ep, sizeof ep, &addr) != 0)
 		return 1;
 	int level = log_level_parse(config_get(ctl->cfg, "log_level", "info"));
 	log_init("bus-relay", level < 0 ? LOG_INFO : (enum log_level)level);
@@ -364,7 +359,7 @@ int cmd_relay(struct ctl *ctl, int argc, char **argv)
 	signal(SIGINT, relay_on_stop);
 	signal(SIGTERM, relay_on_stop);
 	signal(SIGPIPE, SIG_IGN);
-	relay_wait_address(ep);
+	relay_wait_address(ep, addr);
 	int rc = relay_stop ? 0 : relay_open(&r, ctl, ep);
 	if (rc == 0)
 		rc = relay_loop(&r);
